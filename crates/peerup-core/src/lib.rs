@@ -1,0 +1,24 @@
+//! The peerup networking core.
+//!
+//! This crate holds everything that is not user interface: it does no printing, parses no YAML and
+//! knows nothing of the command line. The `peerup` binary loads files and flags and hands typed
+//! values to the pieces here.
+//!
+//! # Layout
+//! - [`identity`]: the node's Ed25519 key, stored in libp2p's protobuf encoding (Go peer-up compatible).
+//! - [`authorized_keys`]: the SSH-style allowlist of peer IDs, parsed and edited without losing comments.
+//! - [`relay_addr`]: turns what a user types for a relay (`ip:port` or a multiaddr) into a dialable address.
+//! - [`label`]: DNS-label names, used for services and network namespaces.
+//! - [`protocols`]: every protocol ID peerup speaks, in one place.
+//! - [`fsutil`]: atomic, private (mode 0600) file writes and the permission check on secrets.
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+#![deny(missing_docs, rustdoc::broken_intra_doc_links)]
+
+pub mod authorized_keys;
+pub mod fsutil;
+pub mod identity;
+pub mod label;
+pub mod protocols;
+pub mod relay_addr;
+
+pub use libp2p::{Multiaddr, PeerId};

@@ -1,0 +1,32 @@
+//! Every protocol ID peerup speaks. They match the Go original so the two interoperate.
+
+/// The Kademlia DHT protocol: `/peerup/kad/1.0.0`, or `/peerup/<network>/kad/1.0.0` in a namespace.
+pub fn kad(network: Option<&str>) -> String {
+    match network {
+        Some(ns) => format!("/peerup/{ns}/kad/1.0.0"),
+        None => "/peerup/kad/1.0.0".to_string(),
+    }
+}
+
+/// The stream protocol of an exposed service: `/peerup/<name>/1.0.0`.
+pub fn service(name: &str) -> String {
+    format!("/peerup/{name}/1.0.0")
+}
+
+/// The default ping-pong protocol (config key `protocols.ping_pong.id`).
+pub const DEFAULT_PING_PONG: &str = "/pingpong/1.0.0";
+
+/// Identify agent prefix of peerup nodes.
+pub const AGENT_PREFIX: &str = "peerup/";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_match_go_original() {
+        assert_eq!(kad(None), "/peerup/kad/1.0.0");
+        assert_eq!(kad(Some("lab")), "/peerup/lab/kad/1.0.0");
+        assert_eq!(service("ssh"), "/peerup/ssh/1.0.0");
+    }
+}
