@@ -13,6 +13,7 @@
 //! - [`fsutil`]: atomic, private (mode 0600) file writes and the permission check on secrets.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 #![deny(missing_docs, rustdoc::broken_intra_doc_links)]
+#![warn(unreachable_pub)]
 
 pub mod authorized_keys;
 pub mod fsutil;

@@ -1,1 +1,8 @@
+//! End-to-end tests of the `peerup` binary: each runs the built binary with a temporary `HOME` and
+//! asserts stdout, stderr, the exit code and what is on disk.
 
+mod auth;
+mod config;
+mod init;
+mod service;
+mod util;

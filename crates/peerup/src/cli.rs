@@ -1,0 +1,218 @@
+//! The command line, as clap derive types. Handlers live in [`crate::cmd`].
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Reach a TCP service behind NAT from anywhere: peer to peer, end-to-end encrypted, no accounts.
+#[derive(Debug, Parser)]
+#[command(name = "peerup", version, propagate_version = true, max_term_width = 100)]
+pub struct Cli {
+    /// Config file [default: ./peerup.yaml, ~/.config/peerup/config.yaml, /etc/peerup/config.yaml]
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// `--json` for query commands.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct JsonFlag {
+    /// Print machine-readable JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create an identity, config and authorized_keys
+    Init(InitArgs),
+    /// Print this node's peer ID
+    Whoami(JsonFlag),
+    /// Show this node's identity, relays, authorized peers and services (offline)
+    Status(JsonFlag),
+    /// Manage the peers allowed to connect (authorized_keys)
+    #[command(subcommand)]
+    Auth(AuthCommand),
+    /// Check or print the config
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Manage the local services exposed to peers
+    #[command(subcommand)]
+    Service(ServiceCommand),
+    /// Manage the relays this node uses
+    #[command(subcommand)]
+    Relay(RelayCommand),
+    /// Print version information
+    Version(JsonFlag),
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Folder for config.yaml, identity.key and authorized_keys [default: ~/.config/peerup]
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// Private network namespace (a DNS label); peers must share it
+    #[arg(long, value_name = "NS")]
+    pub network: Option<String>,
+    /// Relay address: a multiaddr, or IP[:PORT] together with --relay-peer-id
+    #[arg(long, value_name = "ADDR")]
+    pub relay: Option<String>,
+    /// The relay's peer ID, for a short IP[:PORT] relay address
+    #[arg(long, value_name = "ID")]
+    pub relay_peer_id: Option<String>,
+    /// Never prompt; fail if something is missing
+    #[arg(long)]
+    pub non_interactive: bool,
+}
+
+/// Where the authorized_keys file is, when not the config's.
+#[derive(Debug, Clone, Args)]
+pub struct AuthFile {
+    /// authorized_keys file [default: security.authorized_keys_file of the config]
+    #[arg(long, value_name = "PATH")]
+    pub file: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuthCommand {
+    /// Authorize a peer
+    Add {
+        /// The peer ID (12D3KooW...)
+        peer_id: String,
+        /// A note kept after '#' on the peer's line
+        #[arg(long)]
+        comment: Option<String>,
+        /// End the authorization: an RFC 3339 time or a duration from now (e.g. 30d)
+        #[arg(long, value_name = "WHEN")]
+        expires: Option<String>,
+        #[command(flatten)]
+        file: AuthFile,
+    },
+    /// List authorized peers
+    List {
+        #[command(flatten)]
+        file: AuthFile,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Remove a peer
+    Remove {
+        /// The peer ID
+        peer_id: String,
+        #[command(flatten)]
+        file: AuthFile,
+    },
+    /// Check every line of an authorized_keys file
+    Validate {
+        /// The file [default: the config's]
+        path: Option<PathBuf>,
+        #[command(flatten)]
+        file: AuthFile,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Check the config and report every invalid value
+    Validate,
+    /// Print the config with defaults filled in and paths resolved
+    Show,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ServiceCommand {
+    /// Expose a local TCP service to authorized peers
+    Add {
+        /// Service name (a DNS label, e.g. ssh)
+        name: String,
+        /// Local address to forward to, host:port (e.g. localhost:22)
+        address: String,
+        /// Protocol ID (kept for Go peer-up compatibility; peerup uses /peerup/<name>/1.0.0)
+        #[arg(long)]
+        protocol: Option<String>,
+    },
+    /// List services
+    List(JsonFlag),
+    /// Remove a service
+    Remove {
+        /// Service name
+        name: String,
+    },
+    /// Enable a service
+    Enable {
+        /// Service name
+        name: String,
+    },
+    /// Disable a service without removing it
+    Disable {
+        /// Service name
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RelayCommand {
+    /// Add relay addresses to the config
+    Add {
+        /// Multiaddrs, or IP[:PORT] together with --peer-id
+        #[arg(required = true)]
+        addresses: Vec<String>,
+        /// The relay's peer ID, for short addresses
+        #[arg(long, value_name = "ID")]
+        peer_id: Option<String>,
+    },
+    /// List configured relays
+    List(JsonFlag),
+    /// Check a relay server's config (relay-server.yaml)
+    #[command(subcommand)]
+    Config(RelayConfigCommand),
+    /// Remove a relay address
+    Remove {
+        /// The exact multiaddr to remove
+        address: String,
+        /// Allow removing the last relay
+        #[arg(short, long)]
+        force: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RelayConfigCommand {
+    /// Check the relay config [default: ./relay-server.yaml] and report every invalid value
+    Validate,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn flags_may_follow_positionals() {
+        let cli = Cli::try_parse_from([
+            "peerup",
+            "auth",
+            "add",
+            "ID",
+            "--comment",
+            "x",
+            "--config",
+            "c.yaml",
+        ])
+        .unwrap();
+        assert_eq!(cli.config, Some(PathBuf::from("c.yaml")));
+        match cli.command {
+            Command::Auth(AuthCommand::Add { comment, .. }) => {
+                assert_eq!(comment.as_deref(), Some("x"))
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+}

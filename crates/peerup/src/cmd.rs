@@ -1,0 +1,64 @@
+//! One module per top-level command; [`run`] dispatches to them.
+
+mod auth;
+mod config_cmd;
+mod init;
+mod relay;
+mod service;
+mod status;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+
+use crate::cli::{Cli, Command};
+use crate::outln;
+
+/// What every command may need from the global flags.
+#[derive(Debug, Clone)]
+pub struct Ctx {
+    /// `--config`, if given.
+    pub config: Option<PathBuf>,
+}
+
+impl Ctx {
+    /// The explicit config path, if any.
+    pub fn config_path(&self) -> Option<&Path> {
+        self.config.as_deref()
+    }
+}
+
+/// Runs the parsed command line.
+pub fn run(cli: Cli) -> Result<()> {
+    let ctx = Ctx { config: cli.config };
+    match cli.command {
+        Command::Init(args) => init::run(&args, &ctx),
+        Command::Whoami(json) => status::whoami(json, &ctx),
+        Command::Status(json) => status::run(json, &ctx),
+        Command::Auth(cmd) => auth::run(cmd, &ctx),
+        Command::Config(cmd) => config_cmd::run(cmd, &ctx),
+        Command::Service(cmd) => service::run(cmd, &ctx),
+        Command::Relay(cmd) => relay::run(cmd, &ctx),
+        Command::Version(json) => version(json.json),
+    }
+}
+
+#[derive(serde::Serialize)]
+struct VersionInfo {
+    version: &'static str,
+    os: &'static str,
+    arch: &'static str,
+}
+
+fn version(json: bool) -> Result<()> {
+    let v = VersionInfo {
+        version: env!("CARGO_PKG_VERSION"),
+        os: std::env::consts::OS,
+        arch: std::env::consts::ARCH,
+    };
+    if json {
+        return crate::output::json(&v);
+    }
+    outln!("peerup {} ({}/{})", v.version, v.os, v.arch)?;
+    Ok(())
+}

@@ -1,0 +1,72 @@
+//! `peerup config validate|show`.
+
+use std::path::Path;
+
+use anyhow::{Result, bail};
+use peerup_core::identity;
+
+use super::Ctx;
+use crate::cli::ConfigCommand;
+use crate::config::load::{RELAY_CONFIG_FILE, load_relay_file};
+use crate::config::validate::{Problem, validate_node, validate_relay};
+use crate::config::{self};
+use crate::outln;
+use crate::output::{ok, warn};
+
+pub(super) fn run(cmd: ConfigCommand, ctx: &Ctx) -> Result<()> {
+    let loaded = config::load_node(ctx.config_path())?;
+    let path = loaded.path.display();
+    match cmd {
+        ConfigCommand::Validate => {
+            let mut problems = strings(validate_node(&loaded.config));
+            let key = &loaded.config.identity.key_file;
+            if key.exists()
+                && let Err(e) = identity::load(key)
+            {
+                problems.push(format!("identity.key_file: {e}"));
+            }
+            report(&loaded.path, &loaded.unknown_keys, &problems)
+        }
+        ConfigCommand::Show => {
+            if let Err(ps) = validate_node(&loaded.config) {
+                for p in ps {
+                    outln!("# WARNING: {p}")?;
+                }
+            }
+            outln!("# Resolved config from {path}")?;
+            let mut options = serde_saphyr::SerializerOptions::default();
+            options.prefer_block_scalars = false;
+            let yaml = serde_saphyr::to_string_with_options(&loaded.config, options)?;
+            outln!("{}", yaml.trim_end())?;
+            Ok(())
+        }
+    }
+}
+
+/// `peerup relay config validate`: the relay's config is `--config`, else `./relay-server.yaml`.
+pub(super) fn validate_relay_config(ctx: &Ctx) -> Result<()> {
+    let path = ctx.config_path().unwrap_or(Path::new(RELAY_CONFIG_FILE));
+    if !path.exists() {
+        bail!("relay config not found: {} (create one with 'peerup relay setup')", path.display());
+    }
+    let loaded = load_relay_file(path)?;
+    report(&loaded.path, &loaded.unknown_keys, &strings(validate_relay(&loaded.config)))
+}
+
+fn strings(r: Result<(), Vec<Problem>>) -> Vec<String> {
+    r.err().unwrap_or_default().iter().map(ToString::to_string).collect()
+}
+
+fn report(path: &Path, unknown_keys: &[String], problems: &[String]) -> Result<()> {
+    for k in unknown_keys {
+        outln!("note: unknown key {k} is ignored")?;
+    }
+    if problems.is_empty() {
+        outln!("{}", ok(format!("OK: {} is valid", path.display())))?;
+        return Ok(());
+    }
+    for p in problems {
+        outln!("{}", warn(format!("FAIL: {p}")))?;
+    }
+    bail!("{} has {} invalid value(s)", path.display(), problems.len())
+}

@@ -1,0 +1,178 @@
+//! The relay server's config file (`relay-server.yaml`), mirrored 1:1 from the YAML.
+//!
+//! Defaults differ from Go peer-up in one deliberate way: relayed circuits last 12 hours and carry
+//! 1 GiB per direction by default, so an SSH or RDP session that never gets a direct path is not cut
+//! after minutes. Abuse is bounded by the reservation and circuit caps instead.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::schema::{CONFIG_VERSION, TelemetrySection, null_as_default};
+
+/// The default TCP and UDP listen addresses of a relay (port 7777).
+pub fn default_relay_listen_addresses() -> Vec<String> {
+    [
+        "/ip4/0.0.0.0/tcp/7777",
+        "/ip4/0.0.0.0/udp/7777/quic-v1",
+        "/ip6/::/tcp/7777",
+        "/ip6/::/udp/7777/quic-v1",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// The whole relay config.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RelayConfig {
+    /// Schema version. Default 1.
+    pub version: u32,
+    /// `identity.key_file`, default `relay_node.key`.
+    #[serde(deserialize_with = "null_as_default")]
+    pub identity: RelayIdentitySection,
+    /// `network.listen_addresses`, default TCP and QUIC on 7777.
+    #[serde(deserialize_with = "null_as_default")]
+    pub network: RelayNetworkSection,
+    /// `discovery.network`: the namespace clients must share. Default: global.
+    #[serde(deserialize_with = "null_as_default")]
+    pub discovery: RelayDiscoverySection,
+    /// Who may reserve.
+    #[serde(deserialize_with = "null_as_default")]
+    pub security: RelaySecuritySection,
+    /// Circuit relay limits.
+    #[serde(deserialize_with = "null_as_default")]
+    pub resources: RelayResources,
+    /// The loopback health endpoint.
+    #[serde(deserialize_with = "null_as_default")]
+    pub health: HealthSection,
+    /// Metrics and audit logging.
+    #[serde(deserialize_with = "null_as_default")]
+    pub telemetry: TelemetrySection,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        Self {
+            version: CONFIG_VERSION,
+            identity: RelayIdentitySection::default(),
+            network: RelayNetworkSection::default(),
+            discovery: RelayDiscoverySection::default(),
+            security: RelaySecuritySection::default(),
+            resources: RelayResources::default(),
+            health: HealthSection::default(),
+            telemetry: TelemetrySection::default(),
+        }
+    }
+}
+
+/// `identity:`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RelayIdentitySection {
+    /// Key file, relative to the config's folder. Default `relay_node.key`.
+    pub key_file: PathBuf,
+}
+
+impl Default for RelayIdentitySection {
+    fn default() -> Self {
+        Self { key_file: "relay_node.key".into() }
+    }
+}
+
+/// `network:`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RelayNetworkSection {
+    /// Multiaddrs to listen on. Default TCP and QUIC on port 7777, IPv4 and IPv6.
+    pub listen_addresses: Vec<String>,
+}
+
+impl Default for RelayNetworkSection {
+    fn default() -> Self {
+        Self { listen_addresses: default_relay_listen_addresses() }
+    }
+}
+
+/// `discovery:`
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RelayDiscoverySection {
+    /// Network namespace (a DNS label). Default: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
+}
+
+/// `security:`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RelaySecuritySection {
+    /// Allowlist of peers that may reserve, relative to the config's folder.
+    /// Default `relay_authorized_keys`.
+    pub authorized_keys_file: PathBuf,
+    /// Only listed peers may connect and reserve. Default true.
+    pub enable_connection_gating: bool,
+}
+
+impl Default for RelaySecuritySection {
+    fn default() -> Self {
+        Self {
+            authorized_keys_file: "relay_authorized_keys".into(),
+            enable_connection_gating: true,
+        }
+    }
+}
+
+/// `resources:`: circuit relay v2 limits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RelayResources {
+    /// Reservations held at once, in total. Default 128.
+    pub max_reservations: u32,
+    /// Relayed circuits at once, per peer. Default 16.
+    pub max_circuits: u32,
+    /// Bytes buffered per circuit direction. Default 2048.
+    pub buffer_size: u32,
+    /// Reservations per source IP. Default 8.
+    pub max_reservations_per_ip: u32,
+    /// Reservations per autonomous system. Default 32.
+    pub max_reservations_per_asn: u32,
+    /// How long a reservation lasts before it must be renewed. Default `1h`.
+    pub reservation_ttl: String,
+    /// Longest life of one relayed circuit. Default `12h`.
+    pub session_duration: String,
+    /// Most bytes one circuit carries per direction (`1GB`; KB/MB/GB are powers of 1024).
+    /// Default `1GB`.
+    pub session_data_limit: String,
+}
+
+impl Default for RelayResources {
+    fn default() -> Self {
+        Self {
+            max_reservations: 128,
+            max_circuits: 16,
+            buffer_size: 2048,
+            max_reservations_per_ip: 8,
+            max_reservations_per_asn: 32,
+            reservation_ttl: "1h".into(),
+            session_duration: "12h".into(),
+            session_data_limit: "1GB".into(),
+        }
+    }
+}
+
+/// `health:`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct HealthSection {
+    /// Serve `/healthz` on loopback. Default false.
+    pub enabled: bool,
+    /// Where. Default `127.0.0.1:9090`.
+    pub listen_address: String,
+}
+
+impl Default for HealthSection {
+    fn default() -> Self {
+        Self { enabled: false, listen_address: "127.0.0.1:9090".into() }
+    }
+}
