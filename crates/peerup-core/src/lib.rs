@@ -10,6 +10,11 @@
 //! - [`relay_addr`]: turns what a user types for a relay (`ip:port` or a multiaddr) into a dialable address.
 //! - [`label`]: DNS-label names, used for services and network namespaces.
 //! - [`protocols`]: every protocol ID peerup speaks, in one place.
+//! - [`node`]: the libp2p node (one task owns the swarm; [`node::Node`] is the handle).
+//! - [`streams`]: application streams, opened on a direct connection whenever one exists.
+//! - [`gate`]: refuses inbound connections from peers not in authorized_keys.
+//! - [`service`]: exposing local TCP services and reaching a peer's; [`pingpong`]: ping.
+//! - [`relay`]: circuit relay server limits.
 //! - [`fsutil`]: atomic, private (mode 0600) file writes and the permission check on secrets.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 #![deny(missing_docs, rustdoc::broken_intra_doc_links)]
@@ -17,9 +22,15 @@
 
 pub mod authorized_keys;
 pub mod fsutil;
+pub mod gate;
 pub mod identity;
 pub mod label;
+pub mod node;
+pub mod pingpong;
 pub mod protocols;
+pub mod relay;
 pub mod relay_addr;
+pub mod service;
+pub mod streams;
 
 pub use libp2p::{Multiaddr, PeerId};

@@ -1,0 +1,229 @@
+//! The connection gate: inbound connections from peers that are not authorized are refused right
+//! after the security handshake, when the remote's peer ID is known.
+//!
+//! Outbound connections are not gated (we chose to dial them), which is why every service stream
+//! re-checks the same [`AccessList`] before it is served. Relays and other infrastructure peers
+//! can be let in with [`AccessList::allow_always`]. The gate can also cap inbound connections per
+//! source IP, which bounds what one host can take from a relay.
+
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+use std::sync::{Arc, RwLock};
+use std::task::{Context, Poll};
+
+use jiff::Timestamp;
+use libp2p::PeerId;
+use libp2p::core::transport::PortUse;
+use libp2p::core::{Endpoint, Multiaddr};
+use libp2p::multiaddr::Protocol;
+use libp2p::swarm::{
+    ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour, THandler, THandlerInEvent,
+    THandlerOutEvent, ToSwarm, dummy,
+};
+
+use crate::authorized_keys::AuthorizedKeys;
+
+/// Why an inbound connection was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum GateError {
+    /// The peer is not in authorized_keys, or its entry has expired.
+    #[error("peer {0} is not authorized")]
+    NotAuthorized(PeerId),
+    /// Too many connections from one IP address.
+    #[error("too many connections from {0}")]
+    TooManyFromIp(IpAddr),
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    enabled: bool,
+    peers: HashMap<PeerId, Option<Timestamp>>,
+    always: HashSet<PeerId>,
+}
+
+/// Who may connect, shared between the gate, the service handlers and whoever reloads it.
+#[derive(Debug, Clone, Default)]
+pub struct AccessList {
+    inner: Arc<RwLock<Inner>>,
+}
+
+impl AccessList {
+    /// Gating off: every peer is allowed.
+    pub fn open() -> Self {
+        Self::default()
+    }
+
+    /// Gating on, with the entries of an authorized_keys file.
+    pub fn from_keys(keys: &AuthorizedKeys) -> Self {
+        let list = Self::default();
+        list.replace(keys);
+        list
+    }
+
+    /// Replaces the authorized peers (a reload), keeping the always-allowed ones, and turns
+    /// gating on.
+    pub fn replace(&self, keys: &AuthorizedKeys) {
+        let peers = keys.entries().map(|e| (e.peer_id(), e.expires())).collect();
+        let mut inner = self.write();
+        inner.enabled = true;
+        inner.peers = peers;
+    }
+
+    /// Lets a peer in regardless of authorized_keys (used for configured relays).
+    pub fn allow_always(&self, peer: PeerId) {
+        self.write().always.insert(peer);
+    }
+
+    /// Whether gating is on.
+    pub fn is_enabled(&self) -> bool {
+        self.read().enabled
+    }
+
+    /// Whether `peer` may connect now.
+    pub fn is_allowed(&self, peer: &PeerId) -> bool {
+        let inner = self.read();
+        if !inner.enabled || inner.always.contains(peer) {
+            return true;
+        }
+        matches!(inner.peers.get(peer), Some(exp) if exp.is_none_or(|t| t > Timestamp::now()))
+    }
+
+    /// Whether `peer` may use services: like [`Self::is_allowed`], but infrastructure peers
+    /// (relays) get no service access unless they are in authorized_keys themselves.
+    pub fn is_authorized(&self, peer: &PeerId) -> bool {
+        let inner = self.read();
+        !inner.enabled
+            || matches!(inner.peers.get(peer), Some(exp) if exp.is_none_or(|t| t > Timestamp::now()))
+    }
+
+    /// Whether `peer` is an always-allowed (infrastructure) peer.
+    pub fn is_infrastructure(&self, peer: &PeerId) -> bool {
+        self.read().always.contains(peer)
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
+        self.inner.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
+        self.inner.write().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The gate behaviour.
+pub struct Gate {
+    list: AccessList,
+    max_per_ip: Option<usize>,
+    per_ip: HashMap<IpAddr, usize>,
+    conn_ip: HashMap<ConnectionId, IpAddr>,
+}
+
+impl Gate {
+    /// A gate over `list`, optionally capping inbound connections per source IP.
+    pub fn new(list: AccessList, max_per_ip: Option<usize>) -> Self {
+        Self { list, max_per_ip, per_ip: HashMap::new(), conn_ip: HashMap::new() }
+    }
+}
+
+fn direct_ip(addr: &Multiaddr) -> Option<IpAddr> {
+    if crate::streams::is_relayed(addr) {
+        return None;
+    }
+    addr.iter().find_map(|p| match p {
+        Protocol::Ip4(ip) => Some(IpAddr::V4(ip)),
+        Protocol::Ip6(ip) => Some(IpAddr::V6(ip)),
+        _ => None,
+    })
+}
+
+impl NetworkBehaviour for Gate {
+    type ConnectionHandler = dummy::ConnectionHandler;
+    type ToSwarm = std::convert::Infallible;
+
+    fn handle_established_inbound_connection(
+        &mut self,
+        id: ConnectionId,
+        peer: PeerId,
+        _local_addr: &Multiaddr,
+        remote_addr: &Multiaddr,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        if !self.list.is_allowed(&peer) {
+            tracing::info!(%peer, addr = %remote_addr, "inbound connection denied: not authorized");
+            return Err(ConnectionDenied::new(GateError::NotAuthorized(peer)));
+        }
+        if let (Some(max), Some(ip)) = (self.max_per_ip, direct_ip(remote_addr)) {
+            let count = self.per_ip.entry(ip).or_default();
+            if *count >= max {
+                tracing::info!(%peer, %ip, "inbound connection denied: per-IP limit");
+                return Err(ConnectionDenied::new(GateError::TooManyFromIp(ip)));
+            }
+            *count += 1;
+            self.conn_ip.insert(id, ip);
+        }
+        Ok(dummy::ConnectionHandler)
+    }
+
+    fn handle_established_outbound_connection(
+        &mut self,
+        _: ConnectionId,
+        _: PeerId,
+        _: &Multiaddr,
+        _: Endpoint,
+        _: PortUse,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        Ok(dummy::ConnectionHandler)
+    }
+
+    fn on_swarm_event(&mut self, event: FromSwarm<'_>) {
+        if let FromSwarm::ConnectionClosed(e) = event
+            && let Some(ip) = self.conn_ip.remove(&e.connection_id)
+            && let Some(n) = self.per_ip.get_mut(&ip)
+        {
+            *n -= 1;
+            if *n == 0 {
+                self.per_ip.remove(&ip);
+            }
+        }
+    }
+
+    fn on_connection_handler_event(
+        &mut self,
+        _: PeerId,
+        _: ConnectionId,
+        e: THandlerOutEvent<Self>,
+    ) {
+        match e {}
+    }
+
+    fn poll(&mut self, _: &mut Context<'_>) -> Poll<ToSwarm<Self::ToSwarm, THandlerInEvent<Self>>> {
+        Poll::Pending
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn access_list_honours_gating_expiry_and_infrastructure() {
+        let a = PeerId::random();
+        let b = PeerId::random();
+        let relay = PeerId::random();
+        let open = AccessList::open();
+        assert!(open.is_allowed(&a));
+
+        let keys = AuthorizedKeys::parse(&format!("{a}\n{b} expires=2000-01-01T00:00:00Z\n"));
+        let list = AccessList::from_keys(&keys);
+        assert!(list.is_allowed(&a));
+        assert!(!list.is_allowed(&b), "expired entries are refused");
+        assert!(!list.is_allowed(&relay));
+        list.allow_always(relay);
+        assert!(list.is_allowed(&relay));
+        assert!(!list.is_authorized(&relay), "relays get no service access");
+        assert!(list.is_authorized(&a));
+        list.replace(&AuthorizedKeys::parse(""));
+        assert!(!list.is_allowed(&a), "a reload removes peers");
+        assert!(list.is_allowed(&relay), "infrastructure survives reloads");
+    }
+}

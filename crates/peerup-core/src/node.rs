@@ -1,0 +1,273 @@
+//! The libp2p node: one task owns the swarm; the cloneable [`Node`] handle talks to it through a
+//! bounded command channel with oneshot replies, and publishes [`NodeEvent`]s.
+//!
+//! - [`behaviour`]: the composed protocols and the transport stack.
+//! - [`event_loop`]: the actor that owns the swarm.
+//! - [`reservations`]: keeping a reservation on every relay, with backoff.
+
+mod behaviour;
+mod event_loop;
+mod reservations;
+
+use std::time::Duration;
+
+use libp2p::identity::Keypair;
+use libp2p::{Multiaddr, PeerId, Stream, StreamProtocol};
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::gate::AccessList;
+use crate::relay::RelayLimits;
+use crate::streams::{IncomingStream, OpenStreamError, PathInfo, StreamControl};
+
+/// Commands waiting for the swarm task.
+const COMMAND_QUEUE: usize = 64;
+/// Events kept for slow subscribers before they start missing some.
+const EVENT_QUEUE: usize = 256;
+/// How long opening a stream may take, dialing included.
+pub const OPEN_STREAM_TIMEOUT: Duration = Duration::from_secs(45);
+
+/// Everything a node needs; built by the binary from its config file.
+#[derive(Clone)]
+pub struct NodeConfig {
+    /// The node's identity.
+    pub keypair: Keypair,
+    /// Addresses to listen on.
+    pub listen: Vec<Multiaddr>,
+    /// Relays, each with `/p2p/<id>`.
+    pub relays: Vec<Multiaddr>,
+    /// Hold a reservation on every relay so that peers can reach us (daemons do; clients don't).
+    pub reserve: bool,
+    /// DHT namespace.
+    pub network: Option<String>,
+    /// Who may connect in.
+    pub access: AccessList,
+    /// Identify agent version.
+    pub agent: String,
+    /// Ask the router for a port mapping.
+    pub enable_upnp: bool,
+    /// Run a circuit relay server with these limits.
+    pub relay_server: Option<RelayLimits>,
+    /// Cap inbound connections per source IP.
+    pub max_inbound_per_ip: Option<usize>,
+    /// Close connections without streams after this long.
+    pub idle_timeout: Duration,
+    /// Addresses to announce as ours (a relay's public addresses).
+    pub external_addrs: Vec<Multiaddr>,
+    /// Announce every listen address as external (a relay on a public host, or loopback tests).
+    pub listen_addrs_are_external: bool,
+}
+
+impl NodeConfig {
+    /// A config with peerup's defaults for `keypair`.
+    pub fn new(keypair: Keypair) -> Self {
+        Self {
+            keypair,
+            listen: Vec::new(),
+            relays: Vec::new(),
+            reserve: false,
+            network: None,
+            access: AccessList::open(),
+            agent: format!("{}{}", crate::protocols::AGENT_PREFIX, env!("CARGO_PKG_VERSION")),
+            enable_upnp: false,
+            relay_server: None,
+            max_inbound_per_ip: None,
+            idle_timeout: Duration::from_secs(300),
+            external_addrs: Vec::new(),
+            listen_addrs_are_external: false,
+        }
+    }
+}
+
+/// A node operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NodeError {
+    /// The transport stack could not be built.
+    #[error("cannot build the network stack: {0}")]
+    Transport(String),
+    /// Listening on an address failed.
+    #[error("cannot listen on {addr}: {reason}")]
+    Listen {
+        /// The address.
+        addr: Multiaddr,
+        /// Why.
+        reason: String,
+    },
+    /// The node has shut down.
+    #[error("the node has shut down")]
+    Closed,
+    /// A stream could not be opened.
+    #[error(transparent)]
+    OpenStream(#[from] OpenStreamError),
+    /// Timed out.
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+}
+
+/// Something that happened on the node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum NodeEvent {
+    /// Listening on a new address.
+    Listening(Multiaddr),
+    /// A relay accepted (or renewed) our reservation.
+    ReservationAccepted {
+        /// The relay.
+        relay: PeerId,
+        /// Whether it was a renewal.
+        renewal: bool,
+    },
+    /// The reservation on a relay was lost; a retry is scheduled.
+    ReservationLost {
+        /// The relay.
+        relay: PeerId,
+        /// Why.
+        reason: String,
+    },
+    /// A connection was established.
+    Connected {
+        /// The peer.
+        peer: PeerId,
+        /// The connection's path.
+        path: PathInfo,
+    },
+    /// A connection closed.
+    Disconnected {
+        /// The peer.
+        peer: PeerId,
+        /// The connection's path.
+        path: PathInfo,
+    },
+    /// DCUtR upgraded a relayed connection to a direct one.
+    HolePunched {
+        /// The peer.
+        peer: PeerId,
+    },
+    /// Hole punching failed; the connection stays relayed.
+    HolePunchFailed {
+        /// The peer.
+        peer: PeerId,
+        /// Why.
+        reason: String,
+    },
+    /// A peer identified itself.
+    Identified {
+        /// The peer.
+        peer: PeerId,
+        /// Its agent version.
+        agent: String,
+        /// The address it observed for us.
+        observed: Multiaddr,
+    },
+}
+
+pub(crate) enum Command {
+    OpenStream {
+        peer: PeerId,
+        protocol: StreamProtocol,
+        reply: oneshot::Sender<Result<(Stream, PathInfo), OpenStreamError>>,
+    },
+    AddAddresses {
+        peer: PeerId,
+        addrs: Vec<Multiaddr>,
+    },
+    ListenAddrs {
+        reply: oneshot::Sender<Vec<Multiaddr>>,
+    },
+    Paths {
+        peer: PeerId,
+        reply: oneshot::Sender<Vec<PathInfo>>,
+    },
+}
+
+/// A handle to a running node.
+#[derive(Clone)]
+pub struct Node {
+    peer_id: PeerId,
+    commands: mpsc::Sender<Command>,
+    events: broadcast::Sender<NodeEvent>,
+    streams: StreamControl,
+}
+
+impl Node {
+    /// Starts a node: builds the swarm, starts listening, and spawns its task on `tracker`. The
+    /// task ends when `cancel` fires. The returned receiver sees every event from the start.
+    pub fn spawn(
+        config: NodeConfig,
+        cancel: CancellationToken,
+        tracker: &TaskTracker,
+    ) -> Result<(Self, broadcast::Receiver<NodeEvent>), NodeError> {
+        let streams = StreamControl::default();
+        let (events, first) = broadcast::channel(EVENT_QUEUE);
+        let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
+        let peer_id = config.keypair.public().to_peer_id();
+        let actor = event_loop::EventLoop::new(config, streams.clone(), rx, events.clone())?;
+        tracker.spawn(actor.run(cancel));
+        Ok((Self { peer_id, commands: tx, events, streams }, first))
+    }
+
+    /// This node's peer ID.
+    pub fn peer_id(&self) -> PeerId {
+        self.peer_id
+    }
+
+    /// Subscribes to node events from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<NodeEvent> {
+        self.events.subscribe()
+    }
+
+    /// Accepts inbound streams of `protocol` (see [`StreamControl::accept`]).
+    pub fn accept(&self, protocol: StreamProtocol) -> mpsc::Receiver<IncomingStream> {
+        self.streams.accept(protocol)
+    }
+
+    /// Stops accepting `protocol`.
+    pub fn stop_accepting(&self, protocol: &StreamProtocol) {
+        self.streams.stop(protocol)
+    }
+
+    /// Opens a stream to `peer`, connecting first if needed (through every relay and any known
+    /// direct address at once). Uses a direct connection whenever one exists.
+    pub async fn open_stream(
+        &self,
+        peer: PeerId,
+        protocol: StreamProtocol,
+    ) -> Result<(Stream, PathInfo), NodeError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::OpenStream { peer, protocol, reply }).await?;
+        match tokio::time::timeout(OPEN_STREAM_TIMEOUT, rx).await {
+            Ok(Ok(result)) => Ok(result?),
+            Ok(Err(_)) => Err(NodeError::Closed),
+            Err(_) => Err(NodeError::Timeout(OPEN_STREAM_TIMEOUT)),
+        }
+    }
+
+    /// Teaches the node addresses of a peer.
+    pub async fn add_addresses(
+        &self,
+        peer: PeerId,
+        addrs: Vec<Multiaddr>,
+    ) -> Result<(), NodeError> {
+        self.send(Command::AddAddresses { peer, addrs }).await
+    }
+
+    /// The addresses the node listens on.
+    pub async fn listen_addrs(&self) -> Result<Vec<Multiaddr>, NodeError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::ListenAddrs { reply }).await?;
+        rx.await.map_err(|_| NodeError::Closed)
+    }
+
+    /// The current connections to a peer.
+    pub async fn paths(&self, peer: PeerId) -> Result<Vec<PathInfo>, NodeError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Paths { peer, reply }).await?;
+        rx.await.map_err(|_| NodeError::Closed)
+    }
+
+    async fn send(&self, cmd: Command) -> Result<(), NodeError> {
+        self.commands.send(cmd).await.map_err(|_| NodeError::Closed)
+    }
+}

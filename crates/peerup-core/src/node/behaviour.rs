@@ -1,0 +1,87 @@
+//! The composed libp2p behaviour of a peerup node, and building the swarm around it.
+
+use std::time::Duration;
+
+use libp2p::swarm::NetworkBehaviour;
+use libp2p::swarm::behaviour::toggle::Toggle;
+use libp2p::{
+    PeerId, StreamProtocol, Swarm, autonat, dcutr, identify, kad, noise, ping, relay, tcp, tls,
+    upnp, yamux,
+};
+
+use super::{NodeConfig, NodeError};
+use crate::gate::Gate;
+use crate::{protocols, streams};
+
+/// Every protocol a node speaks.
+#[derive(NetworkBehaviour)]
+pub(crate) struct Behaviour {
+    pub(crate) gate: Gate,
+    pub(crate) relay_client: relay::client::Behaviour,
+    pub(crate) relay_server: Toggle<relay::Behaviour>,
+    pub(crate) identify: identify::Behaviour,
+    pub(crate) ping: ping::Behaviour,
+    pub(crate) autonat: autonat::Behaviour,
+    pub(crate) dcutr: dcutr::Behaviour,
+    pub(crate) kad: kad::Behaviour<kad::store::MemoryStore>,
+    pub(crate) upnp: Toggle<upnp::tokio::Behaviour>,
+    pub(crate) streams: streams::Behaviour,
+}
+
+/// Builds the swarm: TCP (TLS 1.3 offered first, Noise second, yamux) and QUIC v1, DNS, the relay
+/// client transport, and the behaviour above.
+pub(crate) fn build_swarm(
+    config: &NodeConfig,
+    control: streams::StreamControl,
+) -> Result<Swarm<Behaviour>, NodeError> {
+    let tcp_config = tcp::Config::default().nodelay(true);
+    let swarm = libp2p::SwarmBuilder::with_existing_identity(config.keypair.clone())
+        .with_tokio()
+        .with_tcp(tcp_config, (tls::Config::new, noise::Config::new), yamux::Config::default)
+        .map_err(|e| NodeError::Transport(e.to_string()))?
+        .with_quic()
+        .with_dns()
+        .map_err(|e| NodeError::Transport(e.to_string()))?
+        .with_relay_client((tls::Config::new, noise::Config::new), yamux::Config::default)
+        .map_err(|e| NodeError::Transport(e.to_string()))?
+        .with_behaviour(|key, relay_client| {
+            let peer_id = key.public().to_peer_id();
+            Behaviour {
+                gate: Gate::new(config.access.clone(), config.max_inbound_per_ip),
+                relay_client,
+                relay_server: Toggle::from(
+                    config
+                        .relay_server
+                        .as_ref()
+                        .map(|limits| relay::Behaviour::new(peer_id, limits.to_libp2p())),
+                ),
+                identify: identify::Behaviour::new(
+                    identify::Config::new("/ipfs/id/1.0.0".into(), key.public())
+                        .with_agent_version(config.agent.clone()),
+                ),
+                ping: ping::Behaviour::new(
+                    ping::Config::new().with_interval(Duration::from_secs(15)),
+                ),
+                autonat: autonat::Behaviour::new(
+                    peer_id,
+                    autonat::Config { only_global_ips: false, ..Default::default() },
+                ),
+                dcutr: dcutr::Behaviour::new(peer_id),
+                kad: new_kad(peer_id, config.network.as_deref()),
+                upnp: Toggle::from(config.enable_upnp.then(upnp::tokio::Behaviour::default)),
+                streams: streams::Behaviour::new(control.clone()),
+            }
+        })
+        .map_err(|e| NodeError::Transport(e.to_string()))?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(config.idle_timeout))
+        .build();
+    Ok(swarm)
+}
+
+fn new_kad(peer_id: PeerId, network: Option<&str>) -> kad::Behaviour<kad::store::MemoryStore> {
+    // The protocol name is built from a validated DNS label, so it always starts with '/'.
+    let protocol = StreamProtocol::try_from_owned(protocols::kad(network))
+        .unwrap_or(StreamProtocol::new("/peerup/kad/1.0.0"));
+    let config = kad::Config::new(protocol);
+    kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), config)
+}

@@ -1,0 +1,348 @@
+//! The actor that owns the swarm: it runs commands from [`super::Node`] handles, drives the swarm,
+//! keeps relay reservations, and publishes [`NodeEvent`]s.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use futures::StreamExt;
+use libp2p::multiaddr::Protocol;
+use libp2p::swarm::SwarmEvent;
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
+use libp2p::{Multiaddr, PeerId, Swarm, dcutr, identify, kad, relay};
+use tokio::sync::{broadcast, mpsc};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::behaviour::{Behaviour, BehaviourEvent, build_swarm};
+use super::reservations::Reservations;
+use super::{Command, NodeConfig, NodeError, NodeEvent};
+use crate::relay_addr;
+use crate::streams::{OpenRequest, PathInfo, StreamControl, is_relayed};
+
+/// How often due reservation retries and deferred dials are checked.
+const RETRY_TICK: Duration = Duration::from_millis(250);
+/// How long a dial waits for a relay to be connected and identified before going ahead anyway.
+const RELAY_READY_WAIT: Duration = Duration::from_secs(5);
+
+pub(crate) struct EventLoop {
+    swarm: Swarm<Behaviour>,
+    commands: mpsc::Receiver<Command>,
+    events: broadcast::Sender<NodeEvent>,
+    relays: Vec<Multiaddr>,
+    reservations: Option<Reservations>,
+    listen_addrs_are_external: bool,
+    relay_ids: HashSet<PeerId>,
+    /// Relays connected and identified: circuits through them can carry hole punching.
+    ready_relays: HashSet<PeerId>,
+    /// Dials waiting for a ready relay, with the time they go ahead regardless.
+    deferred: Vec<(PeerId, Instant)>,
+}
+
+/// The same relay address over QUIC (`/udp/<port>/quic-v1`) when it is TCP. Dialing the relay over
+/// QUIC as well teaches us our public QUIC address, which is what hole punching needs (QUIC
+/// dials from its listening socket; TCP does not).
+fn quic_twin(addr: &Multiaddr) -> Option<Multiaddr> {
+    let mut out = Multiaddr::empty();
+    let mut swapped = false;
+    for p in addr.iter() {
+        match p {
+            Protocol::Tcp(port) if !swapped => {
+                out.push(Protocol::Udp(port));
+                out.push(Protocol::QuicV1);
+                swapped = true;
+            }
+            other => out.push(other),
+        }
+    }
+    swapped.then_some(out)
+}
+
+fn strip_p2p(addr: &Multiaddr) -> Multiaddr {
+    addr.iter().filter(|p| !matches!(p, Protocol::P2p(_))).collect()
+}
+
+impl EventLoop {
+    pub(crate) fn new(
+        config: NodeConfig,
+        control: StreamControl,
+        commands: mpsc::Receiver<Command>,
+        events: broadcast::Sender<NodeEvent>,
+    ) -> Result<Self, NodeError> {
+        let mut swarm = build_swarm(&config, control)?;
+        for addr in &config.listen {
+            swarm
+                .listen_on(addr.clone())
+                .map_err(|e| NodeError::Listen { addr: addr.clone(), reason: e.to_string() })?;
+        }
+        for addr in &config.external_addrs {
+            swarm.add_external_address(addr.clone());
+        }
+        if config.relay_server.is_some() {
+            swarm.behaviour_mut().kad.set_mode(Some(kad::Mode::Server));
+        }
+        for relay in &config.relays {
+            if let Some(id) = relay_addr::peer_id_of(relay) {
+                config.access.allow_always(id);
+                swarm.behaviour_mut().kad.add_address(&id, strip_p2p(relay));
+                // Connect to relays right away (over TCP and QUIC): reservations, DHT bootstrap
+                // and learning our public address all start from here.
+                for addr in std::iter::once(relay.clone()).chain(quic_twin(relay)) {
+                    if let Err(e) = swarm.dial(addr.clone()) {
+                        tracing::debug!(%addr, error = %e, "relay dial failed");
+                    }
+                }
+            }
+        }
+        let reservations = config.reserve.then(|| Reservations::new(&config.relays));
+        let relay_ids = config.relays.iter().filter_map(relay_addr::peer_id_of).collect();
+        Ok(Self {
+            relay_ids,
+            ready_relays: HashSet::new(),
+            deferred: Vec::new(),
+            swarm,
+            commands,
+            events,
+            relays: config.relays,
+            reservations,
+            listen_addrs_are_external: config.listen_addrs_are_external,
+        })
+    }
+
+    pub(crate) async fn run(mut self, cancel: CancellationToken) {
+        let mut tick = tokio::time::interval(RETRY_TICK);
+        // The node runs until cancelled, even when every handle is gone (a relay has no callers).
+        let mut handles_gone = false;
+        loop {
+            tokio::select! {
+                biased;
+                () = cancel.cancelled() => break,
+                cmd = self.commands.recv(), if !handles_gone => match cmd {
+                    Some(cmd) => self.on_command(cmd),
+                    None => handles_gone = true,
+                },
+                event = self.swarm.select_next_some() => self.on_swarm_event(event),
+                _ = tick.tick() => self.on_tick(),
+            }
+        }
+        tracing::debug!("node task stopped");
+    }
+
+    fn emit(&self, event: NodeEvent) {
+        // No subscribers is fine.
+        let _ = self.events.send(event);
+    }
+
+    fn on_command(&mut self, cmd: Command) {
+        match cmd {
+            Command::OpenStream { peer, protocol, reply } => {
+                let must_dial =
+                    self.swarm.behaviour_mut().streams.open(peer, OpenRequest { protocol, reply });
+                if must_dial {
+                    self.dial_when_ready(peer);
+                }
+            }
+            Command::AddAddresses { peer, addrs } => {
+                for a in addrs {
+                    self.swarm.add_peer_address(peer, a);
+                }
+            }
+            Command::ListenAddrs { reply } => {
+                let _ = reply.send(self.swarm.listeners().cloned().collect());
+            }
+            Command::Paths { peer, reply } => {
+                let _ = reply.send(self.swarm.behaviour().streams.paths(&peer));
+            }
+        }
+    }
+
+    /// Dials now if a relay is ready (or there are no relays), else once one is, or after
+    /// [`RELAY_READY_WAIT`]. A circuit dialled before identify with the relay has completed gives
+    /// DCUtR no public address to offer.
+    fn dial_when_ready(&mut self, peer: PeerId) {
+        if self.relay_ids.is_empty()
+            || !self.ready_relays.is_empty()
+            || self.relay_ids.contains(&peer)
+        {
+            self.dial(peer);
+        } else if !self.deferred.iter().any(|(p, _)| *p == peer) {
+            self.deferred.push((peer, Instant::now() + RELAY_READY_WAIT));
+        }
+    }
+
+    fn dial_deferred(&mut self, force_all: bool) {
+        let now = Instant::now();
+        let (go, wait): (Vec<_>, Vec<_>) = std::mem::take(&mut self.deferred)
+            .into_iter()
+            .partition(|(_, t)| force_all || *t <= now);
+        self.deferred = wait;
+        for (peer, _) in go {
+            self.dial(peer);
+        }
+    }
+
+    /// Dials a peer through every relay's circuit and every known direct address at once; the
+    /// swarm keeps the first connection that succeeds.
+    fn dial(&mut self, peer: PeerId) {
+        let circuits: Vec<Multiaddr> = self
+            .relays
+            .iter()
+            .filter(|r| relay_addr::peer_id_of(r) != Some(peer))
+            .map(|r| r.clone().with(Protocol::P2pCircuit).with(Protocol::P2p(peer)))
+            .collect();
+        let opts = DialOpts::peer_id(peer)
+            .condition(PeerCondition::DisconnectedAndNotDialing)
+            .addresses(circuits)
+            .extend_addresses_through_behaviour()
+            .build();
+        if let Err(e) = self.swarm.dial(opts) {
+            tracing::debug!(%peer, error = %e, "dial not started");
+            if !matches!(e, libp2p::swarm::DialError::DialPeerConditionFalse(_)) {
+                self.swarm.behaviour_mut().streams.fail_waiting(&peer, &e.to_string());
+            }
+        }
+    }
+
+    fn on_tick(&mut self) {
+        self.dial_deferred(false);
+        self.retry_reservations();
+    }
+
+    fn retry_reservations(&mut self) {
+        let Some(res) = self.reservations.as_mut() else { return };
+        for (relay, addr) in res.due(Instant::now()) {
+            match self.swarm.listen_on(addr.clone()) {
+                Ok(id) => {
+                    tracing::debug!(%relay, %addr, "requesting reservation");
+                    if let Some(res) = self.reservations.as_mut() {
+                        res.listening(relay, id);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(%relay, error = %e, "cannot listen through relay");
+                    if let Some(res) = self.reservations.as_mut() {
+                        res.failed(relay);
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::NewListenAddr { address, .. } => {
+                tracing::info!(%address, "listening");
+                if self.listen_addrs_are_external && !is_relayed(&address) {
+                    self.swarm.add_external_address(address.clone());
+                }
+                self.emit(NodeEvent::Listening(address));
+            }
+            SwarmEvent::ListenerClosed { listener_id, reason, .. } => {
+                if let Some(relay) = self.reservations.as_mut().and_then(|r| r.closed(listener_id))
+                {
+                    let reason = match reason {
+                        Ok(()) => "closed".to_string(),
+                        Err(e) => e.to_string(),
+                    };
+                    tracing::warn!(%relay, %reason, "relay reservation lost; will retry");
+                    self.emit(NodeEvent::ReservationLost { relay, reason });
+                }
+            }
+            SwarmEvent::ConnectionEstablished { peer_id, endpoint, .. } => {
+                let addr = endpoint.get_remote_address().clone();
+                let path = PathInfo { relayed: is_relayed(&addr), remote_addr: addr };
+                tracing::info!(peer = %peer_id, path = path.kind(), addr = %path.remote_addr, "connected");
+                self.emit(NodeEvent::Connected { peer: peer_id, path });
+            }
+            SwarmEvent::ConnectionClosed { peer_id, endpoint, cause, num_established, .. } => {
+                if num_established == 0 {
+                    self.ready_relays.remove(&peer_id);
+                }
+                let addr = endpoint.get_remote_address().clone();
+                let path = PathInfo { relayed: is_relayed(&addr), remote_addr: addr };
+                tracing::debug!(peer = %peer_id, path = path.kind(), cause = ?cause, "connection closed");
+                self.emit(NodeEvent::Disconnected { peer: peer_id, path });
+            }
+            SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
+                tracing::debug!(peer = ?peer_id, %error, "outgoing connection failed");
+            }
+            SwarmEvent::Behaviour(event) => self.on_behaviour_event(event),
+            _ => {}
+        }
+    }
+
+    fn on_behaviour_event(&mut self, event: BehaviourEvent) {
+        match event {
+            BehaviourEvent::RelayClient(relay::client::Event::ReservationReqAccepted {
+                relay_peer_id,
+                renewal,
+                ..
+            }) => {
+                if let Some(res) = self.reservations.as_mut() {
+                    res.accepted(relay_peer_id);
+                }
+                if !renewal {
+                    tracing::info!(relay = %relay_peer_id, "reservation accepted");
+                }
+                self.emit(NodeEvent::ReservationAccepted { relay: relay_peer_id, renewal });
+            }
+            BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
+                let observed = info.observed_addr.clone();
+                // Our public QUIC address as a relay or peer sees it: what DCUtR offers the
+                // other side. TCP observations name a throwaway source port, so they are skipped.
+                let is_quic = observed.iter().any(|p| matches!(p, Protocol::QuicV1));
+                if is_quic && !is_relayed(&observed) {
+                    self.swarm.add_external_address(observed.clone());
+                }
+                if info.protocols.iter().any(|p| p.as_ref().ends_with("/kad/1.0.0")) {
+                    for addr in info.listen_addrs.iter().filter(|a| !is_relayed(a)) {
+                        self.swarm.behaviour_mut().kad.add_address(&peer_id, addr.clone());
+                    }
+                }
+                if self.relay_ids.contains(&peer_id) && self.ready_relays.insert(peer_id) {
+                    if let Some(res) = self.reservations.as_mut() {
+                        res.relay_ready(peer_id);
+                    }
+                    self.dial_deferred(true);
+                }
+                self.emit(NodeEvent::Identified {
+                    peer: peer_id,
+                    agent: info.agent_version,
+                    observed,
+                });
+            }
+            BehaviourEvent::Dcutr(dcutr::Event { remote_peer_id, result }) => match result {
+                Ok(_) => {
+                    tracing::info!(peer = %remote_peer_id, "hole punch succeeded; direct connection");
+                    self.emit(NodeEvent::HolePunched { peer: remote_peer_id });
+                }
+                Err(e) => {
+                    tracing::info!(peer = %remote_peer_id, error = %e, "hole punch failed; staying relayed");
+                    self.emit(NodeEvent::HolePunchFailed {
+                        peer: remote_peer_id,
+                        reason: e.to_string(),
+                    });
+                }
+            },
+            BehaviourEvent::RelayServer(e) => tracing::debug!(event = ?e, "relay"),
+            other => tracing::trace!(event = ?other, "behaviour event"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quic_twin_swaps_tcp_for_quic() {
+        let a: Multiaddr =
+            "/ip4/198.18.0.1/tcp/7777/p2p/12D3KooWNq8c1fNjXwhRoWxSXT419bumWQFoTbowCwHEa96RJRg6"
+                .parse()
+                .unwrap();
+        assert_eq!(
+            quic_twin(&a).unwrap().to_string(),
+            "/ip4/198.18.0.1/udp/7777/quic-v1/p2p/12D3KooWNq8c1fNjXwhRoWxSXT419bumWQFoTbowCwHEa96RJRg6"
+        );
+        assert!(quic_twin(&"/ip4/1.2.3.4/udp/1/quic-v1".parse().unwrap()).is_none());
+    }
+}

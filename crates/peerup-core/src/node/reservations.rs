@@ -1,0 +1,137 @@
+//! Keeping a reservation on every configured relay: listen on its circuit address, and when the
+//! reservation or the connection is lost, try again with exponential backoff (1 s doubling to 60 s).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use libp2p::core::transport::ListenerId;
+use libp2p::multiaddr::Protocol;
+use libp2p::{Multiaddr, PeerId};
+use tokio::time::Instant;
+
+use crate::relay_addr;
+
+const FIRST_RETRY: Duration = Duration::from_secs(1);
+/// If the relay has not identified itself by then, ask for the reservation anyway.
+const FIRST_ATTEMPT_FALLBACK: Duration = Duration::from_secs(5);
+const MAX_RETRY: Duration = Duration::from_secs(60);
+
+struct Relay {
+    addr: Multiaddr,
+    listener: Option<ListenerId>,
+    reserved: bool,
+    backoff: Duration,
+    retry_at: Option<Instant>,
+}
+
+/// Reservation state of every relay.
+pub(crate) struct Reservations {
+    relays: HashMap<PeerId, Relay>,
+}
+
+impl Reservations {
+    pub(crate) fn new(addrs: &[Multiaddr]) -> Self {
+        let first = Instant::now() + FIRST_ATTEMPT_FALLBACK;
+        let relays = addrs
+            .iter()
+            .filter_map(|a| relay_addr::peer_id_of(a).map(|id| (id, a.clone())))
+            .map(|(id, addr)| {
+                let r = Relay {
+                    addr,
+                    listener: None,
+                    reserved: false,
+                    backoff: FIRST_RETRY,
+                    retry_at: Some(first),
+                };
+                (id, r)
+            })
+            .collect();
+        Self { relays }
+    }
+
+    /// Relays due for a (re)try: their circuit listen address. The caller listens and reports
+    /// the listener with [`Self::listening`].
+    pub(crate) fn due(&mut self, now: Instant) -> Vec<(PeerId, Multiaddr)> {
+        self.relays
+            .iter_mut()
+            .filter(|(_, r)| r.listener.is_none() && r.retry_at.is_some_and(|t| t <= now))
+            .map(|(id, r)| {
+                r.retry_at = None;
+                (*id, r.addr.clone().with(Protocol::P2pCircuit))
+            })
+            .collect()
+    }
+
+    pub(crate) fn listening(&mut self, relay: PeerId, listener: ListenerId) {
+        if let Some(r) = self.relays.get_mut(&relay) {
+            r.listener = Some(listener);
+        }
+    }
+
+    /// A listen attempt failed at once; schedule the next.
+    pub(crate) fn failed(&mut self, relay: PeerId) {
+        if let Some(r) = self.relays.get_mut(&relay) {
+            r.listener = None;
+            r.reserved = false;
+            Self::schedule(r);
+        }
+    }
+
+    /// The relay is connected and identified: ask for a reservation now if none is pending.
+    pub(crate) fn relay_ready(&mut self, relay: PeerId) {
+        if let Some(r) = self.relays.get_mut(&relay)
+            && r.listener.is_none()
+        {
+            r.retry_at = Some(Instant::now());
+        }
+    }
+
+    pub(crate) fn accepted(&mut self, relay: PeerId) {
+        if let Some(r) = self.relays.get_mut(&relay) {
+            r.reserved = true;
+            r.backoff = FIRST_RETRY;
+        }
+    }
+
+    /// A listener closed: returns the relay it belonged to, with a retry scheduled.
+    pub(crate) fn closed(&mut self, listener: ListenerId) -> Option<PeerId> {
+        let (id, r) = self.relays.iter_mut().find(|(_, r)| r.listener == Some(listener))?;
+        r.listener = None;
+        r.reserved = false;
+        Self::schedule(r);
+        Some(*id)
+    }
+
+    fn schedule(r: &mut Relay) {
+        r.retry_at = Some(Instant::now() + r.backoff);
+        r.backoff = (r.backoff * 2).min(MAX_RETRY);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_back_off_and_reset_on_success() {
+        let id = PeerId::random();
+        let addr: Multiaddr = format!("/ip4/127.0.0.1/tcp/1/p2p/{id}").parse().unwrap();
+        let mut res = Reservations::new(std::slice::from_ref(&addr));
+        let now = Instant::now();
+        assert!(res.due(now).is_empty(), "the first attempt waits for the relay");
+        res.relay_ready(id);
+        let due = res.due(now);
+        assert_eq!(due.len(), 1);
+        assert!(due[0].1.to_string().ends_with("/p2p-circuit"));
+        assert!(res.due(now).is_empty(), "not due twice");
+        let l = ListenerId::next();
+        res.listening(id, l);
+        assert_eq!(res.closed(l), Some(id));
+        assert!(res.due(now).is_empty(), "retry is in the future");
+        assert_eq!(res.due(now + Duration::from_secs(1)).len(), 1);
+        res.failed(id);
+        assert!(res.due(now + Duration::from_secs(2)).is_empty(), "backoff doubled to 2 s");
+        assert_eq!(res.due(Instant::now() + Duration::from_secs(2)).len(), 1);
+        res.accepted(id);
+    }
+}

@@ -1,0 +1,131 @@
+//! Exposing a local TCP service to peers, and reaching a peer's service.
+//!
+//! The stream protocol is `/peerup/<name>/1.0.0` with no header: the stream is a transparent,
+//! byte-exact pipe to the service's TCP socket, with half-close carried both ways (as in Go
+//! peer-up). Every inbound stream is checked against the access list and the service's
+//! `allowed_peers`, whatever connection it arrives on, including connections we dialled.
+
+pub mod pipe;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use libp2p::{PeerId, Stream, StreamProtocol};
+use tokio::net::TcpStream;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::gate::AccessList;
+use crate::node::{Node, NodeError};
+use crate::streams::{IncomingStream, PathInfo};
+use crate::{label, protocols};
+
+/// How long connecting to the local service may take.
+pub const LOCAL_DIAL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Streams one service serves at once; more wait.
+pub const MAX_STREAMS_PER_SERVICE: usize = 256;
+
+/// A service to expose.
+#[derive(Debug, Clone)]
+pub struct ServiceSpec {
+    /// Its name (a DNS label).
+    pub name: String,
+    /// Where it listens locally, `host:port`.
+    pub local_address: String,
+    /// Peers allowed to use it; `None` = every authorized peer.
+    pub allowed_peers: Option<HashSet<PeerId>>,
+}
+
+/// The stream protocol of a service name, after checking the name.
+pub fn protocol_for(name: &str) -> Result<StreamProtocol, label::InvalidLabel> {
+    label::validate(name)?;
+    // A valid label makes a protocol starting with '/'.
+    StreamProtocol::try_from_owned(protocols::service(name))
+        .map_err(|_| label::InvalidLabel(name.into()))
+}
+
+/// Starts serving `spec` on `node`: accepted streams are forwarded to the local address. Runs
+/// until `cancel` fires.
+pub fn expose(
+    node: &Node,
+    spec: ServiceSpec,
+    access: AccessList,
+    cancel: CancellationToken,
+    tracker: &TaskTracker,
+) -> Result<(), label::InvalidLabel> {
+    let protocol = protocol_for(&spec.name)?;
+    let mut incoming = node.accept(protocol);
+    let spec = Arc::new(spec);
+    let limit = Arc::new(Semaphore::new(MAX_STREAMS_PER_SERVICE));
+    let tasks = tracker.clone();
+    tracker.spawn(async move {
+        loop {
+            let next = tokio::select! {
+                biased;
+                () = cancel.cancelled() => break,
+                next = incoming.recv() => next,
+            };
+            let Some(stream) = next else { break };
+            if !may_use(&access, &spec, &stream.peer) {
+                tracing::warn!(peer = %stream.peer, service = %spec.name, "stream refused: peer not allowed");
+                continue; // dropping the stream resets it
+            }
+            let Ok(permit) = limit.clone().acquire_owned().await else { break };
+            let spec = spec.clone();
+            let cancel = cancel.clone();
+            tasks.spawn(async move {
+                tokio::select! {
+                    () = cancel.cancelled() => {}
+                    () = serve_stream(stream, &spec) => {}
+                }
+                drop(permit);
+            });
+        }
+    });
+    Ok(())
+}
+
+fn may_use(access: &AccessList, spec: &ServiceSpec, peer: &PeerId) -> bool {
+    access.is_authorized(peer) && spec.allowed_peers.as_ref().is_none_or(|set| set.contains(peer))
+}
+
+async fn serve_stream(incoming: IncomingStream, spec: &ServiceSpec) {
+    let peer = incoming.peer;
+    let tcp = match tokio::time::timeout(
+        LOCAL_DIAL_TIMEOUT,
+        TcpStream::connect(&spec.local_address),
+    )
+    .await
+    {
+        Ok(Ok(tcp)) => tcp,
+        Ok(Err(e)) => {
+            tracing::warn!(%peer, service = %spec.name, addr = %spec.local_address, error = %e, "local service unreachable; stream reset");
+            return;
+        }
+        Err(_) => {
+            tracing::warn!(%peer, service = %spec.name, "local service connect timed out; stream reset");
+            return;
+        }
+    };
+    tracing::info!(%peer, service = %spec.name, path = incoming.path.kind(), "serving stream");
+    match pipe::pipe(incoming.stream, tcp).await {
+        Ok((to_local, to_peer)) => {
+            tracing::info!(%peer, service = %spec.name, to_local, to_peer, "stream finished");
+        }
+        Err(e) => {
+            tracing::info!(%peer, service = %spec.name, error = %e, "stream ended with error")
+        }
+    }
+}
+
+/// Opens a stream to a peer's service.
+pub async fn connect(
+    node: &Node,
+    peer: PeerId,
+    service: &str,
+) -> Result<(Stream, PathInfo), NodeError> {
+    let protocol = protocol_for(service).map_err(|e| NodeError::Transport(e.to_string()))?;
+    node.open_stream(peer, protocol).await
+}

@@ -1,0 +1,277 @@
+//! Application streams (services, ping-pong) over libp2p connections, with control over which
+//! connection an outbound stream uses.
+//!
+//! libp2p-stream opens a stream on whatever connection it picks, so with a relayed and a
+//! hole-punched connection both open, new streams could stay on the relay. This behaviour tracks
+//! every connection's path and opens each outbound stream on a direct connection whenever one
+//! exists. Inbound streams are delivered per protocol to bounded channels registered with
+//! [`StreamControl::accept`].
+
+mod handler;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use libp2p::core::transport::PortUse;
+use libp2p::core::{Endpoint, Multiaddr};
+use libp2p::swarm::{
+    ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour, NotifyHandler, THandler,
+    THandlerInEvent, THandlerOutEvent, ToSwarm,
+};
+use libp2p::{PeerId, Stream, StreamProtocol};
+use tokio::sync::{mpsc, oneshot};
+
+use handler::Handler;
+
+/// How many inbound streams of one protocol may wait to be taken before new ones are refused.
+pub const INBOUND_QUEUE: usize = 64;
+
+/// Whether a connection goes through a relay.
+pub fn is_relayed(addr: &Multiaddr) -> bool {
+    addr.iter().any(|p| matches!(p, libp2p::multiaddr::Protocol::P2pCircuit))
+}
+
+/// The connection a stream travels on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathInfo {
+    /// The remote address of the connection.
+    pub remote_addr: Multiaddr,
+    /// Whether it goes through a relay circuit.
+    pub relayed: bool,
+}
+
+impl PathInfo {
+    /// `DIRECT` or `RELAYED`.
+    pub fn kind(&self) -> &'static str {
+        if self.relayed { "RELAYED" } else { "DIRECT" }
+    }
+}
+
+/// A stream opened by a remote peer.
+#[derive(Debug)]
+pub struct IncomingStream {
+    /// Who opened it.
+    pub peer: PeerId,
+    /// The negotiated protocol.
+    pub protocol: StreamProtocol,
+    /// The stream.
+    pub stream: Stream,
+    /// The connection it arrived on.
+    pub path: PathInfo,
+}
+
+/// Opening a stream failed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenStreamError {
+    /// The remote does not offer the protocol (e.g. the service is not exposed, or the peer
+    /// refused it).
+    #[error(
+        "the peer does not offer {0}: the service is not exposed there, or this peer may not use it"
+    )]
+    Unsupported(StreamProtocol),
+    /// No connection to the peer could be made.
+    #[error("cannot connect to the peer: {0}")]
+    NotConnected(String),
+    /// The stream could not be opened in time or the connection failed.
+    #[error("opening the stream failed: {0}")]
+    Io(String),
+}
+
+type Inbound = HashMap<StreamProtocol, mpsc::Sender<IncomingStream>>;
+
+/// Registers the protocols this node accepts. Cloneable; usable outside the swarm task.
+#[derive(Clone, Default)]
+pub struct StreamControl {
+    inbound: Arc<Mutex<Inbound>>,
+}
+
+impl StreamControl {
+    /// Accepts inbound streams of `protocol`. Replaces an earlier registration; dropping the
+    /// receiver stops accepting (new streams are then refused at negotiation).
+    pub fn accept(&self, protocol: StreamProtocol) -> mpsc::Receiver<IncomingStream> {
+        let (tx, rx) = mpsc::channel(INBOUND_QUEUE);
+        self.lock().insert(protocol, tx);
+        rx
+    }
+
+    /// Stops accepting a protocol.
+    pub fn stop(&self, protocol: &StreamProtocol) {
+        self.lock().remove(protocol);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inbound> {
+        // A panic while holding this lock cannot leave the map inconsistent; keep going.
+        self.inbound.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The protocols currently accepted (dropping registrations whose receiver is gone).
+    fn protocols(&self) -> Vec<StreamProtocol> {
+        let mut map = self.lock();
+        map.retain(|_, tx| !tx.is_closed());
+        map.keys().cloned().collect()
+    }
+
+    fn deliver(&self, incoming: IncomingStream) {
+        let tx = self.lock().get(&incoming.protocol).cloned();
+        match tx {
+            Some(tx) => {
+                if let Err(e) = tx.try_send(incoming) {
+                    tracing::warn!(error = %e, "inbound stream queue full or closed; stream dropped");
+                }
+            }
+            None => tracing::debug!(protocol = %incoming.protocol, "no acceptor; stream dropped"),
+        }
+    }
+}
+
+/// A request to open a stream, answered with the stream and its path.
+pub(crate) type OpenReply = oneshot::Sender<Result<(Stream, PathInfo), OpenStreamError>>;
+
+#[derive(Debug)]
+pub(crate) struct OpenRequest {
+    pub(crate) protocol: StreamProtocol,
+    pub(crate) reply: OpenReply,
+}
+
+/// The behaviour: tracks connections per peer and routes open requests to the best one.
+pub(crate) struct Behaviour {
+    control: StreamControl,
+    connections: HashMap<PeerId, Vec<(ConnectionId, PathInfo)>>,
+    waiting: HashMap<PeerId, Vec<OpenRequest>>,
+    pending: VecDeque<ToSwarm<(), OpenRequest>>,
+}
+
+impl Behaviour {
+    /// A new behaviour sharing `control`'s protocol registrations.
+    pub(crate) fn new(control: StreamControl) -> Self {
+        Self {
+            control,
+            connections: HashMap::new(),
+            waiting: HashMap::new(),
+            pending: VecDeque::new(),
+        }
+    }
+
+    /// Every connection to `peer`.
+    pub(crate) fn paths(&self, peer: &PeerId) -> Vec<PathInfo> {
+        self.connections
+            .get(peer)
+            .map(|v| v.iter().map(|(_, p)| p.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    fn best(&self, peer: &PeerId) -> Option<&(ConnectionId, PathInfo)> {
+        let conns = self.connections.get(peer)?;
+        conns.iter().find(|(_, p)| !p.relayed).or_else(|| conns.first())
+    }
+
+    /// Opens a stream now if connected, else queues it until a connection exists. Returns
+    /// whether the caller must dial the peer.
+    pub(crate) fn open(&mut self, peer: PeerId, req: OpenRequest) -> bool {
+        match self.best(&peer) {
+            Some((id, _)) => {
+                self.pending.push_back(ToSwarm::NotifyHandler {
+                    peer_id: peer,
+                    handler: NotifyHandler::One(*id),
+                    event: req,
+                });
+                false
+            }
+            None => {
+                self.waiting.entry(peer).or_default().push(req);
+                true
+            }
+        }
+    }
+
+    /// Fails every request waiting for a connection to `peer`.
+    pub(crate) fn fail_waiting(&mut self, peer: &PeerId, error: &str) {
+        for req in self.waiting.remove(peer).unwrap_or_default() {
+            let _ = req.reply.send(Err(OpenStreamError::NotConnected(error.to_string())));
+        }
+    }
+
+    fn new_handler(&mut self, peer: PeerId, id: ConnectionId, remote_addr: &Multiaddr) -> Handler {
+        let path = PathInfo { remote_addr: remote_addr.clone(), relayed: is_relayed(remote_addr) };
+        self.connections.entry(peer).or_default().push((id, path.clone()));
+        Handler::new(peer, path, self.control.clone())
+    }
+
+    fn flush_waiting(&mut self, peer: PeerId) {
+        // Queued requests go out once the first connection is established; a direct one is
+        // preferred when several complete at once, since `best` is consulted at that moment.
+        if let Some(reqs) = self.waiting.remove(&peer) {
+            for req in reqs {
+                self.open(peer, req);
+            }
+        }
+    }
+}
+
+impl NetworkBehaviour for Behaviour {
+    type ConnectionHandler = Handler;
+    type ToSwarm = ();
+
+    fn handle_established_inbound_connection(
+        &mut self,
+        id: ConnectionId,
+        peer: PeerId,
+        _local_addr: &Multiaddr,
+        remote_addr: &Multiaddr,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        Ok(self.new_handler(peer, id, remote_addr))
+    }
+
+    fn handle_established_outbound_connection(
+        &mut self,
+        id: ConnectionId,
+        peer: PeerId,
+        addr: &Multiaddr,
+        _role_override: Endpoint,
+        _port_use: PortUse,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        Ok(self.new_handler(peer, id, addr))
+    }
+
+    fn on_swarm_event(&mut self, event: FromSwarm<'_>) {
+        match event {
+            FromSwarm::ConnectionEstablished(e) => self.flush_waiting(e.peer_id),
+            FromSwarm::ConnectionClosed(e) => {
+                if let Some(conns) = self.connections.get_mut(&e.peer_id) {
+                    conns.retain(|(id, _)| *id != e.connection_id);
+                    if conns.is_empty() {
+                        self.connections.remove(&e.peer_id);
+                    }
+                }
+            }
+            FromSwarm::DialFailure(e) => {
+                // A dial refused because another is already under way is not a failure: the
+                // waiting requests are served when that one connects.
+                if let Some(peer) = e.peer_id
+                    && !matches!(e.error, libp2p::swarm::DialError::DialPeerConditionFalse(_))
+                    && !self.connections.contains_key(&peer)
+                {
+                    self.fail_waiting(&peer, &e.error.to_string());
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_connection_handler_event(
+        &mut self,
+        _: PeerId,
+        _: ConnectionId,
+        _: THandlerOutEvent<Self>,
+    ) {
+    }
+
+    fn poll(&mut self, _: &mut Context<'_>) -> Poll<ToSwarm<Self::ToSwarm, THandlerInEvent<Self>>> {
+        match self.pending.pop_front() {
+            Some(e) => Poll::Ready(e),
+            None => Poll::Pending,
+        }
+    }
+}

@@ -1,0 +1,268 @@
+//! A relay and two nodes on loopback (port 0): service streams through the relay circuit, the
+//! switch to a direct connection, half-close, parallel streams, refusals and a closed local port.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use futures::{AsyncReadExt, AsyncWriteExt};
+use libp2p::identity::Keypair;
+use libp2p::multiaddr::Protocol;
+use libp2p::{Multiaddr, PeerId};
+use peerup_core::authorized_keys::{AuthorizedKeys, Entry};
+use peerup_core::gate::AccessList;
+use peerup_core::node::{Node, NodeConfig, NodeEvent};
+use peerup_core::relay::RelayLimits;
+use peerup_core::service::{self, ServiceSpec};
+use tokio::io::AsyncWriteExt as _;
+use tokio::net::TcpListener;
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+async fn wait_for(
+    rx: &mut broadcast::Receiver<NodeEvent>,
+    mut pred: impl FnMut(&NodeEvent) -> bool,
+) -> NodeEvent {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            match rx.recv().await {
+                Ok(e) if pred(&e) => return e,
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(e) => panic!("event channel closed: {e}"),
+            }
+        }
+    })
+    .await
+    .expect("timed out waiting for a node event")
+}
+
+fn keys_of(peers: &[PeerId]) -> AuthorizedKeys {
+    let mut k = AuthorizedKeys::default();
+    for p in peers {
+        k.add(Entry::new(*p, None)).unwrap();
+    }
+    k
+}
+
+struct Lab {
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+    relay_addr: Multiaddr,
+}
+
+impl Lab {
+    /// Starts a relay on 127.0.0.1 with gating open.
+    async fn start() -> Self {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+        let cancel = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let mut cfg = NodeConfig::new(Keypair::generate_ed25519());
+        cfg.listen = vec![
+            "/ip4/127.0.0.1/tcp/0".parse().unwrap(),
+            "/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap(),
+        ];
+        cfg.relay_server = Some(RelayLimits::default());
+        cfg.listen_addrs_are_external = true;
+        let (relay, mut ev) = Node::spawn(cfg, cancel.clone(), &tracker).unwrap();
+        let addr = match wait_for(&mut ev, |e| matches!(e, NodeEvent::Listening(a) if a.iter().any(|p| matches!(p, Protocol::Tcp(_))))).await {
+            NodeEvent::Listening(a) => a,
+            _ => unreachable!(),
+        };
+        let relay_addr = addr.with(Protocol::P2p(relay.peer_id()));
+        Self { cancel, tracker, relay_addr }
+    }
+
+    fn node(
+        &self,
+        key: Keypair,
+        reserve: bool,
+        access: AccessList,
+    ) -> (Node, broadcast::Receiver<NodeEvent>) {
+        let mut cfg = NodeConfig::new(key);
+        cfg.listen = vec![
+            "/ip4/127.0.0.1/tcp/0".parse().unwrap(),
+            "/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap(),
+        ];
+        cfg.relays = vec![self.relay_addr.clone()];
+        cfg.reserve = reserve;
+        cfg.access = access;
+        Node::spawn(cfg, self.cancel.clone(), &self.tracker).unwrap()
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+/// A TCP echo server on 127.0.0.1:0 that echoes until the client half-closes, then closes.
+async fn echo_server() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else { return };
+            tokio::spawn(async move {
+                let (mut r, mut w) = sock.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+                let _ = w.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+/// Sends `data` on a service stream, half-closes, reads everything back.
+async fn echo_through(node: &Node, peer: PeerId, data: &[u8]) -> (Vec<u8>, bool) {
+    let (stream, path) = service::connect(node, peer, "echo").await.expect("open stream");
+    let (mut r, mut w) = stream.split();
+    let send = async {
+        w.write_all(data).await.unwrap();
+        w.close().await.unwrap();
+    };
+    let recv = async {
+        let mut out = Vec::new();
+        r.read_to_end(&mut out).await.unwrap();
+        out
+    };
+    let ((), out) = tokio::join!(send, recv);
+    (out, path.relayed)
+}
+
+struct Pair {
+    lab: Lab,
+    server: Node,
+    client: Node,
+    events: broadcast::Receiver<NodeEvent>,
+}
+
+/// alice exposes an echo service and authorizes bob; bob is the client.
+async fn pair(allowed: Option<HashSet<PeerId>>) -> Pair {
+    let lab = Lab::start().await;
+    let alice_key = Keypair::generate_ed25519();
+    let bob_key = Keypair::generate_ed25519();
+    let bob_id = bob_key.public().to_peer_id();
+    let access = AccessList::from_keys(&keys_of(&[bob_id]));
+    let (server, mut ev) = lab.node(alice_key, true, access.clone());
+    wait_for(&mut ev, |e| matches!(e, NodeEvent::ReservationAccepted { .. })).await;
+    let spec = ServiceSpec {
+        name: "echo".into(),
+        local_address: echo_server().await,
+        allowed_peers: allowed,
+    };
+    service::expose(&server, spec, access, lab.cancel.clone(), &lab.tracker).unwrap();
+    let (client, mut cev) =
+        lab.node(bob_key, false, AccessList::from_keys(&keys_of(&[server.peer_id()])));
+    // Learn our observed addresses from the relay before dialing through it (DCUtR needs them).
+    wait_for(&mut cev, |e| matches!(e, NodeEvent::Identified { .. })).await;
+    Pair { lab, server, client, events: cev }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relayed_stream_is_byte_exact_then_direct() {
+    let mut p = pair(None).await;
+    let data: Vec<u8> =
+        (0..4 * 1024 * 1024u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let (out, relayed) = echo_through(&p.client, p.server.peer_id(), &data).await;
+    assert!(out == data, "echo differs: {} bytes back of {}", out.len(), data.len());
+    assert!(relayed, "the first stream goes through the relay circuit");
+    wait_for(&mut p.events, |e| matches!(e, NodeEvent::HolePunched { .. })).await;
+    let (out, relayed) = echo_through(&p.client, p.server.peer_id(), &data).await;
+    assert!(out == data);
+    assert!(!relayed, "after DCUtR, new streams use the direct connection");
+    drop(p.lab);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_streams_and_half_close() {
+    let p = pair(None).await;
+    let peer = p.server.peer_id();
+    let mut tasks = Vec::new();
+    for i in 0..16u8 {
+        let client = p.client.clone();
+        tasks.push(tokio::spawn(async move {
+            let data = vec![i; 256 * 1024 + i as usize];
+            let (out, _) = echo_through(&client, peer, &data).await;
+            assert_eq!(out, data);
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    // Half-close: the server side sees EOF and can still answer after it.
+    let (stream, _) = service::connect(&p.client, peer, "echo").await.unwrap();
+    let (mut r, mut w) = stream.split();
+    w.write_all(b"tail").await.unwrap();
+    w.close().await.unwrap();
+    let mut out = Vec::new();
+    r.read_to_end(&mut out).await.unwrap();
+    assert_eq!(out, b"tail");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_are_errors_not_hangs() {
+    // The service allows nobody in particular: bob is authorized but not in allowed_peers.
+    let p = pair(Some(HashSet::new())).await;
+    let (stream, _) = service::connect(&p.client, p.server.peer_id(), "echo").await.unwrap();
+    let mut stream = stream;
+    let _ = stream.write_all(b"hello").await;
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(WAIT, stream.read_to_end(&mut buf)).await.expect("no hang");
+    assert!(read.is_err() || buf.is_empty(), "a refused stream delivers nothing");
+
+    // An unexposed service is refused at negotiation.
+    let err = service::connect(&p.client, p.server.peer_id(), "nope").await.unwrap_err();
+    assert!(err.to_string().contains("does not offer"), "{err}");
+
+    // A stranger is refused at the connection.
+    let (stranger, _) = p.lab.node(Keypair::generate_ed25519(), false, AccessList::open());
+    let err = tokio::time::timeout(WAIT, service::connect(&stranger, p.server.peer_id(), "echo"))
+        .await
+        .expect("no hang")
+        .unwrap_err();
+    assert!(!err.to_string().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closed_local_port_resets_only_that_stream() {
+    let lab = Lab::start().await;
+    let bob_key = Keypair::generate_ed25519();
+    let access = AccessList::from_keys(&keys_of(&[bob_key.public().to_peer_id()]));
+    let (server, mut ev) = lab.node(Keypair::generate_ed25519(), true, access.clone());
+    wait_for(&mut ev, |e| matches!(e, NodeEvent::ReservationAccepted { .. })).await;
+    // A port nothing listens on.
+    let closed = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap().to_string();
+    service::expose(
+        &server,
+        ServiceSpec { name: "dead".into(), local_address: closed, allowed_peers: None },
+        access.clone(),
+        lab.cancel.clone(),
+        &lab.tracker,
+    )
+    .unwrap();
+    service::expose(
+        &server,
+        ServiceSpec {
+            name: "echo".into(),
+            local_address: echo_server().await,
+            allowed_peers: None,
+        },
+        access,
+        lab.cancel.clone(),
+        &lab.tracker,
+    )
+    .unwrap();
+    let (client, _) = lab.node(bob_key, false, AccessList::open());
+    let (mut dead, _) = service::connect(&client, server.peer_id(), "dead").await.unwrap();
+    let mut buf = Vec::new();
+    let r = tokio::time::timeout(WAIT, dead.read_to_end(&mut buf)).await.expect("no hang");
+    assert!(r.is_err() || buf.is_empty());
+    let (out, _) = echo_through(&client, server.peer_id(), b"still works").await;
+    assert_eq!(out, b"still works");
+}
