@@ -33,4 +33,4 @@ pub mod relay_addr;
 pub mod service;
 pub mod streams;
 
-pub use libp2p::{Multiaddr, PeerId};
+pub use libp2p::{Multiaddr, PeerId, StreamProtocol, multiaddr};

@@ -11,7 +11,7 @@ mod reservations;
 
 use std::time::Duration;
 
-use libp2p::identity::Keypair;
+pub use libp2p::identity::Keypair;
 use libp2p::{Multiaddr, PeerId, Stream, StreamProtocol};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -101,6 +101,11 @@ pub enum NodeError {
     /// A stream could not be opened.
     #[error(transparent)]
     OpenStream(#[from] OpenStreamError),
+    /// The connection closed before the stream was opened.
+    #[error(
+        "the peer closed the connection before the stream opened (has it authorized this peer ID?)"
+    )]
+    ConnectionClosed,
     /// Timed out.
     #[error("timed out after {0:?}")]
     Timeout(Duration),
@@ -223,6 +228,16 @@ impl Node {
         self.streams.accept(protocol)
     }
 
+    /// Accepts inbound streams of `protocol` only from peers `filter` approves (see
+    /// [`StreamControl::accept_from`]).
+    pub fn accept_from(
+        &self,
+        protocol: StreamProtocol,
+        filter: crate::streams::PeerFilter,
+    ) -> mpsc::Receiver<IncomingStream> {
+        self.streams.accept_from(protocol, filter)
+    }
+
     /// Stops accepting `protocol`.
     pub fn stop_accepting(&self, protocol: &StreamProtocol) {
         self.streams.stop(protocol)
@@ -239,7 +254,8 @@ impl Node {
         self.send(Command::OpenStream { peer, protocol, reply }).await?;
         match tokio::time::timeout(OPEN_STREAM_TIMEOUT, rx).await {
             Ok(Ok(result)) => Ok(result?),
-            Ok(Err(_)) => Err(NodeError::Closed),
+            // The connection (and its handler, which held the reply) went away.
+            Ok(Err(_)) => Err(NodeError::ConnectionClosed),
             Err(_) => Err(NodeError::Timeout(OPEN_STREAM_TIMEOUT)),
         }
     }

@@ -56,8 +56,14 @@ pub fn expose(
     tracker: &TaskTracker,
 ) -> Result<(), label::InvalidLabel> {
     let protocol = protocol_for(&spec.name)?;
-    let mut incoming = node.accept(protocol);
     let spec = Arc::new(spec);
+    // Peers that may not use the service are told at negotiation that it is not offered, so they
+    // get a clear error before any data flows; each stream is checked again on arrival.
+    let filter = {
+        let (access, spec) = (access.clone(), spec.clone());
+        Arc::new(move |peer: &PeerId| may_use(&access, &spec, peer))
+    };
+    let mut incoming = node.accept_from(protocol, filter);
     let limit = Arc::new(Semaphore::new(MAX_STREAMS_PER_SERVICE));
     let tasks = tracker.clone();
     tracker.spawn(async move {

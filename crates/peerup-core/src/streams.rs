@@ -79,7 +79,15 @@ pub enum OpenStreamError {
     Io(String),
 }
 
-type Inbound = HashMap<StreamProtocol, mpsc::Sender<IncomingStream>>;
+/// Decides per peer whether a protocol is offered at all.
+pub type PeerFilter = Arc<dyn Fn(&PeerId) -> bool + Send + Sync>;
+
+struct Acceptor {
+    tx: mpsc::Sender<IncomingStream>,
+    filter: Option<PeerFilter>,
+}
+
+type Inbound = HashMap<StreamProtocol, Acceptor>;
 
 /// Registers the protocols this node accepts. Cloneable; usable outside the swarm task.
 #[derive(Clone, Default)]
@@ -91,8 +99,26 @@ impl StreamControl {
     /// Accepts inbound streams of `protocol`. Replaces an earlier registration; dropping the
     /// receiver stops accepting (new streams are then refused at negotiation).
     pub fn accept(&self, protocol: StreamProtocol) -> mpsc::Receiver<IncomingStream> {
+        self.register(protocol, None)
+    }
+
+    /// Like [`Self::accept`], but the protocol is offered only to peers `filter` approves: others
+    /// are told at negotiation that it is not supported, before any data flows.
+    pub fn accept_from(
+        &self,
+        protocol: StreamProtocol,
+        filter: PeerFilter,
+    ) -> mpsc::Receiver<IncomingStream> {
+        self.register(protocol, Some(filter))
+    }
+
+    fn register(
+        &self,
+        protocol: StreamProtocol,
+        filter: Option<PeerFilter>,
+    ) -> mpsc::Receiver<IncomingStream> {
         let (tx, rx) = mpsc::channel(INBOUND_QUEUE);
-        self.lock().insert(protocol, tx);
+        self.lock().insert(protocol, Acceptor { tx, filter });
         rx
     }
 
@@ -106,15 +132,18 @@ impl StreamControl {
         self.inbound.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The protocols currently accepted (dropping registrations whose receiver is gone).
-    fn protocols(&self) -> Vec<StreamProtocol> {
+    /// The protocols currently offered to `peer` (dropping registrations whose receiver is gone).
+    fn protocols(&self, peer: &PeerId) -> Vec<StreamProtocol> {
         let mut map = self.lock();
-        map.retain(|_, tx| !tx.is_closed());
-        map.keys().cloned().collect()
+        map.retain(|_, a| !a.tx.is_closed());
+        map.iter()
+            .filter(|(_, a)| a.filter.as_ref().is_none_or(|f| f(peer)))
+            .map(|(p, _)| p.clone())
+            .collect()
     }
 
     fn deliver(&self, incoming: IncomingStream) {
-        let tx = self.lock().get(&incoming.protocol).cloned();
+        let tx = self.lock().get(&incoming.protocol).map(|a| a.tx.clone());
         match tx {
             Some(tx) => {
                 if let Err(e) = tx.try_send(incoming) {

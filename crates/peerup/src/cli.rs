@@ -44,8 +44,56 @@ pub enum Command {
     /// Manage the relays this node uses
     #[command(subcommand)]
     Relay(RelayCommand),
+    /// Run the node: hold relay reservations and expose the enabled services
+    Daemon,
+    /// Reach a peer's service on a local port: 127.0.0.1:<LOCAL_PORT> (0 picks a free port)
+    Proxy {
+        /// Peer ID, or a name from the config's names:
+        target: String,
+        /// The service name on that peer (e.g. ssh)
+        service: String,
+        /// Local port to listen on
+        local_port: u16,
+    },
+    /// Measure round trips to a peer and show the path (DIRECT or RELAYED)
+    Ping {
+        /// Peer ID or name
+        target: String,
+        /// Number of pings (0 = until Ctrl-C)
+        #[arg(short = 'c', long, visible_short_alias = 'n', default_value_t = 4)]
+        count: u32,
+        /// Time between pings (e.g. 1s, 500ms)
+        #[arg(long, default_value = "1s", value_parser = parse_interval)]
+        interval: std::time::Duration,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Show the hops to a peer (direct, or via a relay) with their round trips
+    Traceroute {
+        /// Peer ID or name
+        target: String,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Resolve a name from the config's names: to a peer ID
+    Resolve {
+        /// The name (or a peer ID)
+        name: String,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Run a relay and two nodes on loopback and tunnel a service through them
+    Demo,
     /// Print version information
     Version(JsonFlag),
+}
+
+fn parse_interval(s: &str) -> Result<std::time::Duration, String> {
+    match humantime::parse_duration(s) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        Ok(_) => Err("must be greater than zero".into()),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 #[derive(Debug, Args)]
@@ -168,6 +216,34 @@ pub enum RelayCommand {
     /// Check a relay server's config (relay-server.yaml)
     #[command(subcommand)]
     Config(RelayConfigCommand),
+    /// Relay server: write relay-server.yaml, the relay key and its authorized_keys into a folder
+    Setup {
+        /// Folder for the relay's files [default: the --config file's folder, else .]
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// Never prompt (setup never prompts; accepted for scripts)
+        #[arg(long)]
+        non_interactive: bool,
+    },
+    /// Relay server: run it (config: --config, default ./relay-server.yaml)
+    Serve,
+    /// Relay server: print its peer ID and public addresses
+    Info(JsonFlag),
+    /// Relay server: allow a peer to use this relay
+    Authorize {
+        /// The peer ID
+        peer_id: String,
+        /// A note kept on the peer's line
+        #[arg(long)]
+        comment: Option<String>,
+    },
+    /// Relay server: remove a peer
+    Deauthorize {
+        /// The peer ID
+        peer_id: String,
+    },
+    /// Relay server: list the peers allowed to use it
+    ListPeers(JsonFlag),
     /// Remove a relay address
     Remove {
         /// The exact multiaddr to remove

@@ -2,8 +2,13 @@
 
 mod auth;
 mod config_cmd;
+mod daemon;
+mod demo;
 mod init;
+mod ping;
+mod proxy;
 mod relay;
+mod relay_server;
 mod service;
 mod status;
 
@@ -39,6 +44,16 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Config(cmd) => config_cmd::run(cmd, &ctx),
         Command::Service(cmd) => service::run(cmd, &ctx),
         Command::Relay(cmd) => relay::run(cmd, &ctx),
+        Command::Daemon => daemon::run(&ctx),
+        Command::Proxy { target, service, local_port } => {
+            proxy::run(&target, &service, local_port, &ctx)
+        }
+        Command::Ping { target, count, interval, json } => {
+            ping::ping(&target, count, interval, json.json, &ctx)
+        }
+        Command::Traceroute { target, json } => ping::traceroute(&target, json.json, &ctx),
+        Command::Resolve { name, json } => ping::resolve(&name, json.json, &ctx),
+        Command::Demo => demo::run(),
         Command::Version(json) => version(json.json),
     }
 }

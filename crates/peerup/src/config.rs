@@ -5,6 +5,7 @@
 pub mod edit;
 pub mod load;
 pub mod relay_schema;
+pub mod relay_template;
 pub mod schema;
 pub mod template;
 pub mod units;

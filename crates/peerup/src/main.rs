@@ -5,6 +5,7 @@
 mod cli;
 mod cmd;
 mod config;
+mod net;
 mod output;
 
 use std::io::IsTerminal;

@@ -220,7 +220,7 @@ impl EventLoop {
                 Err(e) => {
                     tracing::warn!(%relay, error = %e, "cannot listen through relay");
                     if let Some(res) = self.reservations.as_mut() {
-                        res.failed(relay);
+                        res.failed(relay, Instant::now());
                     }
                 }
             }
@@ -237,7 +237,8 @@ impl EventLoop {
                 self.emit(NodeEvent::Listening(address));
             }
             SwarmEvent::ListenerClosed { listener_id, reason, .. } => {
-                if let Some(relay) = self.reservations.as_mut().and_then(|r| r.closed(listener_id))
+                if let Some(relay) =
+                    self.reservations.as_mut().and_then(|r| r.closed(listener_id, Instant::now()))
                 {
                     let reason = match reason {
                         Ok(()) => "closed".to_string(),
@@ -300,7 +301,7 @@ impl EventLoop {
                 }
                 if self.relay_ids.contains(&peer_id) && self.ready_relays.insert(peer_id) {
                     if let Some(res) = self.reservations.as_mut() {
-                        res.relay_ready(peer_id);
+                        res.relay_ready(peer_id, Instant::now());
                     }
                     self.dial_deferred(true);
                 }

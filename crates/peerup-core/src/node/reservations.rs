@@ -69,20 +69,20 @@ impl Reservations {
     }
 
     /// A listen attempt failed at once; schedule the next.
-    pub(crate) fn failed(&mut self, relay: PeerId) {
+    pub(crate) fn failed(&mut self, relay: PeerId, now: Instant) {
         if let Some(r) = self.relays.get_mut(&relay) {
             r.listener = None;
             r.reserved = false;
-            Self::schedule(r);
+            Self::schedule(r, now);
         }
     }
 
     /// The relay is connected and identified: ask for a reservation now if none is pending.
-    pub(crate) fn relay_ready(&mut self, relay: PeerId) {
+    pub(crate) fn relay_ready(&mut self, relay: PeerId, now: Instant) {
         if let Some(r) = self.relays.get_mut(&relay)
             && r.listener.is_none()
         {
-            r.retry_at = Some(Instant::now());
+            r.retry_at = Some(now);
         }
     }
 
@@ -94,16 +94,16 @@ impl Reservations {
     }
 
     /// A listener closed: returns the relay it belonged to, with a retry scheduled.
-    pub(crate) fn closed(&mut self, listener: ListenerId) -> Option<PeerId> {
+    pub(crate) fn closed(&mut self, listener: ListenerId, now: Instant) -> Option<PeerId> {
         let (id, r) = self.relays.iter_mut().find(|(_, r)| r.listener == Some(listener))?;
         r.listener = None;
         r.reserved = false;
-        Self::schedule(r);
+        Self::schedule(r, now);
         Some(*id)
     }
 
-    fn schedule(r: &mut Relay) {
-        r.retry_at = Some(Instant::now() + r.backoff);
+    fn schedule(r: &mut Relay, now: Instant) {
+        r.retry_at = Some(now + r.backoff);
         r.backoff = (r.backoff * 2).min(MAX_RETRY);
     }
 }
@@ -119,19 +119,21 @@ mod tests {
         let mut res = Reservations::new(std::slice::from_ref(&addr));
         let now = Instant::now();
         assert!(res.due(now).is_empty(), "the first attempt waits for the relay");
-        res.relay_ready(id);
+        res.relay_ready(id, now);
         let due = res.due(now);
         assert_eq!(due.len(), 1);
         assert!(due[0].1.to_string().ends_with("/p2p-circuit"));
         assert!(res.due(now).is_empty(), "not due twice");
         let l = ListenerId::next();
         res.listening(id, l);
-        assert_eq!(res.closed(l), Some(id));
+        assert_eq!(res.closed(l, now), Some(id));
         assert!(res.due(now).is_empty(), "retry is in the future");
         assert_eq!(res.due(now + Duration::from_secs(1)).len(), 1);
-        res.failed(id);
-        assert!(res.due(now + Duration::from_secs(2)).is_empty(), "backoff doubled to 2 s");
-        assert_eq!(res.due(Instant::now() + Duration::from_secs(2)).len(), 1);
+        let later = now + Duration::from_secs(1);
+        res.failed(id, later);
+        let almost = later + Duration::from_millis(1999);
+        assert!(res.due(almost).is_empty(), "backoff doubled to 2 s");
+        assert_eq!(res.due(later + Duration::from_secs(2)).len(), 1);
         res.accepted(id);
     }
 }

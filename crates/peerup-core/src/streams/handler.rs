@@ -60,7 +60,7 @@ impl ConnectionHandler for Handler {
     type OutboundOpenInfo = (StreamProtocol, OpenReply);
 
     fn listen_protocol(&self) -> SubstreamProtocol<Accept, ()> {
-        SubstreamProtocol::new(Accept(self.control.protocols()), ())
+        SubstreamProtocol::new(Accept(self.control.protocols(&self.peer)), ())
     }
 
     fn connection_keep_alive(&self) -> bool {

@@ -25,6 +25,16 @@ pub(super) fn run(cmd: RelayCommand, ctx: &Ctx) -> Result<()> {
         RelayCommand::Config(RelayConfigCommand::Validate) => {
             super::config_cmd::validate_relay_config(ctx)
         }
+        RelayCommand::Setup { dir, non_interactive: _ } => {
+            super::relay_server::setup(dir.as_deref(), ctx)
+        }
+        RelayCommand::Serve => super::relay_server::serve(ctx),
+        RelayCommand::Info(json) => super::relay_server::info(json.json, ctx),
+        RelayCommand::Authorize { peer_id, comment } => {
+            super::relay_server::authorize(&peer_id, comment.as_deref(), ctx)
+        }
+        RelayCommand::Deauthorize { peer_id } => super::relay_server::deauthorize(&peer_id, ctx),
+        RelayCommand::ListPeers(json) => super::relay_server::list_peers(json.json, ctx),
     }
 }
 

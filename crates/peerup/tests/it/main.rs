@@ -4,5 +4,6 @@
 mod auth;
 mod config;
 mod init;
+mod network;
 mod service;
 mod util;

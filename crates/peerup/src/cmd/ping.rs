@@ -1,0 +1,274 @@
+//! `peerup ping`, `peerup traceroute` and `peerup resolve`.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use peerup_core::multiaddr::Protocol;
+use peerup_core::node::Node;
+use peerup_core::{PeerId, StreamProtocol, pingpong};
+use serde::Serialize;
+
+use super::Ctx;
+use crate::config::{self, schema::NodeConfig};
+use crate::net;
+use crate::outln;
+use crate::output::{self, short_id};
+
+#[derive(Serialize)]
+struct Reply {
+    seq: u32,
+    peer_id: String,
+    rtt_ms: Option<f64>,
+    path: Option<&'static str>,
+    error: Option<String>,
+}
+
+#[derive(Serialize, Default)]
+struct Stats {
+    sent: u32,
+    received: u32,
+    lost: u32,
+    loss_pct: f64,
+    min_ms: f64,
+    avg_ms: f64,
+    max_ms: f64,
+}
+
+impl Stats {
+    fn new(rtts: &[f64], sent: u32) -> Self {
+        let received = rtts.len() as u32;
+        let lost = sent - received;
+        let mut s = Stats { sent, received, lost, ..Default::default() };
+        if sent > 0 {
+            s.loss_pct = f64::from(lost) * 100.0 / f64::from(sent);
+        }
+        if !rtts.is_empty() {
+            s.min_ms = rtts.iter().copied().fold(f64::INFINITY, f64::min);
+            s.max_ms = rtts.iter().copied().fold(0.0, f64::max);
+            s.avg_ms = rtts.iter().sum::<f64>() / rtts.len() as f64;
+        }
+        s
+    }
+}
+
+fn ping_protocol(c: &NodeConfig) -> Result<StreamProtocol> {
+    StreamProtocol::try_from_owned(c.protocols.ping_pong.id.clone())
+        .context("protocols.ping_pong.id")
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+pub(super) fn ping(
+    target: &str,
+    count: u32,
+    interval: Duration,
+    json: bool,
+    ctx: &Ctx,
+) -> Result<()> {
+    let loaded = config::load_node(ctx.config_path())?;
+    let (peer, _) = net::resolve_peer(&loaded.config, target)?;
+    let protocol = ping_protocol(&loaded.config)?;
+    net::block_on(async move {
+        let (cancel, tracker) = net::shutdown_on_signals()?;
+        let (node, _events) =
+            Node::spawn(net::node_config(&loaded, false)?, cancel.clone(), &tracker)?;
+        if !json {
+            outln!("PING {target} ({})", short_id(peer))?;
+        }
+        let mut rtts = Vec::new();
+        let mut sent = 0;
+        let mut seq = 0;
+        while count == 0 || seq < count {
+            seq += 1;
+            if seq > 1 {
+                tokio::select! {
+                    () = cancel.cancelled() => break,
+                    () = tokio::time::sleep(interval) => {}
+                }
+            }
+            sent += 1;
+            let result = tokio::select! {
+                () = cancel.cancelled() => break,
+                r = pingpong::ping(&node, peer, protocol.clone()) => r,
+            };
+            let reply = match result {
+                Ok((rtt, path)) => {
+                    rtts.push(ms(rtt));
+                    Reply {
+                        seq,
+                        peer_id: peer.to_string(),
+                        rtt_ms: Some(ms(rtt)),
+                        path: Some(path.kind()),
+                        error: None,
+                    }
+                }
+                Err(e) => Reply {
+                    seq,
+                    peer_id: peer.to_string(),
+                    rtt_ms: None,
+                    path: None,
+                    error: Some(e.to_string()),
+                },
+            };
+            if json {
+                outln!("{}", serde_json::to_string(&reply)?)?;
+            } else if let (Some(rtt), Some(path)) = (reply.rtt_ms, reply.path) {
+                outln!("seq={seq} rtt={rtt:.1}ms path=[{path}]")?;
+            } else {
+                outln!("seq={seq} error={}", reply.error.unwrap_or_default())?;
+            }
+        }
+        let stats = Stats::new(&rtts, sent);
+        if json {
+            outln!("{}", serde_json::to_string(&stats)?)?;
+        } else {
+            outln!()?;
+            outln!("--- {target} ping statistics ---")?;
+            outln!(
+                "{} sent, {} received, {:.0}% loss, rtt min/avg/max = {:.1}/{:.1}/{:.1} ms",
+                stats.sent,
+                stats.received,
+                stats.loss_pct,
+                stats.min_ms,
+                stats.avg_ms,
+                stats.max_ms
+            )?;
+        }
+        net::shutdown(&cancel, &tracker).await;
+        Ok(())
+    })
+}
+
+#[derive(Serialize)]
+struct Hop {
+    hop: u32,
+    peer_id: String,
+    address: String,
+    rtt_ms: Option<f64>,
+    error: Option<String>,
+}
+
+#[derive(Serialize)]
+struct Trace {
+    target: String,
+    target_id: String,
+    path: &'static str,
+    hops: Vec<Hop>,
+}
+
+/// Round trip of one protocol negotiation: opening a stream for a protocol nobody speaks is
+/// answered "unsupported" after exactly one exchange.
+async fn probe_rtt(node: &Node, peer: PeerId) -> Result<f64, String> {
+    let probe = StreamProtocol::new("/peerup/rtt-probe/1.0.0");
+    let start = std::time::Instant::now();
+    match node.open_stream(peer, probe).await {
+        Ok(_) => Ok(ms(start.elapsed())),
+        Err(peerup_core::node::NodeError::OpenStream(
+            peerup_core::streams::OpenStreamError::Unsupported(_),
+        )) => Ok(ms(start.elapsed())),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+pub(super) fn traceroute(target: &str, json: bool, ctx: &Ctx) -> Result<()> {
+    let loaded = config::load_node(ctx.config_path())?;
+    let (peer, _) = net::resolve_peer(&loaded.config, target)?;
+    let protocol = ping_protocol(&loaded.config)?;
+    net::block_on(async move {
+        let (cancel, tracker) = net::shutdown_on_signals()?;
+        let (node, _events) =
+            Node::spawn(net::node_config(&loaded, false)?, cancel.clone(), &tracker)?;
+        // Connect (and measure the end-to-end RTT) with one ping.
+        let first = pingpong::ping(&node, peer, protocol.clone()).await;
+        let (rtt, path) = match first {
+            Ok((rtt, path)) => (Ok(ms(rtt)), Some(path)),
+            Err(e) => (Err(e.to_string()), None),
+        };
+        let mut hops = Vec::new();
+        let relayed = path.as_ref().is_some_and(|p| p.relayed);
+        if relayed && let Some(p) = &path {
+            // The circuit address is <relay address>/p2p/<relay>/p2p-circuit/p2p/<target>.
+            let relay_part: peerup_core::Multiaddr =
+                p.remote_addr.iter().take_while(|x| !matches!(x, Protocol::P2pCircuit)).collect();
+            if let Some(relay) = peerup_core::relay_addr::peer_id_of(&relay_part) {
+                let r = probe_rtt(&node, relay).await;
+                hops.push(Hop {
+                    hop: 1,
+                    peer_id: relay.to_string(),
+                    address: relay_part.to_string(),
+                    rtt_ms: r.clone().ok(),
+                    error: r.err(),
+                });
+            }
+        }
+        hops.push(Hop {
+            hop: hops.len() as u32 + 1,
+            peer_id: peer.to_string(),
+            address: path.as_ref().map(|p| p.remote_addr.to_string()).unwrap_or_default(),
+            rtt_ms: rtt.clone().ok(),
+            error: rtt.err(),
+        });
+        let trace = Trace {
+            target: target.to_string(),
+            target_id: peer.to_string(),
+            path: if relayed { "RELAYED" } else { "DIRECT" },
+            hops,
+        };
+        net::shutdown(&cancel, &tracker).await;
+        if json {
+            return output::json(&trace);
+        }
+        outln!("traceroute to {target} ({})", short_id(peer))?;
+        for h in &trace.hops {
+            match h.rtt_ms {
+                Some(rtt) => {
+                    outln!(" {}  {}  {}  {rtt:.1}ms", h.hop, short_id(&h.peer_id), h.address)?
+                }
+                None => outln!(
+                    " {}  {}  {}  *  ({})",
+                    h.hop,
+                    short_id(&h.peer_id),
+                    h.address,
+                    h.error.as_deref().unwrap_or("")
+                )?,
+            }
+        }
+        outln!("--- path: [{}] ---", trace.path)?;
+        Ok(())
+    })
+}
+
+#[derive(Serialize)]
+struct Resolved {
+    name: String,
+    peer_id: String,
+    source: &'static str,
+}
+
+pub(super) fn resolve(name: &str, json: bool, ctx: &Ctx) -> Result<()> {
+    let loaded = config::load_node(ctx.config_path())?;
+    let (peer, source) = net::resolve_peer(&loaded.config, name)?;
+    let r = Resolved { name: name.to_string(), peer_id: peer.to_string(), source };
+    if json {
+        return output::json(&r);
+    }
+    outln!("{} \u{2192} {}", r.name, r.peer_id)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stats() {
+        let s = Stats::new(&[10.0, 20.0, 30.0], 4);
+        assert_eq!((s.sent, s.received, s.lost), (4, 3, 1));
+        assert_eq!(s.loss_pct, 25.0);
+        assert_eq!((s.min_ms, s.avg_ms, s.max_ms), (10.0, 20.0, 30.0));
+        let none = Stats::new(&[], 2);
+        assert_eq!(none.loss_pct, 100.0);
+    }
+}

@@ -1,0 +1,96 @@
+//! `peerup proxy <peer> <service> <local-port>`: listen on 127.0.0.1 and carry every accepted
+//! connection to a peer's service on its own stream.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use peerup_core::node::{Node, NodeEvent};
+use peerup_core::service::{self, pipe};
+use peerup_core::{PeerId, label};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+
+use super::Ctx;
+use crate::config;
+use crate::net;
+use crate::outln;
+
+/// Client connections carried at once; more wait to be accepted.
+const MAX_CONNECTIONS: usize = 256;
+
+pub(super) fn run(target: &str, svc: &str, port: u16, ctx: &Ctx) -> Result<()> {
+    let loaded = config::load_node(ctx.config_path())?;
+    let (peer, _) = net::resolve_peer(&loaded.config, target)?;
+    label::validate(svc).context("service name")?;
+    net::block_on(async move {
+        let listener = TcpListener::bind(("127.0.0.1", port))
+            .await
+            .with_context(|| format!("cannot listen on 127.0.0.1:{port} (is the port in use?)"))?;
+        let local = listener.local_addr()?;
+        let (cancel, tracker) = net::shutdown_on_signals()?;
+        let core = net::node_config(&loaded, false)?;
+        let (node, mut events) = Node::spawn(core, cancel.clone(), &tracker)?;
+        outln!("Listening on {local} -> {target}/{svc}")?;
+
+        let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+        let counter = Arc::new(AtomicU64::new(0));
+        let svc = svc.to_string();
+        loop {
+            let accepted = tokio::select! {
+                () = cancel.cancelled() => break,
+                a = listener.accept() => a,
+                e = events.recv() => {
+                    if let Ok(NodeEvent::HolePunched { peer: p }) = e && p == peer {
+                        outln!("Path to {target}: [DIRECT] (hole punched)")?;
+                    }
+                    continue;
+                }
+            };
+            let (tcp, from) = match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    continue;
+                }
+            };
+            let Ok(permit) = limit.clone().acquire_owned().await else { break };
+            let n = counter.fetch_add(1, Ordering::Relaxed) + 1;
+            let (node, svc, cancel) = (node.clone(), svc.clone(), cancel.clone());
+            tracing::debug!(%from, n, "accepted");
+            tracker.spawn(async move {
+                tokio::select! {
+                    () = cancel.cancelled() => {}
+                    () = carry(&node, peer, &svc, tcp, n) => {}
+                }
+                drop(permit);
+            });
+        }
+        net::shutdown(&cancel, &tracker).await;
+        Ok(())
+    })
+}
+
+pub(super) async fn carry(node: &Node, peer: PeerId, svc: &str, tcp: TcpStream, n: u64) {
+    let start = Instant::now();
+    let (stream, path) = match service::connect(node, peer, svc).await {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = outln!("Connection {n}: Error: {e}");
+            return;
+        }
+    };
+    let _ = outln!(
+        "Connection {n}: [{}] via {} ({} ms)",
+        path.kind(),
+        path.remote_addr,
+        start.elapsed().as_millis()
+    );
+    match pipe::pipe(stream, tcp).await {
+        Ok((down, up)) => tracing::info!(n, received = down, sent = up, "connection closed"),
+        Err(e) => {
+            let _ = outln!("Connection {n}: Error: the tunnel broke: {e}");
+        }
+    }
+}

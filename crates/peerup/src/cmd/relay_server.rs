@@ -1,0 +1,234 @@
+//! The relay server: `peerup relay setup|serve|info|authorize|deauthorize|list-peers`.
+//!
+//! These commands read the relay's own config, `--config` or `./relay-server.yaml`; its paths are
+//! relative to its folder.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Result, bail};
+use peerup_core::authorized_keys::{AuthorizedKeys, Entry};
+use peerup_core::multiaddr::Protocol;
+use peerup_core::node::{Node, NodeEvent};
+use peerup_core::{Multiaddr, PeerId, fsutil, identity};
+use serde::Serialize;
+use tokio::sync::broadcast::error::RecvError;
+
+use super::Ctx;
+use crate::config::load::{Loaded, RELAY_CONFIG_FILE, load_relay_file};
+use crate::config::relay_schema::RelayConfig;
+use crate::config::relay_template::{RELAY_AUTHORIZED_KEYS, RELAY_CONFIG};
+use crate::config::validate::validate_relay;
+use crate::net;
+use crate::outln;
+use crate::output::{self, ok, short_id};
+
+fn config_path(ctx: &Ctx) -> PathBuf {
+    ctx.config_path().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from(RELAY_CONFIG_FILE))
+}
+
+fn load(ctx: &Ctx) -> Result<Loaded<RelayConfig>> {
+    let path = config_path(ctx);
+    if !path.exists() {
+        bail!(
+            "relay config not found: {} (create one with 'peerup relay setup --dir <D>', or pass --config)",
+            path.display()
+        );
+    }
+    let loaded = load_relay_file(&path)?;
+    if let Err(problems) = validate_relay(&loaded.config) {
+        let list: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        bail!("invalid relay config {}: {}", path.display(), list.join("; "));
+    }
+    Ok(loaded)
+}
+
+/// `relay setup`: write the config, authorized_keys and identity key into `dir`, keeping any
+/// that already exist (an identity is never replaced).
+pub(super) fn setup(dir: Option<&Path>, ctx: &Ctx) -> Result<()> {
+    let dir = match (dir, ctx.config_path()) {
+        (Some(d), _) => d.to_path_buf(),
+        (None, Some(c)) => c.parent().map(Path::to_path_buf).unwrap_or_default(),
+        (None, None) => PathBuf::from("."),
+    };
+    let dir = if dir.as_os_str().is_empty() { PathBuf::from(".") } else { dir };
+    fsutil::create_private_dir(&dir)?;
+    let config = dir.join(RELAY_CONFIG_FILE);
+    let mut wrote = Vec::new();
+    if !config.exists() {
+        fsutil::create_private_new(&config, RELAY_CONFIG.as_bytes())?;
+        wrote.push(config.clone());
+    }
+    let loaded = load_relay_file(&config)?;
+    let keys = &loaded.config.security.authorized_keys_file;
+    if !keys.exists() {
+        fsutil::create_private_new(keys, RELAY_AUTHORIZED_KEYS.as_bytes())?;
+        wrote.push(keys.clone());
+    }
+    let (key, created) = identity::load_or_generate(&loaded.config.identity.key_file)?;
+    if created {
+        wrote.push(loaded.config.identity.key_file.clone());
+    }
+    for f in &wrote {
+        outln!("Wrote {}", f.display())?;
+    }
+    if wrote.is_empty() {
+        outln!("Relay already set up in {}; existing files kept", dir.display())?;
+    }
+    outln!("{}", ok(format!("Relay peer ID: {}", identity::peer_id(&key))))?;
+    outln!("Authorize each node:  peerup relay authorize <peer-id> --config {}", config.display())?;
+    outln!("Start the relay:      peerup relay serve --config {}", config.display())?;
+    Ok(())
+}
+
+pub(super) fn serve(ctx: &Ctx) -> Result<()> {
+    let loaded = load(ctx)?;
+    net::block_on(async move {
+        let (cancel, tracker) = net::shutdown_on_signals()?;
+        let core = net::relay_node_config(&loaded)?;
+        let (node, mut events) = Node::spawn(core, cancel.clone(), &tracker)?;
+        let mut announced = false;
+        loop {
+            let event = tokio::select! {
+                () = cancel.cancelled() => break,
+                e = events.recv() => e,
+            };
+            match event {
+                Ok(NodeEvent::Listening(addr)) => {
+                    if !announced {
+                        outln!("Relay ready: {}", node.peer_id())?;
+                        announced = true;
+                    }
+                    outln!("  {}", addr.with(Protocol::P2p(node.peer_id())))?;
+                }
+                Ok(_) | Err(RecvError::Lagged(_)) => {}
+                Err(RecvError::Closed) => break,
+            }
+        }
+        net::shutdown(&cancel, &tracker).await;
+        Ok(())
+    })
+}
+
+#[derive(Serialize)]
+struct Info {
+    peer_id: String,
+    addresses: Vec<String>,
+    gating: bool,
+    authorized_peers: usize,
+}
+
+/// The listen addresses with wildcard IPs replaced by this host's non-loopback interface IPs.
+fn public_addrs(listen: &[String], peer: PeerId) -> Vec<String> {
+    let ifaces: Vec<IpAddr> = if_addrs::get_if_addrs()
+        .map(|v| v.into_iter().filter(|i| !i.is_loopback()).map(|i| i.ip()).collect())
+        .unwrap_or_default();
+    let mut out = Vec::new();
+    for a in listen.iter().filter_map(|a| a.parse::<Multiaddr>().ok()) {
+        let (v4_any, v6_any) = a.iter().fold((false, false), |(v4, v6), p| match p {
+            Protocol::Ip4(ip) => (v4 || ip.is_unspecified(), v6),
+            Protocol::Ip6(ip) => (v4, v6 || ip.is_unspecified()),
+            _ => (v4, v6),
+        });
+        if !(v4_any || v6_any) {
+            out.push(a.with(Protocol::P2p(peer)).to_string());
+            continue;
+        }
+        for ip in &ifaces {
+            let replaced: Multiaddr = a
+                .iter()
+                .filter_map(|p| match (p, ip) {
+                    (Protocol::Ip4(_), IpAddr::V4(v4)) if v4_any => Some(Protocol::Ip4(*v4)),
+                    (Protocol::Ip6(_), IpAddr::V6(v6)) if v6_any => Some(Protocol::Ip6(*v6)),
+                    (Protocol::Ip4(_) | Protocol::Ip6(_), _) => None,
+                    (other, _) => Some(other),
+                })
+                .collect();
+            if replaced.iter().any(|p| matches!(p, Protocol::Ip4(_) | Protocol::Ip6(_))) {
+                out.push(replaced.with(Protocol::P2p(peer)).to_string());
+            }
+        }
+    }
+    out
+}
+
+pub(super) fn info(json: bool, ctx: &Ctx) -> Result<()> {
+    let loaded = load(ctx)?;
+    let c = &loaded.config;
+    let key = identity::load(&c.identity.key_file)?;
+    let peer = identity::peer_id(&key);
+    let keys = AuthorizedKeys::load(&c.security.authorized_keys_file)?;
+    let info = Info {
+        peer_id: peer.to_string(),
+        addresses: public_addrs(&c.network.listen_addresses, peer),
+        gating: c.security.enable_connection_gating,
+        authorized_peers: keys.entries().count(),
+    };
+    if json {
+        return output::json(&info);
+    }
+    outln!("Peer ID: {}", info.peer_id)?;
+    outln!("Gating:  {}", if info.gating { "on" } else { "OFF (any peer may use this relay)" })?;
+    outln!("Authorized peers: {}", info.authorized_peers)?;
+    outln!("Addresses:")?;
+    for a in &info.addresses {
+        outln!("  {a}")?;
+    }
+    outln!("On each node: peerup init --relay <one of the addresses above>")?;
+    Ok(())
+}
+
+fn keys_path(ctx: &Ctx) -> Result<PathBuf> {
+    Ok(load(ctx)?.config.security.authorized_keys_file)
+}
+
+fn parse_peer(s: &str) -> Result<PeerId> {
+    s.trim().parse().map_err(|e| anyhow::anyhow!("invalid peer ID {:?}: {e}", s.trim()))
+}
+
+pub(super) fn authorize(peer: &str, comment: Option<&str>, ctx: &Ctx) -> Result<()> {
+    let peer = parse_peer(peer)?;
+    let path = keys_path(ctx)?;
+    let mut keys = AuthorizedKeys::load(&path)?;
+    keys.add(Entry::new(peer, comment))?;
+    keys.save(&path)?;
+    outln!("{}", ok(format!("Authorized on this relay: {}", short_id(peer))))?;
+    outln!("Restart the relay to apply.")?;
+    Ok(())
+}
+
+pub(super) fn deauthorize(peer: &str, ctx: &Ctx) -> Result<()> {
+    let peer = parse_peer(peer)?;
+    let path = keys_path(ctx)?;
+    let mut keys = AuthorizedKeys::load(&path)?;
+    keys.remove(&peer)?;
+    keys.save(&path)?;
+    outln!("{}", ok(format!("Removed from this relay: {}", short_id(peer))))?;
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct Listed {
+    peer_id: String,
+    comment: Option<String>,
+}
+
+pub(super) fn list_peers(json: bool, ctx: &Ctx) -> Result<()> {
+    let keys = AuthorizedKeys::load(&keys_path(ctx)?)?;
+    let peers: Vec<Listed> = keys
+        .entries()
+        .map(|e| Listed {
+            peer_id: e.peer_id().to_string(),
+            comment: e.comment().map(String::from),
+        })
+        .collect();
+    if json {
+        return output::json(&peers);
+    }
+    for p in &peers {
+        let c = p.comment.as_deref().map(|c| format!("  # {c}")).unwrap_or_default();
+        outln!("  {}{c}", p.peer_id)?;
+    }
+    outln!("Total: {} peer(s)", peers.len())?;
+    Ok(())
+}

@@ -1,0 +1,87 @@
+//! NAT-lab tests of the `peerup` binary: relay, daemon and proxy run inside the network namespaces
+//! of `shared/netlab` (a public relay, peers behind cone, symmetric and double NATs) and carry
+//! random payloads, checked by SHA-256, between Python echo servers and clients.
+//!
+//! Needs root, netlab and its packages (iproute2, nftables, python3), and openssh-server/-client
+//! for the SSH test. Without them a test is skipped with a message on stderr, unless `CI` is set:
+//! then it fails. Labs run one at a time (see `lab.rs`); each test uses its own prefix `pu<N>`.
+//! Every process's output is kept in `target/tmp/netlab-logs/<prefix>/` and printed when a test
+//! fails.
+//!
+//! ```sh
+//! cargo test -p peerup --test netlab -- --nocapture        # as root
+//! ```
+#![cfg(target_os = "linux")]
+
+/// `eprintln!` that the test harness does not capture: skips and measurements show in every run.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
+#[path = "netlab/harness.rs"]
+mod harness;
+#[path = "netlab/lab.rs"]
+mod lab;
+#[path = "netlab/node.rs"]
+mod node;
+#[path = "netlab/paths.rs"]
+mod paths;
+#[path = "netlab/proc.rs"]
+mod proc;
+#[path = "netlab/py.rs"]
+mod py;
+#[path = "netlab/security.rs"]
+mod security;
+#[path = "netlab/ssh.rs"]
+mod ssh;
+
+/// The lab and this harness work without peerup's networking (lab up/down, echo, capture, sshd).
+#[test]
+fn nat_lab_harness_selfcheck() {
+    harness::harness_selfcheck();
+}
+
+/// bob (cone) -> alice (cone): byte-exact, and DIRECT within 10 s of the first connection.
+#[test]
+fn nat_cone_x_cone_direct() {
+    paths::cone_x_cone_direct();
+}
+
+/// carol (symmetric) -> alice (cone): byte-exact over the relay.
+#[test]
+fn nat_symmetric_x_cone_relayed() {
+    paths::symmetric_x_cone_relayed();
+}
+
+/// bob (cone) -> dave (double NAT behind CGNAT): byte-exact, path reported.
+#[test]
+fn nat_cgnat_x_cone() {
+    paths::cgnat_x_cone();
+}
+
+/// OpenSSH through bob's proxy to sshd on alice.
+#[test]
+fn nat_cone_ssh() {
+    security::cone_ssh();
+}
+
+/// Unauthorized peers, and peers outside a service's allowed_peers, are refused.
+#[test]
+fn nat_unauthorized_refused() {
+    security::unauthorized_refused();
+}
+
+/// A capture on the relay host never sees the tunnel's plaintext.
+#[test]
+fn nat_relay_sees_only_ciphertext() {
+    security::relay_sees_only_ciphertext();
+}
+
+/// Killing and restarting the relay: reservations and connections recover.
+#[test]
+fn nat_relay_restart_recovers() {
+    paths::relay_restart_recovers();
+}

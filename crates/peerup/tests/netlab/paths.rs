@@ -1,0 +1,208 @@
+//! Connectivity scenarios: hole punching between cone NATs, relayed service through a symmetric
+//! NAT, double NAT behind a CGNAT, and recovery after a relay restart.
+
+use std::time::{Duration, Instant};
+
+use super::lab::{Lab, PAYLOAD, RESERVATION, TRANSFER};
+use super::node::{Daemon, Node, PathKind, Proxy, Relay, pair};
+use super::py::{Client, EchoServer};
+
+/// Bytes of a probe connection (checked by SHA-256 like the payload).
+const PROBE: u64 = 64 << 10;
+
+/// A running relay and one initialized node per host (each authorized on the relay).
+pub fn nodes(lab: &Lab, hosts: &[&str]) -> (Relay, Vec<Node>) {
+    let mut relay = Relay::setup(lab);
+    let nodes = hosts.iter().map(|h| Node::init(lab, h, &relay)).collect();
+    relay.start(lab);
+    (relay, nodes)
+}
+
+/// Starts an echo server on `node`'s host, exposes it as service `echo`, and starts the daemon,
+/// waiting for its relay reservation.
+pub fn serve_echo(lab: &Lab, node: &Node, relay: &Relay) -> (EchoServer, Daemon) {
+    let echo = EchoServer::start(lab, &node.host, "127.0.0.1");
+    node.service_add(lab, "echo", &echo.local_addr());
+    let mut daemon = node.daemon(lab);
+    daemon.wait_reservation(0, &relay.id, RESERVATION);
+    (echo, daemon)
+}
+
+/// The usual setup: `server` and `client` paired, `server` serving `echo`, `client`'s proxy to it
+/// listening.
+pub struct Pair {
+    #[allow(dead_code, reason = "kept running for the test's duration")]
+    pub relay: Relay,
+    pub server: Node,
+    pub client: Node,
+    pub echo: EchoServer,
+    pub daemon: Daemon,
+    pub proxy: Proxy,
+}
+
+pub fn echo_pair(lab: &Lab, server: &str, client: &str) -> Pair {
+    let (relay, mut n) = nodes(lab, &[server, client]);
+    let (cli, srv) = (n.pop().unwrap(), n.pop().unwrap());
+    pair(lab, &srv, &cli);
+    let (echo, daemon) = serve_echo(lab, &srv, &relay);
+    let proxy = cli.proxy(lab, &srv.id, "echo");
+    Pair { relay, server: srv, client: cli, echo, daemon, proxy }
+}
+
+/// The outcome of probing until a connection reports `[DIRECT]`.
+pub struct Probed {
+    /// From starting the first connection to reading the `[DIRECT]` line, if one came.
+    pub to_direct: Option<Duration>,
+    pub connections: usize,
+    /// Time to first echoed byte of the first connection.
+    pub first_ttfb_ms: f64,
+    pub paths: Vec<PathKind>,
+}
+
+/// Opens small proxy connections from `host` one after another until one reports `[DIRECT]` or
+/// `window` has passed since the first one started. Every probe must echo its bytes exactly.
+pub fn probe_until_direct(lab: &Lab, host: &str, proxy: &mut Proxy, window: Duration) -> Probed {
+    let start = Instant::now();
+    let mut paths = Vec::new();
+    let mut first_ttfb_ms = f64::NAN;
+    loop {
+        let n = paths.len() + 1;
+        let mark = proxy.proc.mark();
+        let mut client = Client::local(host, proxy.port, PROBE);
+        client.idle = Duration::from_secs(20);
+        let t = client.run(lab, &format!("{host}-probe-{n}"), Duration::from_secs(40));
+        t.assert_exact(PROBE, &format!("{host} probe connection {n}"));
+        if n == 1 {
+            first_ttfb_ms = t.ttfb_ms.unwrap_or(f64::NAN);
+        }
+        let (path, _, at) = proxy.path_from(mark, Duration::from_secs(10));
+        paths.push(path);
+        let elapsed = at.saturating_duration_since(start);
+        if path == PathKind::Direct {
+            return Probed { to_direct: Some(elapsed), connections: n, first_ttfb_ms, paths };
+        }
+        if start.elapsed() >= window {
+            return Probed { to_direct: None, connections: n, first_ttfb_ms, paths };
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// Sends the payload through a proxy and asserts it came back byte-exact; returns the path the
+/// proxy reported and prints a summary.
+#[track_caller]
+pub fn payload_through(lab: &Lab, host: &str, proxy: &mut Proxy, what: &str) -> (PathKind, String) {
+    let mark = proxy.proc.mark();
+    let t = Client::local(host, proxy.port, PAYLOAD).run(lab, &format!("{host}-payload"), TRANSFER);
+    let (path, line, _) = proxy.path_from(mark, Duration::from_secs(10));
+    t.assert_exact(PAYLOAD, what);
+    say!("[{}] {what}: {path:?}: {} ({line})", lab.prefix(), t.summary());
+    (path, line)
+}
+
+/// Issue scenario 1: bob (cone NAT) reaches an echo service on alice (cone NAT) byte-exact, and new
+/// connections report DIRECT within 10 s of the first one.
+pub fn cone_x_cone_direct() {
+    let Some(lab) = Lab::up("pu1", &[]) else { return };
+    let mut p = echo_pair(&lab, "alice", "bob");
+    let window = Duration::from_secs(10);
+    let probed = probe_until_direct(&lab, "bob", &mut p.proxy, window);
+    let to_direct = probed.to_direct.unwrap_or_else(|| {
+        panic!("no [DIRECT] connection within {window:?}: paths {:?}", probed.paths)
+    });
+    assert!(to_direct <= window, "DIRECT only after {to_direct:?} (> {window:?})");
+    say!(
+        "[pu1] bob -> alice: time to DIRECT {:.2} s (connection {}, paths {:?}); \
+         first connection's time to first byte {:.1} ms",
+        to_direct.as_secs_f64(),
+        probed.connections,
+        probed.paths,
+        probed.first_ttfb_ms
+    );
+    let (path, line) = payload_through(&lab, "bob", &mut p.proxy, "bob -> alice echo");
+    assert_eq!(path, PathKind::Direct, "payload connection after DIRECT was not direct: {line}");
+
+    let replies = p.client.ping(&lab, &p.server.id, 3);
+    assert_eq!(replies.len(), 3, "ping -c 3 --json: {replies:?}");
+    for r in &replies {
+        assert!(r["error"].is_null(), "ping reply with error: {r}");
+        assert!(r["rtt_ms"].as_f64().is_some(), "ping reply without rtt_ms: {r}");
+        assert!(matches!(r["path"].as_str(), Some("DIRECT" | "RELAYED")), "ping path: {r}");
+    }
+    say!("[pu1] bob pings alice: {replies:?}");
+    assert_eq!(p.echo.connections(), probed.connections + 1, "connections reaching the service");
+    assert!(p.daemon.proc.is_running(), "alice's daemon exited");
+}
+
+/// Issue scenario 2: carol (symmetric NAT) reaches alice's echo service byte-exact over the relay;
+/// hole punching cannot succeed, and the connection keeps working after it failed.
+pub fn symmetric_x_cone_relayed() {
+    let Some(lab) = Lab::up("pu2", &[]) else { return };
+    let mut p = echo_pair(&lab, "alice", "carol");
+    let (path, line) = payload_through(&lab, "carol", &mut p.proxy, "carol -> alice echo");
+    assert_eq!(path, PathKind::Relayed, "symmetric NAT cannot be hole-punched: {line}");
+    // By now every hole punch attempt has had time to fail; the relayed path must still carry
+    // new connections.
+    let mark = p.proxy.proc.mark();
+    let t = Client::local("carol", p.proxy.port, PROBE).run(&lab, "carol-after", TRANSFER);
+    t.assert_exact(PROBE, "carol -> alice after the payload");
+    let (path, line, _) = p.proxy.path_from(mark, Duration::from_secs(10));
+    assert_eq!(path, PathKind::Relayed, "{line}");
+}
+
+/// Issue scenario 3: bob (cone NAT) reaches a service on dave (double NAT behind a CGNAT)
+/// byte-exact, and the proxy reports the path.
+pub fn cgnat_x_cone() {
+    let Some(lab) = Lab::up("pu3", &[]) else { return };
+    let mut p = echo_pair(&lab, "dave", "bob");
+    let probed = probe_until_direct(&lab, "bob", &mut p.proxy, Duration::from_secs(20));
+    match probed.to_direct {
+        Some(d) => say!(
+            "[pu3] bob -> dave: time to DIRECT {:.2} s (connection {}); first byte {:.1} ms",
+            d.as_secs_f64(),
+            probed.connections,
+            probed.first_ttfb_ms
+        ),
+        None => say!(
+            "[pu3] NOTE: bob -> dave stayed {:?} for 20 s (the lab README expects hole punching \
+             through nat-d + cgn to work)",
+            probed.paths
+        ),
+    }
+    let (path, line) = payload_through(&lab, "bob", &mut p.proxy, "bob -> dave echo");
+    say!("[pu3] bob -> dave payload path: {path:?} ({line})");
+}
+
+/// Issue scenario 7: the relay is killed and started again with the same key: alice's daemon
+/// reserves again, bob's running proxy carries the next connection, and carol (relay-only) can
+/// reach alice through the new relay process.
+pub fn relay_restart_recovers() {
+    let Some(lab) = Lab::up("pu7", &[]) else { return };
+    let (mut relay, n) = nodes(&lab, &["alice", "bob", "carol"]);
+    let (alice, bob, carol) = (&n[0], &n[1], &n[2]);
+    pair(&lab, alice, bob);
+    pair(&lab, alice, carol);
+    let (_echo, mut daemon) = serve_echo(&lab, alice, &relay);
+    let mut proxy = bob.proxy(&lab, &alice.id, "echo");
+    let before = Client::local("bob", proxy.port, PROBE).run(&lab, "bob-before", TRANSFER);
+    before.assert_exact(PROBE, "bob -> alice before the restart");
+
+    let mark = daemon.proc.mark();
+    let killed = Instant::now();
+    relay.kill();
+    relay.start(&lab);
+    daemon.wait_reservation(mark, &relay.id, RESERVATION * 2);
+    say!(
+        "[pu7] alice reserved again {:.2} s after the relay was killed",
+        killed.elapsed().as_secs_f64()
+    );
+
+    payload_through(&lab, "bob", &mut proxy, "bob -> alice after the relay restart");
+
+    let mut carol_proxy = carol.proxy(&lab, &alice.id, "echo");
+    let mark = carol_proxy.proc.mark();
+    let t = Client::local("carol", carol_proxy.port, PROBE).run(&lab, "carol-after", TRANSFER);
+    t.assert_exact(PROBE, "carol -> alice through the restarted relay");
+    let (path, line, _) = carol_proxy.path_from(mark, Duration::from_secs(10));
+    assert_eq!(path, PathKind::Relayed, "{line}");
+}
