@@ -208,25 +208,32 @@ async fn parallel_streams_and_half_close() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refusals_are_errors_not_hangs() {
     // The service allows nobody in particular: bob is authorized but not in allowed_peers.
+    // It is refused at negotiation, before any byte flows.
     let p = pair(Some(HashSet::new())).await;
-    let (stream, _) = service::connect(&p.client, p.server.peer_id(), "echo").await.unwrap();
-    let mut stream = stream;
-    let _ = stream.write_all(b"hello").await;
-    let mut buf = Vec::new();
-    let read = tokio::time::timeout(WAIT, stream.read_to_end(&mut buf)).await.expect("no hang");
-    assert!(read.is_err() || buf.is_empty(), "a refused stream delivers nothing");
+    let err = service::connect(&p.client, p.server.peer_id(), "echo").await.unwrap_err();
+    assert!(err.to_string().contains("does not offer /peerup/echo/1.0.0"), "{err}");
 
     // An unexposed service is refused at negotiation.
     let err = service::connect(&p.client, p.server.peer_id(), "nope").await.unwrap_err();
     assert!(err.to_string().contains("does not offer"), "{err}");
 
     // A stranger is refused at the connection.
-    let (stranger, _) = p.lab.node(Keypair::generate_ed25519(), false, AccessList::open());
+    let (stranger, mut sev) = p.lab.node(Keypair::generate_ed25519(), true, AccessList::open());
     let err = tokio::time::timeout(WAIT, service::connect(&stranger, p.server.peer_id(), "echo"))
         .await
         .expect("no hang")
         .unwrap_err();
-    assert!(!err.to_string().is_empty());
+    assert!(err.to_string().contains("closed the connection"), "{err}");
+
+    // ... and on a connection the server dialled itself (not gated), the stream is refused.
+    wait_for(&mut sev, |e| matches!(e, NodeEvent::ReservationAccepted { .. })).await;
+    let _ = service::connect(&p.server, stranger.peer_id(), "anything").await;
+    assert!(
+        !p.server.paths(stranger.peer_id()).await.unwrap().is_empty(),
+        "server dialled the stranger"
+    );
+    let err = service::connect(&stranger, p.server.peer_id(), "echo").await.unwrap_err();
+    assert!(err.to_string().contains("does not offer /peerup/echo/1.0.0"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
