@@ -14,6 +14,7 @@
 //! - [`streams`]: application streams, opened on a direct connection whenever one exists.
 //! - [`gate`]: refuses inbound connections from peers not in authorized_keys.
 //! - [`service`]: exposing local TCP services and reaching a peer's; [`pingpong`]: ping.
+//! - [`tls`]: libp2p's TLS 1.3 handshake with AES-GCM preferred.
 //! - [`relay`]: circuit relay server limits.
 //! - [`fsutil`]: atomic, private (mode 0600) file writes and the permission check on secrets.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
@@ -32,5 +33,6 @@ pub mod relay;
 pub mod relay_addr;
 pub mod service;
 pub mod streams;
+pub mod tls;
 
 pub use libp2p::{Multiaddr, PeerId, StreamProtocol, multiaddr};

@@ -47,6 +47,9 @@ pub struct NodeConfig {
     pub agent: String,
     /// Ask the router for a port mapping.
     pub enable_upnp: bool,
+    /// Run the private Kademlia DHT (bootstrapped from the relays); it finds peers' direct
+    /// addresses. Default on.
+    pub enable_dht: bool,
     /// Run a circuit relay server with these limits.
     pub relay_server: Option<RelayLimits>,
     /// Cap inbound connections per source IP.
@@ -71,6 +74,7 @@ impl NodeConfig {
             access: AccessList::open(),
             agent: format!("{}{}", crate::protocols::AGENT_PREFIX, env!("CARGO_PKG_VERSION")),
             enable_upnp: false,
+            enable_dht: true,
             relay_server: None,
             max_inbound_per_ip: None,
             idle_timeout: Duration::from_secs(300),

@@ -217,8 +217,15 @@ impl Behaviour {
 
     /// Fails every request waiting for a connection to `peer`.
     pub(crate) fn fail_waiting(&mut self, peer: &PeerId, error: &str) {
+        // libp2p lists every failed address on its own line; keep the error on one line.
+        let error = error
+            .split('\n')
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+            .join(" ");
         for req in self.waiting.remove(peer).unwrap_or_default() {
-            let _ = req.reply.send(Err(OpenStreamError::NotConnected(error.to_string())));
+            let _ = req.reply.send(Err(OpenStreamError::NotConnected(error.clone())));
         }
     }
 

@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use futures::{AsyncReadExt, AsyncWriteExt};
+use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use libp2p::identity::Keypair;
 use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId};
@@ -89,6 +89,9 @@ impl Lab {
             "/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap(),
         ];
         cfg.relays = vec![self.relay_addr.clone()];
+        // On loopback the DHT would hand out directly dialable addresses, hiding the relay path
+        // these tests are about.
+        cfg.enable_dht = false;
         cfg.reserve = reserve;
         cfg.access = access;
         Node::spawn(cfg, self.cancel.clone(), &self.tracker).unwrap()
@@ -272,4 +275,101 @@ async fn closed_local_port_resets_only_that_stream() {
     assert!(r.is_err() || buf.is_empty());
     let (out, _) = echo_through(&client, server.peer_id(), b"still works").await;
     assert_eq!(out, b"still works");
+}
+
+/// A stock rust-libp2p peer that offers only Noise and yamux (as Go peer-up and js-libp2p nodes
+/// do) reserves on our relay, reaches our node through the circuit, pings it and uses a service.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stock_noise_only_peer_interoperates() {
+    use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+    use libp2p::{StreamProtocol, identify, noise, ping, relay, tcp, yamux};
+
+    #[derive(NetworkBehaviour)]
+    struct Stock {
+        relay: relay::client::Behaviour,
+        identify: identify::Behaviour,
+        ping: ping::Behaviour,
+        stream: libp2p_stream::Behaviour,
+    }
+
+    let lab = Lab::start().await;
+    let stock_key = Keypair::generate_ed25519();
+    let stock_id = stock_key.public().to_peer_id();
+    let access = AccessList::from_keys(&keys_of(&[stock_id]));
+    let (alice, mut ev) = lab.node(Keypair::generate_ed25519(), true, access.clone());
+    wait_for(&mut ev, |e| matches!(e, NodeEvent::ReservationAccepted { .. })).await;
+    let spec = ServiceSpec {
+        name: "echo".into(),
+        local_address: echo_server().await,
+        allowed_peers: None,
+    };
+    service::expose(&alice, spec, access, lab.cancel.clone(), &lab.tracker).unwrap();
+
+    let mut swarm = libp2p::SwarmBuilder::with_existing_identity(stock_key)
+        .with_tokio()
+        .with_tcp(tcp::Config::default(), noise::Config::new, yamux::Config::default)
+        .unwrap()
+        .with_relay_client(noise::Config::new, yamux::Config::default)
+        .unwrap()
+        .with_behaviour(|key, relay| Stock {
+            relay,
+            identify: identify::Behaviour::new(identify::Config::new(
+                "/ipfs/id/1.0.0".into(),
+                key.public(),
+            )),
+            ping: ping::Behaviour::new(
+                ping::Config::new().with_interval(Duration::from_millis(200)),
+            ),
+            stream: libp2p_stream::Behaviour::new(),
+        })
+        .unwrap()
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+        .build();
+    let mut control = swarm.behaviour().stream.new_control();
+    swarm.listen_on(lab.relay_addr.clone().with(Protocol::P2pCircuit)).unwrap();
+    let alice_id = alice.peer_id();
+    let circuit = lab.relay_addr.clone().with(Protocol::P2pCircuit).with(Protocol::P2p(alice_id));
+
+    // Drive the stock swarm: reservation, then a circuit to alice, then a ping over it.
+    let drive = async {
+        let (mut reserved, mut dialled, mut pinged) = (false, false, false);
+        while !(reserved && pinged) {
+            match swarm.select_next_some().await {
+                SwarmEvent::Behaviour(StockEvent::Relay(
+                    relay::client::Event::ReservationReqAccepted { .. },
+                )) => {
+                    reserved = true;
+                }
+                SwarmEvent::Behaviour(StockEvent::Ping(ping::Event {
+                    peer,
+                    result: Ok(_),
+                    ..
+                })) if peer == alice_id => {
+                    pinged = true;
+                }
+                _ => {}
+            }
+            if reserved && !dialled {
+                swarm.dial(circuit.clone()).unwrap();
+                dialled = true;
+            }
+        }
+        swarm
+    };
+    let mut swarm =
+        tokio::time::timeout(WAIT, drive).await.expect("stock peer reserved and pinged");
+    tokio::spawn(async move {
+        loop {
+            swarm.select_next_some().await;
+        }
+    });
+
+    let stream =
+        control.open_stream(alice_id, StreamProtocol::new("/peerup/echo/1.0.0")).await.unwrap();
+    let (mut r, mut w) = stream.split();
+    w.write_all(b"interop").await.unwrap();
+    w.close().await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(WAIT, r.read_to_end(&mut out)).await.unwrap().unwrap();
+    assert_eq!(out, b"interop");
 }

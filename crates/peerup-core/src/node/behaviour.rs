@@ -5,8 +5,8 @@ use std::time::Duration;
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::{
-    PeerId, StreamProtocol, Swarm, autonat, dcutr, identify, kad, noise, ping, relay, tcp, tls,
-    upnp, yamux,
+    PeerId, StreamProtocol, Swarm, autonat, dcutr, identify, kad, noise, ping, relay, tcp, upnp,
+    yamux,
 };
 
 use super::{NodeConfig, NodeError};
@@ -23,12 +23,12 @@ pub(crate) struct Behaviour {
     pub(crate) ping: ping::Behaviour,
     pub(crate) autonat: autonat::Behaviour,
     pub(crate) dcutr: dcutr::Behaviour,
-    pub(crate) kad: kad::Behaviour<kad::store::MemoryStore>,
+    pub(crate) kad: Toggle<kad::Behaviour<kad::store::MemoryStore>>,
     pub(crate) upnp: Toggle<upnp::tokio::Behaviour>,
     pub(crate) streams: streams::Behaviour,
 }
 
-/// Builds the swarm: TCP (TLS 1.3 offered first, Noise second, yamux) and QUIC v1, DNS, the relay
+/// Builds the swarm: TCP (TLS 1.3 with AES-GCM preferred offered first, Noise second, yamux) and QUIC v1, DNS, the relay
 /// client transport, and the behaviour above.
 pub(crate) fn build_swarm(
     config: &NodeConfig,
@@ -37,12 +37,12 @@ pub(crate) fn build_swarm(
     let tcp_config = tcp::Config::default().nodelay(true);
     let swarm = libp2p::SwarmBuilder::with_existing_identity(config.keypair.clone())
         .with_tokio()
-        .with_tcp(tcp_config, (tls::Config::new, noise::Config::new), yamux::Config::default)
+        .with_tcp(tcp_config, (crate::tls::Config::new, noise::Config::new), yamux::Config::default)
         .map_err(|e| NodeError::Transport(e.to_string()))?
         .with_quic()
         .with_dns()
         .map_err(|e| NodeError::Transport(e.to_string()))?
-        .with_relay_client((tls::Config::new, noise::Config::new), yamux::Config::default)
+        .with_relay_client((crate::tls::Config::new, noise::Config::new), yamux::Config::default)
         .map_err(|e| NodeError::Transport(e.to_string()))?
         .with_behaviour(|key, relay_client| {
             let peer_id = key.public().to_peer_id();
@@ -67,7 +67,9 @@ pub(crate) fn build_swarm(
                     autonat::Config { only_global_ips: false, ..Default::default() },
                 ),
                 dcutr: dcutr::Behaviour::new(peer_id),
-                kad: new_kad(peer_id, config.network.as_deref()),
+                kad: Toggle::from(
+                    config.enable_dht.then(|| new_kad(peer_id, config.network.as_deref())),
+                ),
                 upnp: Toggle::from(config.enable_upnp.then(upnp::tokio::Behaviour::default)),
                 streams: streams::Behaviour::new(control.clone()),
             }

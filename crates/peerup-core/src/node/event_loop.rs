@@ -77,13 +77,17 @@ impl EventLoop {
         for addr in &config.external_addrs {
             swarm.add_external_address(addr.clone());
         }
-        if config.relay_server.is_some() {
-            swarm.behaviour_mut().kad.set_mode(Some(kad::Mode::Server));
+        if config.relay_server.is_some()
+            && let Some(k) = swarm.behaviour_mut().kad.as_mut()
+        {
+            k.set_mode(Some(kad::Mode::Server));
         }
         for relay in &config.relays {
             if let Some(id) = relay_addr::peer_id_of(relay) {
                 config.access.allow_always(id);
-                swarm.behaviour_mut().kad.add_address(&id, strip_p2p(relay));
+                if let Some(k) = swarm.behaviour_mut().kad.as_mut() {
+                    k.add_address(&id, strip_p2p(relay));
+                }
                 // Connect to relays right away (over TCP and QUIC): reservations, DHT bootstrap
                 // and learning our public address all start from here.
                 for addr in std::iter::once(relay.clone()).chain(quic_twin(relay)) {
@@ -294,14 +298,22 @@ impl EventLoop {
                 if is_quic && !is_relayed(&observed) {
                     self.swarm.add_external_address(observed.clone());
                 }
-                if info.protocols.iter().any(|p| p.as_ref().ends_with("/kad/1.0.0")) {
+                if let Some(k) = self.swarm.behaviour_mut().kad.as_mut()
+                    && info.protocols.iter().any(|p| p.as_ref().ends_with("/kad/1.0.0"))
+                {
                     for addr in info.listen_addrs.iter().filter(|a| !is_relayed(a)) {
-                        self.swarm.behaviour_mut().kad.add_address(&peer_id, addr.clone());
+                        k.add_address(&peer_id, addr.clone());
                     }
                 }
                 if self.relay_ids.contains(&peer_id) && self.ready_relays.insert(peer_id) {
                     if let Some(res) = self.reservations.as_mut() {
                         res.relay_ready(peer_id, Instant::now());
+                    }
+                    // Relays are the DHT's bootstrap peers.
+                    if let Some(Err(e)) =
+                        self.swarm.behaviour_mut().kad.as_mut().map(|k| k.bootstrap())
+                    {
+                        tracing::debug!(error = %e, "DHT bootstrap not started");
                     }
                     self.dial_deferred(true);
                 }

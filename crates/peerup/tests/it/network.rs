@@ -89,7 +89,8 @@ fn daemon_refuses_an_invalid_config() {
 fn demo_tunnels_through_the_relay_then_directly() {
     let home = Home::new();
     let out = home.run(&["demo"]).ok();
-    assert!(out.contains("[RELAYED]"), "{out}");
+    assert!(out.contains("Connection 1: [RELAYED]"), "{out}");
+    assert!(out.contains("Connection 2: [DIRECT]"), "the second connection is direct: {out}");
     assert!(out.matches("byte-exact").count() == 2, "{out}");
     assert!(out.contains("Done:"), "{out}");
 }
