@@ -36,6 +36,8 @@ pub(crate) struct EventLoop {
     ready_relays: HashSet<PeerId>,
     /// Dials waiting for a ready relay, with the time they go ahead regardless.
     deferred: Vec<(PeerId, Instant)>,
+    /// Peers we tried to add a direct TCP connection to, beside a direct QUIC one.
+    tcp_tried: HashSet<PeerId>,
 }
 
 /// The same relay address over QUIC (`/udp/<port>/quic-v1`) when it is TCP. Dialing the relay over
@@ -103,6 +105,7 @@ impl EventLoop {
             relay_ids,
             ready_relays: HashSet::new(),
             deferred: Vec::new(),
+            tcp_tried: HashSet::new(),
             swarm,
             commands,
             events,
@@ -187,22 +190,65 @@ impl EventLoop {
     /// Dials a peer through every relay's circuit and every known direct address at once; the
     /// swarm keeps the first connection that succeeds.
     fn dial(&mut self, peer: PeerId) {
+        if self.swarm.behaviour().streams.is_dialing(&peer) {
+            return; // the dial under way serves every waiting request
+        }
         let circuits: Vec<Multiaddr> = self
             .relays
             .iter()
             .filter(|r| relay_addr::peer_id_of(r) != Some(peer))
             .map(|r| r.clone().with(Protocol::P2pCircuit).with(Protocol::P2p(peer)))
             .collect();
+        // `Disconnected`, not `NotDialing`: a dial already under way (a DHT lookup's) may know only
+        // unreachable direct addresses, so ours, with the relay circuits, must run beside it.
         let opts = DialOpts::peer_id(peer)
-            .condition(PeerCondition::DisconnectedAndNotDialing)
+            .condition(PeerCondition::Disconnected)
             .addresses(circuits)
             .extend_addresses_through_behaviour()
             .build();
+        let id = opts.connection_id();
+        self.swarm.behaviour_mut().streams.dialing(peer, id);
         if let Err(e) = self.swarm.dial(opts) {
             tracing::debug!(%peer, error = %e, "dial not started");
+            // Already connected means the waiting requests were served; anything else fails them.
             if !matches!(e, libp2p::swarm::DialError::DialPeerConditionFalse(_)) {
                 self.swarm.behaviour_mut().streams.fail_waiting(&peer, &e.to_string());
             }
+        }
+    }
+
+    /// When the only direct connection to a peer is QUIC, also dial its TCP listen addresses on
+    /// the same IP: streams prefer TCP, whose TLS runs AES-GCM (see `PathInfo::rank`).
+    fn add_tcp_beside_quic(&mut self, peer: PeerId, listen: &[Multiaddr]) {
+        let paths = self.swarm.behaviour().streams.paths(&peer);
+        let direct: Vec<&PathInfo> = paths.iter().filter(|p| !p.relayed).collect();
+        if direct.is_empty()
+            || direct.iter().any(|p| !p.is_quic())
+            || self.relay_ids.contains(&peer)
+        {
+            return;
+        }
+        fn ip_of(a: &Multiaddr) -> Option<std::net::IpAddr> {
+            a.iter().find_map(|p| match p {
+                Protocol::Ip4(ip) => Some(ip.into()),
+                Protocol::Ip6(ip) => Some(ip.into()),
+                _ => None,
+            })
+        }
+        let quic_ips: Vec<_> = direct.iter().filter_map(|p| ip_of(&p.remote_addr)).collect();
+        let tcp: Vec<Multiaddr> = listen
+            .iter()
+            .filter(|a| a.iter().any(|p| matches!(p, Protocol::Tcp(_))) && !is_relayed(a))
+            .filter(|a| ip_of(a).is_some_and(|ip| quic_ips.contains(&ip)))
+            .cloned()
+            .collect();
+        if tcp.is_empty() || !self.tcp_tried.insert(peer) {
+            return;
+        }
+        tracing::debug!(%peer, addrs = ?tcp, "adding a direct TCP connection beside QUIC");
+        let opts = DialOpts::peer_id(peer).condition(PeerCondition::Always).addresses(tcp).build();
+        if let Err(e) = self.swarm.dial(opts) {
+            tracing::debug!(%peer, error = %e, "TCP dial not started");
         }
     }
 
@@ -261,6 +307,7 @@ impl EventLoop {
             SwarmEvent::ConnectionClosed { peer_id, endpoint, cause, num_established, .. } => {
                 if num_established == 0 {
                     self.ready_relays.remove(&peer_id);
+                    self.tcp_tried.remove(&peer_id);
                 }
                 let addr = endpoint.get_remote_address().clone();
                 let path = PathInfo { relayed: is_relayed(&addr), remote_addr: addr };
@@ -317,6 +364,7 @@ impl EventLoop {
                     }
                     self.dial_deferred(true);
                 }
+                self.add_tcp_beside_quic(peer_id, &info.listen_addrs);
                 self.emit(NodeEvent::Identified {
                     peer: peer_id,
                     agent: info.agent_version,
