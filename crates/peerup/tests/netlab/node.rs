@@ -81,6 +81,18 @@ impl Relay {
         Relay { home, config, id, addr, proc: None, starts: 0 }
     }
 
+    /// Its `relay-server.yaml` (edit it before `start`).
+    #[allow(dead_code, reason = "used by benches/lab.rs")]
+    pub fn config(&self) -> &Path {
+        &self.config
+    }
+
+    /// The running server's process ID.
+    #[allow(dead_code, reason = "used by benches/lab.rs")]
+    pub fn pid(&self) -> Option<u32> {
+        self.proc.as_ref().map(Proc::pid)
+    }
+
     /// `relay authorize <id>`.
     pub fn authorize(&self, lab: &Lab, peer: &str) {
         let args = ["relay", "authorize", peer, "--config", s(&self.config)];

@@ -113,6 +113,12 @@ impl Proc {
         }
     }
 
+    /// The process ID (of the program itself: `ip netns exec` execs it without forking).
+    #[allow(dead_code, reason = "used by benches/lab.rs")]
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The number of lines captured so far: pass it to `wait_line_from` to see only newer lines.
     pub fn mark(&self) -> usize {
         self.shared.lock().lines.len()

@@ -26,7 +26,12 @@ fn keygen(lab: &Lab, path: &Path) {
 impl Sshd {
     /// Starts sshd in `host` on 127.0.0.1:`port`, allowing root in with a new client key only.
     pub fn start(lab: &Lab, host: &str, port: u16) -> Sshd {
-        let dir = lab.work().join(format!("sshd-{host}"));
+        Sshd::start_on(lab, host, "127.0.0.1", port)
+    }
+
+    /// Like `start`, listening on `listen` (an address of `host`).
+    pub fn start_on(lab: &Lab, host: &str, listen: &str, port: u16) -> Sshd {
+        let dir = lab.work().join(format!("sshd-{host}-{port}"));
         std::fs::create_dir_all(&dir).expect("sshd dir");
         keygen(lab, &dir.join("host_key"));
         keygen(lab, &dir.join("client_key"));
@@ -36,7 +41,7 @@ impl Sshd {
         let d = dir.display();
         let config = format!(
             "Port {port}\n\
-             ListenAddress 127.0.0.1\n\
+             ListenAddress {listen}\n\
              HostKey {d}/host_key\n\
              PidFile {d}/sshd.pid\n\
              AuthorizedKeysFile {d}/authorized_keys\n\
@@ -60,7 +65,7 @@ impl Sshd {
         let args = ["-D", "-e", "-f", config_path.to_str().unwrap(), "-p", &port_s];
         let mut proc =
             lab.spawn(Some(host), &format!("{host}-sshd"), Path::new("/usr/sbin/sshd"), &args, &[]);
-        let ready = format!("Server listening on 127.0.0.1 port {port}");
+        let ready = format!("Server listening on {listen} port {port}");
         proc.expect_line(&format!("`{ready}`"), Some(Stream::Err), READY, |l| l.contains(&ready));
         Sshd { proc, port, dir }
     }
@@ -68,32 +73,10 @@ impl Sshd {
     /// Runs `ssh … root@127.0.0.1 <command>` in `host` against local port `port` (sshd's own port,
     /// or a proxy's).
     pub fn ssh(&self, lab: &Lab, host: &str, port: u16, command: &str) -> Finished {
-        let key = self.dir.join("client_key");
-        let home = self.dir.join(format!("home-{host}"));
-        std::fs::create_dir_all(&home).expect("ssh home");
+        let (options, home) = self.client_options(host);
         let port = port.to_string();
-        let args = [
-            "-F",
-            "/dev/null",
-            "-p",
-            &port,
-            "-i",
-            key.to_str().unwrap(),
-            "-o",
-            "IdentitiesOnly=yes",
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "ConnectTimeout=30",
-            "-o",
-            "LogLevel=ERROR",
-            "root@127.0.0.1",
-            command,
-        ];
+        let mut args: Vec<&str> = options.iter().map(String::as_str).collect();
+        args.extend(["-p", &port, "-o", "LogLevel=ERROR", "root@127.0.0.1", command]);
         let env = [("HOME", home.to_str().unwrap())];
         lab.run(
             Some(host),
@@ -103,5 +86,24 @@ impl Sshd {
             &env,
             Duration::from_secs(90),
         )
+    }
+
+    /// The options an ssh client in `host` needs to log in as root with the generated key (no
+    /// config file, no host key check, no prompts), and the `HOME` to run it with.
+    pub fn client_options(&self, host: &str) -> (Vec<String>, PathBuf) {
+        let key = self.dir.join("client_key");
+        let home = self.dir.join(format!("home-{host}"));
+        std::fs::create_dir_all(&home).expect("ssh home");
+        let mut args = vec!["-F", "/dev/null", "-i", key.to_str().expect("utf-8 path")];
+        for o in [
+            "IdentitiesOnly=yes",
+            "StrictHostKeyChecking=no",
+            "UserKnownHostsFile=/dev/null",
+            "BatchMode=yes",
+            "ConnectTimeout=30",
+        ] {
+            args.extend(["-o", o]);
+        }
+        (args.into_iter().map(String::from).collect(), home)
     }
 }

@@ -1,0 +1,295 @@
+//! The Markdown table and JSON written under bench/results/.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::{Value, json};
+
+use crate::cases::*;
+use crate::measure::*;
+use crate::{MIB, RTT_N};
+
+pub(crate) struct Context {
+    pub(crate) bytes: u64,
+    pub(crate) rounds: usize,
+    pub(crate) cores: usize,
+    pub(crate) idle_rss: BTreeMap<String, f64>,
+    pub(crate) setup_s: f64,
+    pub(crate) total_s: f64,
+}
+
+pub(crate) fn workspace() -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    p.canonicalize().unwrap_or(p)
+}
+
+pub(crate) fn git(args: &[&str]) -> String {
+    let root = workspace();
+    let mut all = vec!["-C", root.to_str().unwrap_or(".")];
+    all.extend(args);
+    Command::new("git")
+        .args(all)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+pub(crate) fn ratio(a: f64, b: f64) -> f64 {
+    a / b
+}
+
+pub(crate) fn report(ctx: &Context, cases: &[Case]) -> (String, Value) {
+    let now = jiff::Timestamp::now().to_string();
+    let date = now.get(..10).unwrap_or(&now).to_string();
+    let commit = git(&["rev-parse", "--short", "HEAD"]);
+    let dirty = !git(&["status", "--porcelain", "--untracked-files=no"]).is_empty();
+    let cpu_model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_default();
+    let kernel = command_line("uname", &["-r"]);
+    let ssh_version = command_line("ssh", &["-V"]);
+    let python_version =
+        command_line(crate::lab::python().to_str().unwrap_or("python3"), &["--version"]);
+
+    let by_id = |id: &str| cases.iter().find(|c| c.id == id).expect("case");
+    let med = |id: &str| median(&by_id(id).mib_s());
+    let p50 = |id: &str| median(&by_id(id).rtts.iter().map(|r| r.p50).collect::<Vec<_>>());
+    let p99 = |id: &str| median(&by_id(id).rtts.iter().map(|r| r.p99).collect::<Vec<_>>());
+
+    let ratios = json!({
+        "direct_vs_ssh": num(ratio(med("peerup-public-direct"), med("ssh-default")), 3),
+        "direct_vs_ssh_aes": num(ratio(med("peerup-public-direct"), med("ssh-aes128gcm")), 3),
+        "direct_vs_raw": num(ratio(med("peerup-public-direct"), med("raw-public")), 3),
+        "ssh_vs_raw": num(ratio(med("ssh-default"), med("raw-public")), 3),
+        "ssh_aes_vs_raw": num(ratio(med("ssh-aes128gcm"), med("raw-public")), 3),
+        "nat_direct_vs_nat_raw": num(ratio(med("peerup-nat-direct"), med("raw-nat")), 3),
+        "relayed_vs_direct": num(ratio(med("peerup-nat-relayed"), med("peerup-nat-direct")), 3),
+        "added_latency_us": {
+            "direct_p50": num(p50("peerup-public-direct") - p50("raw-public"), 1),
+            "direct_p99": num(p99("peerup-public-direct") - p99("raw-public"), 1),
+            "ssh_p50": num(p50("ssh-default") - p50("raw-public"), 1),
+            "ssh_p99": num(p99("ssh-default") - p99("raw-public"), 1),
+            "ssh_aes_p50": num(p50("ssh-aes128gcm") - p50("raw-public"), 1),
+            "ssh_aes_p99": num(p99("ssh-aes128gcm") - p99("raw-public"), 1),
+            "nat_direct_p50": num(p50("peerup-nat-direct") - p50("raw-nat"), 1),
+            "nat_direct_p99": num(p99("peerup-nat-direct") - p99("raw-nat"), 1),
+            "relayed_p50": num(p50("peerup-nat-relayed") - p50("raw-nat"), 1),
+            "relayed_p99": num(p99("peerup-nat-relayed") - p99("raw-nat"), 1),
+        },
+    });
+
+    let mut rows = Vec::new();
+    let mut jcases = Vec::new();
+    let mut peerup_rows = Vec::new();
+    for c in cases {
+        let v = c.mib_s();
+        let raw_id = if c.route.starts_with("pubpeer") { "raw-public" } else { "raw-nat" };
+        let vs_raw = median(&v) / med(raw_id);
+        let p50s: Vec<f64> = c.rtts.iter().map(|r| r.p50).collect();
+        let p99s: Vec<f64> = c.rtts.iter().map(|r| r.p99).collect();
+        let cpu: Vec<f64> = c.runs.iter().map(|r| r.cpu_per_gib).collect();
+        let (hwm, hwm_parts) = memory_mib(&c.tracked, "VmHWM");
+        let raw = c.tracked.is_empty();
+        let mut seen: Vec<String> = Vec::new();
+        for p in c.runs.iter().map(|r| &r.path).chain(c.rtts.iter().map(|r| &r.path)).flatten() {
+            if !seen.contains(p) {
+                seen.push(p.clone());
+            }
+        }
+        rows.push(format!(
+            "| {} | {} | {} | {} / **{}** / {} | {} | {} / {} | {} | {} |",
+            c.label,
+            c.route,
+            if seen.is_empty() { "–".into() } else { seen.join(", ") },
+            fmt(min(&v), 0),
+            fmt(median(&v), 0),
+            fmt(max(&v), 0),
+            fmt(vs_raw, 2),
+            fmt(median(&p50s), 0),
+            fmt(median(&p99s), 0),
+            if raw { "0".into() } else { fmt(median(&cpu), 2) },
+            if raw { "–".into() } else { fmt(hwm, 1) },
+        ));
+        let colds = &c.colds;
+        let listen: Vec<f64> = colds.iter().map(|x| x.listen_ms).collect();
+        let connect: Vec<f64> = colds.iter().map(|x| x.connect_ms).collect();
+        let ttfb: Vec<f64> = colds.iter().map(|x| x.ttfb_ms).collect();
+        let total: Vec<f64> = colds.iter().map(|x| x.listen_ms + x.ttfb_ms).collect();
+        let direct: Vec<f64> = colds.iter().filter_map(|x| x.to_direct_s).collect();
+        if c.cold.is_some() {
+            let want_direct = c.cold.as_ref().is_some_and(|s| s.want_direct);
+            peerup_rows.push(format!(
+                "| {} | {} | {} | {} | {} | {} | {} |",
+                c.label,
+                fmt(median(&listen), 0),
+                fmt(median(&ttfb), 1),
+                fmt(median(&total), 0),
+                colds.iter().map(|x| x.first_path.as_str()).collect::<Vec<_>>().join(", "),
+                if want_direct {
+                    format!(
+                        "{} (min {}, max {}; {}/{} rounds)",
+                        fmt(median(&direct), 2),
+                        fmt(min(&direct), 2),
+                        fmt(max(&direct), 2),
+                        direct.len(),
+                        colds.len()
+                    )
+                } else {
+                    "– (relay only)".into()
+                },
+                c.warmup_to_direct_s.map_or("–".into(), |s| fmt(s, 2)),
+            ));
+        }
+        jcases.push(json!({
+            "id": c.id,
+            "label": c.label,
+            "route": c.route,
+            "client_host": c.host,
+            "info": c.info,
+            "tunnel_processes": c.tracked.iter().map(|t| &t.name).collect::<Vec<_>>(),
+            "throughput_mib_s": {
+                "min": num(min(&v), 1), "median": num(median(&v), 1), "max": num(max(&v), 1),
+                "runs": v.iter().map(|x| num(*x, 1)).collect::<Vec<_>>(),
+                "median_vs_raw_same_route": num(vs_raw, 3),
+            },
+            "rtt_us": {
+                "p50_median": num(median(&p50s), 1), "p99_median": num(median(&p99s), 1),
+                "runs": c.rtts.iter().map(|r| json!({"p50": num(r.p50, 1), "p99": num(r.p99, 1), "mean": num(r.mean, 1), "path": r.path})).collect::<Vec<_>>(),
+            },
+            "cpu_s_per_gib": {
+                "median": if raw { json!(0) } else { num(median(&cpu), 3) },
+                "runs": cpu.iter().map(|x| num(*x, 3)).collect::<Vec<_>>(),
+            },
+            "peak_rss_mib": { "total": if raw { Value::Null } else { num(hwm, 1) }, "processes": hwm_parts.iter().map(|(k, v)| (k.clone(), num(*v, 1))).collect::<serde_json::Map<_, _>>() },
+            "paths": c.runs.iter().map(|r| r.path.clone()).collect::<Vec<_>>(),
+            "problems": c.problems,
+            "cold_start": if c.cold.is_some() { json!({
+                "proxy_listening_ms": listen.iter().map(|x| num(*x, 1)).collect::<Vec<_>>(),
+                "connect_ms": connect.iter().map(|x| num(*x, 2)).collect::<Vec<_>>(),
+                "first_byte_ms": ttfb.iter().map(|x| num(*x, 1)).collect::<Vec<_>>(),
+                "start_to_first_byte_ms_median": num(median(&total), 1),
+                "first_connection_path": colds.iter().map(|x| x.first_path.clone()).collect::<Vec<_>>(),
+                "start_to_direct_s": colds.iter().map(|x| x.to_direct_s.map_or(Value::Null, |s| num(s, 3))).collect::<Vec<_>>(),
+                "start_to_direct_s_median": num(median(&direct), 3),
+            }) } else { Value::Null },
+            "warmup_start_to_direct_s": c.warmup_to_direct_s.map_or(Value::Null, |s| num(s, 3)),
+        }));
+    }
+
+    let notes = [
+        "Every case moves the payload with the same Python client (`bench.py push`: 16 MiB random block sent as 1 MiB memoryview slices, hash computed before connecting) into the same Python sink (4 MiB `recv_into`, SHA-256 as it goes, replies with the digest). Python and hashing run on the same 2 cores as the tunnel in every case, so absolute numbers (raw TCP most of all) are below what native tools reach; ratios come from the same run.",
+        "Throughput = payload ÷ (connect → digest received). RTT: 1-byte request/response, TCP_NODELAY on client and server sockets, 2,000 round trips after 50 warm-up ones, Python `perf_counter_ns`; the table shows the median over rounds of each round's p50 and p99.",
+        "CPU-s/GiB: utime+stime from /proc/<pid>/stat of the tunnel processes only (peerup: daemon + proxy, + relay server when RELAYED; ssh: ssh client + the sshd listener and all its children), over the throughput transfer. Raw TCP: 0 by definition (kernel work is not attributed).",
+        "Peak RSS: sum of VmHWM of the tunnel processes at the end of the run. alice's daemon serves both NAT cases and the relay server carries reservations as well, so their peaks are shared.",
+        "Cold start: a new `peerup proxy` for the `echo` service is started each round; 'start → first byte' = spawn → `Listening` line + the harness client's time from connect to the first echoed byte (1-byte round trip). The Python client's own start-up between the two is not counted. 'start → DIRECT' = spawn → the proxy's first `[DIRECT]` connection line, probing every 250 ms.",
+        "The relay's per-circuit data limit is raised for the benchmark (session_data_limit 1024GB) so that every round fits on one circuit.",
+        "rathole: not measured (not built here). No chart (PNG) yet.",
+    ];
+
+    let mut md = String::new();
+    md.push_str(&format!(
+        "# peerup NAT-lab benchmark, {date}, commit {commit}{}\n\n",
+        if dirty { " (+ uncommitted changes)" } else { "" }
+    ));
+    md.push_str(&format!(
+        "- {} cores ({}), kernel {}; {}; {}\n- payload {} bytes ({:.0} MiB) per transfer, {} rounds, cases round-robin (order rotated each round); setup {:.0} s, total {:.0} s\n- binary: `{}`\n\n",
+        ctx.cores,
+        cpu_model,
+        kernel,
+        ssh_version,
+        python_version,
+        ctx.bytes,
+        ctx.bytes as f64 / MIB,
+        ctx.rounds,
+        ctx.setup_s,
+        ctx.total_s,
+        std::env::var("PEERUP_NETLAB_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_peerup").into()),
+    ));
+    md.push_str("| case | route | path | MiB/s min / **median** / max | ÷ raw (same route) | RTT p50 / p99 µs | CPU-s/GiB (tunnel) | peak RSS MiB (tunnel) |\n|---|---|---|---|---|---|---|---|\n");
+    md.push_str(&(rows.join("\n") + "\n| rathole | – | – | skipped: not built here | | | | |\n\n"));
+    md.push_str("Ratios (throughput medians):\n\n");
+    for (k, label) in [
+        ("direct_vs_ssh", "peerup DIRECT ÷ ssh -L default"),
+        ("direct_vs_ssh_aes", "peerup DIRECT ÷ ssh -L aes128-gcm"),
+        ("direct_vs_raw", "peerup DIRECT ÷ raw TCP (public path)"),
+        ("nat_direct_vs_nat_raw", "peerup bob→alice DIRECT ÷ raw TCP alice→relay"),
+        ("relayed_vs_direct", "peerup carol→alice RELAYED ÷ bob→alice DIRECT"),
+    ] {
+        md.push_str(&format!("- {label}: **{}**\n", ratios[k]));
+    }
+    let a = &ratios["added_latency_us"];
+    md.push_str(&format!(
+        "- added latency vs raw (p50 / p99 µs): peerup DIRECT +{} / +{}; ssh -L +{} / +{}; ssh -L aes +{} / +{}; bob→alice DIRECT +{} / +{}, carol→alice RELAYED +{} / +{} (vs raw alice→relay)\n\n",
+        a["direct_p50"], a["direct_p99"], a["ssh_p50"], a["ssh_p99"], a["ssh_aes_p50"], a["ssh_aes_p99"],
+        a["nat_direct_p50"], a["nat_direct_p99"], a["relayed_p50"], a["relayed_p99"]
+    ));
+    md.push_str("peerup start-up (medians over rounds):\n\n| case | proxy start → listening ms | connect → first byte ms | start → first byte ms | first connection path | start → DIRECT s | warm-up: start → DIRECT s |\n|---|---|---|---|---|---|---|\n");
+    md.push_str(&(peerup_rows.join("\n") + "\n\n"));
+    md.push_str(&format!(
+        "Idle RSS after the reservation is held and 2 s idle (VmRSS, MiB): {}\n\n",
+        ctx.idle_rss.iter().map(|(k, v)| format!("{k} {v:.1}")).collect::<Vec<_>>().join(", ")
+    ));
+    let wrong: Vec<String> = cases
+        .iter()
+        .flat_map(|c| c.problems.iter().map(move |w| format!("{}: {}", c.id, short(w, 240))))
+        .collect();
+    if !wrong.is_empty() {
+        md.push_str(&format!(
+            "Failed connections or unexpected paths (full text in the JSON):\n\n- {}\n\n",
+            wrong.join("\n- ")
+        ));
+    }
+    md.push_str("Notes:\n\n");
+    for n in notes {
+        md.push_str(&format!("- {n}\n"));
+    }
+
+    let js = json!({
+        "date": now,
+        "commit": commit,
+        "dirty": dirty,
+        "cores": ctx.cores,
+        "cpu": cpu_model,
+        "kernel": kernel,
+        "ssh": ssh_version,
+        "python": python_version,
+        "payload_bytes": ctx.bytes,
+        "rounds": ctx.rounds,
+        "rtt_round_trips": RTT_N,
+        "setup_s": num(ctx.setup_s, 1),
+        "total_s": num(ctx.total_s, 1),
+        "cases": jcases,
+        "skipped": [{"case": "rathole", "reason": "not built here"}],
+        "idle_rss_mib": ctx.idle_rss.iter().map(|(k, v)| (k.clone(), num(*v, 1))).collect::<serde_json::Map<_, _>>(),
+        "ratios": ratios,
+        "notes": notes,
+    });
+    (md, js)
+}
+
+/// `text` cut to `n` characters (full text stays in the JSON).
+pub(crate) fn short(text: &str, n: usize) -> String {
+    if text.chars().count() <= n {
+        return text.into();
+    }
+    text.chars().take(n).collect::<String>() + " …"
+}
+
+pub(crate) fn write_results(md: &str, js: &Value) {
+    let dir = workspace().join("bench/results");
+    std::fs::create_dir_all(&dir).expect("bench/results");
+    let date = js["date"].as_str().and_then(|d| d.get(..10)).unwrap_or("unknown");
+    let stem = format!("{date}-{}", js["commit"].as_str().unwrap_or("unknown"));
+    let text = serde_json::to_string_pretty(js).expect("json") + "\n";
+    for name in [stem.as_str(), "latest"] {
+        std::fs::write(dir.join(format!("{name}.md")), md).expect("write md");
+        std::fs::write(dir.join(format!("{name}.json")), &text).expect("write json");
+    }
+    say!("[bench] results: {}/{stem}.{{md,json}} (and latest.*)", dir.display());
+}
