@@ -189,6 +189,12 @@ pub(crate) enum Command {
         peer: PeerId,
         reply: oneshot::Sender<Vec<PathInfo>>,
     },
+    Disconnect {
+        peer: PeerId,
+    },
+    Connected {
+        reply: oneshot::Sender<Vec<(PeerId, PathInfo)>>,
+    },
 }
 
 /// A handle to a running node.
@@ -284,6 +290,18 @@ impl Node {
     pub async fn paths(&self, peer: PeerId) -> Result<Vec<PathInfo>, NodeError> {
         let (reply, rx) = oneshot::channel();
         self.send(Command::Paths { peer, reply }).await?;
+        rx.await.map_err(|_| NodeError::Closed)
+    }
+
+    /// Closes every connection to `peer` (after its authorization was revoked).
+    pub async fn disconnect(&self, peer: PeerId) -> Result<(), NodeError> {
+        self.send(Command::Disconnect { peer }).await
+    }
+
+    /// Every open connection, by peer.
+    pub async fn connections(&self) -> Result<Vec<(PeerId, PathInfo)>, NodeError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Connected { reply }).await?;
         rx.await.map_err(|_| NodeError::Closed)
     }
 

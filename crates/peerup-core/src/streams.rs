@@ -233,6 +233,14 @@ impl Behaviour {
         }
     }
 
+    /// Every connection, by peer.
+    pub(crate) fn all_paths(&self) -> Vec<(PeerId, PathInfo)> {
+        self.connections
+            .iter()
+            .flat_map(|(p, v)| v.iter().map(|(_, path)| (*p, path.clone())))
+            .collect()
+    }
+
     /// Whether a dial for the requests waiting on `peer` is under way.
     pub(crate) fn is_dialing(&self, peer: &PeerId) -> bool {
         self.dials.contains_key(peer)

@@ -44,8 +44,11 @@ pub enum Command {
     /// Manage the relays this node uses
     #[command(subcommand)]
     Relay(RelayCommand),
-    /// Run the node: hold relay reservations and expose the enabled services
-    Daemon,
+    /// Run the node (default: `daemon start`), or talk to the running one
+    Daemon {
+        #[command(subcommand)]
+        command: Option<DaemonCommand>,
+    },
     /// Reach a peer's service on a local port: 127.0.0.1:<LOCAL_PORT> (0 picks a free port)
     Proxy {
         /// Peer ID, or a name from the config's names:
@@ -86,6 +89,20 @@ pub enum Command {
     Demo,
     /// Print version information
     Version(JsonFlag),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DaemonCommand {
+    /// Run the node in the foreground: relay reservations, services, the API socket
+    Start,
+    /// Ask the running daemon for its status
+    Status(JsonFlag),
+    /// List the running daemon's services
+    Services(JsonFlag),
+    /// List the running daemon's connections and their paths
+    Paths(JsonFlag),
+    /// Stop the running daemon
+    Stop,
 }
 
 fn parse_interval(s: &str) -> Result<std::time::Duration, String> {

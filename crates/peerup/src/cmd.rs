@@ -44,7 +44,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Config(cmd) => config_cmd::run(cmd, &ctx),
         Command::Service(cmd) => service::run(cmd, &ctx),
         Command::Relay(cmd) => relay::run(cmd, &ctx),
-        Command::Daemon => daemon::run(&ctx),
+        Command::Daemon { command } => daemon::dispatch(command, &ctx),
         Command::Proxy { target, service, local_port } => {
             proxy::run(&target, &service, local_port, &ctx)
         }

@@ -31,6 +31,15 @@ pub fn block_on<F: Future<Output = Result<()>>>(f: F) -> Result<()> {
         .block_on(f)
 }
 
+/// Runs `f`, which yields a value, on a current-thread runtime (one-shot client calls).
+pub fn block_on_value<T, F: Future<Output = Result<T>>>(f: F) -> Result<T> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?
+        .block_on(f)
+}
+
 /// A token cancelled on SIGINT or SIGTERM, and a tracker for every task.
 pub fn shutdown_on_signals() -> Result<(CancellationToken, TaskTracker)> {
     let token = CancellationToken::new();

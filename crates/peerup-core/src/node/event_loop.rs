@@ -159,6 +159,12 @@ impl EventLoop {
             Command::Paths { peer, reply } => {
                 let _ = reply.send(self.swarm.behaviour().streams.paths(&peer));
             }
+            Command::Disconnect { peer } => {
+                let _ = self.swarm.disconnect_peer_id(peer);
+            }
+            Command::Connected { reply } => {
+                let _ = reply.send(self.swarm.behaviour().streams.all_paths());
+            }
         }
     }
 

@@ -1,64 +1,189 @@
 //! `peerup daemon`: run the node in the foreground: hold relay reservations, expose the enabled
 //! services, answer pings, until SIGINT/SIGTERM.
 
+use std::sync::Arc;
+use std::time::Instant;
+
 use anyhow::{Context, Result, bail};
+use hyper::Method;
 use peerup_core::node::{Node, NodeEvent};
 use peerup_core::service::{self, ServiceSpec};
 use peerup_core::{StreamProtocol, pingpong};
 use tokio::sync::broadcast::error::RecvError;
 
 use super::Ctx;
+use crate::cli::DaemonCommand;
 use crate::config::{self, validate::validate_node};
+use crate::daemon::api::{self, ApiState, ServiceInfo};
+use crate::daemon::{ApiPaths, client};
 use crate::net;
 use crate::outln;
+use crate::output;
 
-pub(super) fn run(ctx: &Ctx) -> Result<()> {
+pub(super) fn dispatch(cmd: Option<DaemonCommand>, ctx: &Ctx) -> Result<()> {
+    let call = |method: Method, path: &'static str| -> Result<serde_json::Value> {
+        let loaded = config::load_node(ctx.config_path())?;
+        let paths = ApiPaths::in_dir(loaded.dir());
+        net::block_on_value(async move { client::call(&paths, method, path, None).await })
+    };
+    match cmd {
+        None | Some(DaemonCommand::Start) => run(ctx),
+        Some(DaemonCommand::Status(json)) => {
+            let v = call(Method::GET, "/v1/status")?;
+            if json.json {
+                return output::json(&v);
+            }
+            if let Some(obj) = v.as_object() {
+                for (k, val) in obj {
+                    match val {
+                        serde_json::Value::Array(items) => {
+                            outln!("{k}: {}", items.len())?;
+                            for i in items {
+                                outln!("  {}", i.as_str().unwrap_or_default())?;
+                            }
+                        }
+                        other => outln!(
+                            "{k}: {}",
+                            other.as_str().map(String::from).unwrap_or(other.to_string())
+                        )?,
+                    }
+                }
+            }
+            Ok(())
+        }
+        Some(DaemonCommand::Services(json)) => {
+            let v = call(Method::GET, "/v1/services")?;
+            if json.json {
+                return output::json(&v);
+            }
+            for s in v.as_array().into_iter().flatten() {
+                outln!(
+                    "{}\t{}\t{}\t{}",
+                    s["name"].as_str().unwrap_or_default(),
+                    s["local_address"].as_str().unwrap_or_default(),
+                    s["protocol"].as_str().unwrap_or_default(),
+                    if s["enabled"].as_bool() == Some(true) { "enabled" } else { "disabled" }
+                )?;
+            }
+            Ok(())
+        }
+        Some(DaemonCommand::Paths(json)) => {
+            let v = call(Method::GET, "/v1/paths")?;
+            if json.json {
+                return output::json(&v);
+            }
+            for p in v.as_array().into_iter().flatten() {
+                outln!(
+                    "{}\t{}\t{}\t{}",
+                    output::short_id(p["peer_id"].as_str().unwrap_or_default()),
+                    p["path_type"].as_str().unwrap_or_default(),
+                    p["transport"].as_str().unwrap_or_default(),
+                    p["address"].as_str().unwrap_or_default()
+                )?;
+            }
+            Ok(())
+        }
+        Some(DaemonCommand::Stop) => {
+            call(Method::POST, "/v1/shutdown")?;
+            outln!("Shutdown requested.")?;
+            Ok(())
+        }
+    }
+}
+
+fn run(ctx: &Ctx) -> Result<()> {
     let loaded = config::load_node(ctx.config_path())?;
     if let Err(problems) = validate_node(&loaded.config) {
         let list: Vec<String> = problems.iter().map(ToString::to_string).collect();
         bail!("invalid config {}: {}", loaded.path.display(), list.join("; "));
     }
     net::block_on(async move {
-        let (cancel, tracker) = net::shutdown_on_signals()?;
-        let core = net::node_config(&loaded, true)?;
-        let access = core.access.clone();
-        let (node, mut events) = Node::spawn(core, cancel.clone(), &tracker)?;
-        outln!("Peer ID: {}", node.peer_id())?;
-
-        let c = &loaded.config;
-        for (name, svc) in c.services.iter().filter(|(_, s)| s.enabled) {
-            let spec = ServiceSpec {
-                name: name.clone(),
-                local_address: svc.local_address.clone(),
-                allowed_peers: net::allowed_peers(name, svc.allowed_peers.as_ref())?,
-            };
-            service::expose(&node, spec, access.clone(), cancel.clone(), &tracker)?;
-            outln!("Exposing service {name} -> {}", svc.local_address)?;
-        }
-        if c.protocols.ping_pong.enabled {
-            let protocol = StreamProtocol::try_from_owned(c.protocols.ping_pong.id.clone())
-                .context("protocols.ping_pong.id")?;
-            pingpong::serve(&node, protocol, access.clone(), cancel.clone(), &tracker);
-        }
-
-        loop {
-            let event = tokio::select! {
-                () = cancel.cancelled() => break,
-                e = events.recv() => e,
-            };
-            match event {
-                Ok(NodeEvent::ReservationAccepted { relay, renewal: false }) => {
-                    outln!("Reservation accepted by relay {relay}")?;
-                }
-                Ok(NodeEvent::ReservationLost { relay, reason }) => {
-                    outln!("Reservation lost on relay {relay} ({reason}); reconnecting")?;
-                }
-                Ok(NodeEvent::HolePunched { peer }) => outln!("Direct connection with {peer}")?,
-                Ok(_) | Err(RecvError::Lagged(_)) => {}
-                Err(RecvError::Closed) => break,
-            }
-        }
-        net::shutdown(&cancel, &tracker).await;
-        Ok(())
+        // The socket first: a second daemon stops here, before touching anything else.
+        let api_paths = ApiPaths::in_dir(loaded.dir());
+        let listener = api_paths.bind().await?;
+        let result = serve(&loaded, &api_paths, listener).await;
+        api_paths.remove();
+        result
     })
+}
+
+/// Runs the node and the API until SIGINT/SIGTERM or `POST /v1/shutdown`.
+async fn serve(
+    loaded: &crate::config::load::Loaded<crate::config::schema::NodeConfig>,
+    api_paths: &ApiPaths,
+    listener: tokio::net::UnixListener,
+) -> Result<()> {
+    let (cancel, tracker) = net::shutdown_on_signals()?;
+    let core = net::node_config(loaded, true)?;
+    let access = core.access.clone();
+    let (node, mut events) = Node::spawn(core, cancel.clone(), &tracker)?;
+    outln!("Peer ID: {}", node.peer_id())?;
+
+    let c = &loaded.config;
+    for (name, svc) in c.services.iter().filter(|(_, s)| s.enabled) {
+        let spec = ServiceSpec {
+            name: name.clone(),
+            local_address: svc.local_address.clone(),
+            allowed_peers: net::allowed_peers(name, svc.allowed_peers.as_ref())?,
+        };
+        service::expose(&node, spec, access.clone(), cancel.clone(), &tracker)?;
+        outln!("Exposing service {name} -> {}", svc.local_address)?;
+    }
+    let ping_protocol = StreamProtocol::try_from_owned(c.protocols.ping_pong.id.clone())
+        .context("protocols.ping_pong.id")?;
+    if c.protocols.ping_pong.enabled {
+        pingpong::serve(&node, ping_protocol.clone(), access.clone(), cancel.clone(), &tracker);
+    }
+
+    let state = ApiState {
+        node: node.clone(),
+        access: access.clone(),
+        keys_path: c.security.authorized_keys_file.clone(),
+        gating: c.security.enable_connection_gating,
+        services: Arc::new(
+            c.services
+                .iter()
+                .map(|(name, s)| ServiceInfo {
+                    name: name.clone(),
+                    protocol: peerup_core::protocols::service(name),
+                    local_address: s.local_address.clone(),
+                    enabled: s.enabled,
+                })
+                .collect(),
+        ),
+        names: Arc::new(c.names.clone()),
+        ping_protocol,
+        started: Instant::now(),
+        cancel: cancel.clone(),
+        token: Arc::new(api_paths.new_cookie()?),
+        tracker: tracker.clone(),
+    };
+    let server = axum::serve(listener, api::router(state))
+        .with_graceful_shutdown(cancel.clone().cancelled_owned());
+    tracker.spawn(async move {
+        if let Err(e) = server.await {
+            tracing::warn!(error = %e, "daemon API stopped");
+        }
+    });
+    outln!("API: {}", api_paths.socket.display())?;
+
+    loop {
+        let event = tokio::select! {
+            () = cancel.cancelled() => break,
+            e = events.recv() => e,
+        };
+        match event {
+            Ok(NodeEvent::ReservationAccepted { relay, renewal: false }) => {
+                outln!("Reservation accepted by relay {relay}")?;
+            }
+            Ok(NodeEvent::ReservationLost { relay, reason }) => {
+                outln!("Reservation lost on relay {relay} ({reason}); reconnecting")?;
+            }
+            Ok(NodeEvent::HolePunched { peer }) => outln!("Direct connection with {peer}")?,
+            Ok(_) | Err(RecvError::Lagged(_)) => {}
+            Err(RecvError::Closed) => break,
+        }
+    }
+    net::shutdown(&cancel, &tracker).await;
+    Ok(())
 }

@@ -3,6 +3,7 @@
 
 mod auth;
 mod config;
+mod daemon_api;
 mod init;
 mod network;
 mod service;

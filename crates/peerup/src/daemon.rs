@@ -1,0 +1,71 @@
+//! The daemon's management API: HTTP/1.1 over a Unix socket next to the config, with a bearer
+//! cookie rotated on every start.
+//!
+//! - [`api`]: the routes, the `{"data":…}` / `{"error":…}` envelope and the cookie check.
+//! - [`client`]: what the CLI uses to talk to a running daemon.
+//! - This file: the socket and cookie files' lifecycle.
+
+pub mod api;
+pub mod client;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use tokio::net::{UnixListener, UnixStream};
+
+/// The socket's file name in the config folder.
+pub const SOCKET_FILE: &str = "peerup.sock";
+/// The cookie's file name in the config folder.
+pub const COOKIE_FILE: &str = ".daemon-cookie";
+
+/// Where a daemon's socket and cookie live.
+#[derive(Debug, Clone)]
+pub struct ApiPaths {
+    /// The Unix socket.
+    pub socket: PathBuf,
+    /// The bearer token file.
+    pub cookie: PathBuf,
+}
+
+impl ApiPaths {
+    /// The files of the daemon whose config lives in `dir`.
+    pub fn in_dir(dir: &Path) -> Self {
+        Self { socket: dir.join(SOCKET_FILE), cookie: dir.join(COOKIE_FILE) }
+    }
+
+    /// Binds the socket (owner-only). A socket file that still answers means another daemon runs;
+    /// one that does not is stale and replaced.
+    pub async fn bind(&self) -> Result<UnixListener> {
+        if self.socket.exists() {
+            if UnixStream::connect(&self.socket).await.is_ok() {
+                bail!(
+                    "a daemon is already running (its socket {} answers); stop it with 'peerup daemon stop'",
+                    self.socket.display()
+                );
+            }
+            std::fs::remove_file(&self.socket)
+                .with_context(|| format!("cannot remove stale socket {}", self.socket.display()))?;
+        }
+        let listener = UnixListener::bind(&self.socket)
+            .with_context(|| format!("cannot bind {}", self.socket.display()))?;
+        std::fs::set_permissions(&self.socket, std::fs::Permissions::from_mode(0o600))?;
+        Ok(listener)
+    }
+
+    /// Writes a fresh random cookie (32 bytes, hex) with mode 0600 and returns it.
+    pub fn new_cookie(&self) -> Result<String> {
+        let mut bytes = [0u8; 32];
+        getrandom::fill(&mut bytes)
+            .map_err(|e| anyhow::anyhow!("no randomness for the cookie: {e}"))?;
+        let token = hex::encode(bytes);
+        peerup_core::fsutil::write_private_atomic(&self.cookie, token.as_bytes())?;
+        Ok(token)
+    }
+
+    /// Removes the socket and the cookie (clean stop).
+    pub fn remove(&self) {
+        let _ = std::fs::remove_file(&self.socket);
+        let _ = std::fs::remove_file(&self.cookie);
+    }
+}

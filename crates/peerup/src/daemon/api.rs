@@ -1,0 +1,345 @@
+//! The daemon API's routes. Every request needs `Authorization: Bearer <cookie>` (compared in
+//! constant time); answers are `{"data": …}` on success and `{"error": "…"}` otherwise. Bad input
+//! is a 4xx, never a 500; empty lists are `[]`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use peerup_core::authorized_keys::{AuthorizedKeys, AuthorizedKeysError, Entry};
+use peerup_core::gate::AccessList;
+use peerup_core::node::Node;
+use peerup_core::{PeerId, StreamProtocol, pingpong};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use subtle::ConstantTimeEq;
+use tokio_util::sync::CancellationToken;
+
+/// Largest request body accepted.
+pub const MAX_BODY: usize = 64 * 1024;
+/// Most pings one request may ask for.
+const MAX_PINGS: u32 = 100;
+
+/// A service as the API reports it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServiceInfo {
+    /// Its name.
+    pub name: String,
+    /// Its stream protocol.
+    pub protocol: String,
+    /// Where it forwards to.
+    pub local_address: String,
+    /// Whether it is exposed.
+    pub enabled: bool,
+}
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct ApiState {
+    /// The node.
+    pub node: Node,
+    /// The live access list (reloaded on auth changes).
+    pub access: AccessList,
+    /// The authorized_keys file.
+    pub keys_path: PathBuf,
+    /// Whether connection gating is on.
+    pub gating: bool,
+    /// The configured services.
+    pub services: Arc<Vec<ServiceInfo>>,
+    /// The config's names.
+    pub names: Arc<BTreeMap<String, String>>,
+    /// The ping-pong protocol.
+    pub ping_protocol: StreamProtocol,
+    /// When the daemon started.
+    pub started: Instant,
+    /// Cancelled by `POST /v1/shutdown`.
+    pub cancel: CancellationToken,
+    /// The bearer cookie.
+    pub token: Arc<String>,
+    /// Where the API's own tasks are tracked.
+    pub tracker: tokio_util::task::TaskTracker,
+}
+
+/// An API failure: a status and a one-line message.
+pub struct ApiError(StatusCode, String);
+
+impl ApiError {
+    fn bad(msg: impl Into<String>) -> Self {
+        Self(StatusCode::BAD_REQUEST, msg.into())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+fn data(v: impl Serialize) -> Response {
+    Json(json!({ "data": v })).into_response()
+}
+
+/// Parses a JSON body into `T`, with a 400 naming what is wrong.
+fn body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| ApiError::bad(format!("invalid JSON body: {e}")))
+}
+
+fn parse_peer(s: &str) -> Result<PeerId, ApiError> {
+    s.trim().parse().map_err(|e| ApiError::bad(format!("invalid peer ID {s:?}: {e}")))
+}
+
+/// The router with the cookie check and the body cap.
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/v1/status", get(status))
+        .route("/v1/services", get(services))
+        .route("/v1/paths", get(paths))
+        .route("/v1/peers", get(peers))
+        .route("/v1/auth", get(auth_list).post(auth_add))
+        .route("/v1/auth/{peer_id}", delete(auth_remove))
+        .route("/v1/resolve", post(resolve))
+        .route("/v1/ping", post(ping))
+        .route("/v1/shutdown", post(shutdown))
+        .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such endpoint".into()) })
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(middleware::from_fn_with_state(state.clone(), require_cookie))
+        .with_state(state)
+}
+
+async fn require_cookie(State(s): State<ApiState>, req: Request, next: Next) -> Response {
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if given.as_bytes().ct_eq(s.token.as_bytes()).into() {
+        next.run(req).await
+    } else {
+        ApiError(StatusCode::UNAUTHORIZED, "unauthorized: invalid or missing auth token".into())
+            .into_response()
+    }
+}
+
+async fn status(State(s): State<ApiState>) -> Result<Response, ApiError> {
+    let node_err =
+        |e: peerup_core::node::NodeError| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
+    let listen = s.node.listen_addrs().await.map_err(node_err)?;
+    let conns = s.node.connections().await.map_err(node_err)?;
+    let mut peers: Vec<PeerId> = conns.iter().map(|(p, _)| *p).collect();
+    peers.sort();
+    peers.dedup();
+    let (relay, local): (Vec<_>, Vec<_>) =
+        listen.iter().map(ToString::to_string).partition(|a| a.contains("/p2p-circuit"));
+    Ok(data(json!({
+        "peer_id": s.node.peer_id().to_string(),
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_seconds": s.started.elapsed().as_secs(),
+        "connected_peers": peers.len(),
+        "listen_addresses": local,
+        "relay_addresses": relay,
+        "services_count": s.services.iter().filter(|x| x.enabled).count(),
+    })))
+}
+
+async fn services(State(s): State<ApiState>) -> Response {
+    data(&*s.services)
+}
+
+async fn paths(State(s): State<ApiState>) -> Result<Response, ApiError> {
+    let conns = s
+        .node
+        .connections()
+        .await
+        .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    let list: Vec<Value> = conns
+        .iter()
+        .map(|(peer, p)| {
+            let a = p.remote_addr.to_string();
+            json!({
+                "peer_id": peer.to_string(),
+                "path_type": p.kind(),
+                "address": a,
+                "transport": if p.is_quic() { "quic" } else if a.contains("/tcp/") { "tcp" } else { "unknown" },
+                "ip_version": if a.starts_with("/ip6/") { "ipv6" } else if a.starts_with("/ip4/") { "ipv4" } else { "unknown" },
+            })
+        })
+        .collect();
+    Ok(data(list))
+}
+
+async fn peers(State(s): State<ApiState>) -> Result<Response, ApiError> {
+    let conns = s
+        .node
+        .connections()
+        .await
+        .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    let mut by_peer: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (peer, p) in conns {
+        by_peer.entry(peer.to_string()).or_default().push(p.remote_addr.to_string());
+    }
+    let list: Vec<Value> =
+        by_peer.into_iter().map(|(id, addrs)| json!({ "id": id, "addresses": addrs })).collect();
+    Ok(data(list))
+}
+
+fn load_keys(s: &ApiState) -> Result<AuthorizedKeys, ApiError> {
+    AuthorizedKeys::load(&s.keys_path)
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+}
+
+async fn auth_list(State(s): State<ApiState>) -> Result<Response, ApiError> {
+    if !s.gating {
+        return Ok(data(Vec::<Value>::new()));
+    }
+    let keys = load_keys(&s)?;
+    let list: Vec<Value> = keys
+        .entries()
+        .map(|e| {
+            json!({
+                "peer_id": e.peer_id().to_string(),
+                "comment": e.comment(),
+                "verified": e.verified(),
+                "expires_at": e.expires().map(|t| t.to_string()),
+                "group": e.group(),
+            })
+        })
+        .collect();
+    Ok(data(list))
+}
+
+#[derive(Deserialize)]
+struct AuthAdd {
+    peer_id: String,
+    comment: Option<String>,
+}
+
+fn gating_on(s: &ApiState) -> Result<(), ApiError> {
+    if s.gating { Ok(()) } else { Err(ApiError::bad("connection gating is not enabled")) }
+}
+
+async fn auth_add(State(s): State<ApiState>, bytes: Bytes) -> Result<Response, ApiError> {
+    gating_on(&s)?;
+    let req: AuthAdd = body(&bytes)?;
+    let peer = parse_peer(&req.peer_id)?;
+    let mut keys = load_keys(&s)?;
+    keys.add(Entry::new(peer, req.comment.as_deref())).map_err(|e| match e {
+        AuthorizedKeysError::Duplicate(_) => ApiError(StatusCode::CONFLICT, e.to_string()),
+        other => ApiError(StatusCode::INTERNAL_SERVER_ERROR, other.to_string()),
+    })?;
+    keys.save(&s.keys_path)
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    s.access.replace(&keys);
+    tracing::info!(target: "audit", %peer, "auth_change: added");
+    Ok(data(json!({ "status": "added" })))
+}
+
+async fn auth_remove(
+    State(s): State<ApiState>,
+    Path(peer_id): Path<String>,
+) -> Result<Response, ApiError> {
+    gating_on(&s)?;
+    let peer = parse_peer(&peer_id)?;
+    let mut keys = load_keys(&s)?;
+    keys.remove(&peer).map_err(|e| match e {
+        AuthorizedKeysError::NotFound(_) => ApiError(StatusCode::NOT_FOUND, e.to_string()),
+        other => ApiError(StatusCode::INTERNAL_SERVER_ERROR, other.to_string()),
+    })?;
+    keys.save(&s.keys_path)
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    s.access.replace(&keys);
+    // Revoking access also ends what the peer has open.
+    let _ = s.node.disconnect(peer).await;
+    tracing::info!(target: "audit", %peer, "auth_change: removed");
+    Ok(data(json!({ "status": "removed" })))
+}
+
+fn resolve_name(s: &ApiState, name: &str) -> Result<(PeerId, &'static str), ApiError> {
+    if let Some(id) = s.names.get(name) {
+        return Ok((parse_peer(id)?, "local_config"));
+    }
+    name.parse().map(|p| (p, "peer_id")).map_err(|_| {
+        ApiError(StatusCode::NOT_FOUND, format!("cannot resolve {name:?}: name not found"))
+    })
+}
+
+#[derive(Deserialize)]
+struct ResolveReq {
+    name: String,
+}
+
+async fn resolve(State(s): State<ApiState>, bytes: Bytes) -> Result<Response, ApiError> {
+    let req: ResolveReq = body(&bytes)?;
+    let (peer, source) = resolve_name(&s, &req.name)?;
+    Ok(data(json!({ "name": req.name, "peer_id": peer.to_string(), "source": source })))
+}
+
+#[derive(Deserialize)]
+struct PingReq {
+    peer: String,
+    count: Option<u32>,
+    interval_ms: Option<u64>,
+}
+
+async fn ping(State(s): State<ApiState>, bytes: Bytes) -> Result<Response, ApiError> {
+    let req: PingReq = body(&bytes)?;
+    let (peer, _) = resolve_name(&s, &req.peer).map_err(|e| ApiError::bad(e.1))?;
+    let count = req.count.filter(|c| *c > 0).unwrap_or(4);
+    if count > MAX_PINGS {
+        return Err(ApiError::bad(format!("count exceeds maximum ({MAX_PINGS})")));
+    }
+    let interval = Duration::from_millis(req.interval_ms.filter(|i| *i > 0).unwrap_or(1000));
+    let mut results = Vec::new();
+    let mut rtts = Vec::new();
+    for seq in 1..=count {
+        if seq > 1 {
+            tokio::time::sleep(interval).await;
+        }
+        match pingpong::ping(&s.node, peer, s.ping_protocol.clone()).await {
+            Ok((rtt, path)) => {
+                let ms = rtt.as_secs_f64() * 1000.0;
+                rtts.push(ms);
+                results.push(json!({ "seq": seq, "peer_id": peer.to_string(), "rtt_ms": ms, "path": path.kind(), "error": null }));
+            }
+            Err(e) => results.push(json!({ "seq": seq, "peer_id": peer.to_string(), "rtt_ms": null, "path": null, "error": e.to_string() })),
+        }
+    }
+    if rtts.is_empty() {
+        let last =
+            results.last().and_then(|r| r["error"].as_str()).unwrap_or("no reply").to_string();
+        return Err(ApiError(
+            StatusCode::BAD_GATEWAY,
+            format!("cannot reach peer {:?}: {last}", req.peer),
+        ));
+    }
+    let received = rtts.len() as u32;
+    let stats = json!({
+        "sent": count,
+        "received": received,
+        "lost": count - received,
+        "loss_pct": f64::from(count - received) * 100.0 / f64::from(count),
+        "min_ms": rtts.iter().copied().fold(f64::INFINITY, f64::min),
+        "avg_ms": rtts.iter().sum::<f64>() / rtts.len() as f64,
+        "max_ms": rtts.iter().copied().fold(0.0, f64::max),
+    });
+    Ok(data(json!({ "results": results, "stats": stats })))
+}
+
+async fn shutdown(State(s): State<ApiState>) -> Response {
+    let cancel = s.cancel.clone();
+    // Answer first, then stop.
+    s.tracker.spawn(async move {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        cancel.cancel();
+    });
+    data(json!({ "status": "shutting down" }))
+}

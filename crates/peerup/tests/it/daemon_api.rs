@@ -1,0 +1,165 @@
+//! The daemon API over its real Unix socket: cookie auth, the envelope, 4xx for bad input, hot
+//! reload of authorized_keys, one daemon per config, and a clean stop.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::process::{Child, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::util::{Home, PEER_A, PEER_B};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// A daemon started in a test home; killed on drop.
+struct Daemon {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Daemon {
+    fn start(home: &Home) -> Daemon {
+        let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("peerup"))
+            .arg("daemon")
+            .env_clear()
+            .env("HOME", home.path())
+            .env("NO_COLOR", "1")
+            .current_dir(home.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start daemon");
+        let out = child.stdout.take().expect("stdout");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let mut d = Daemon { child, lines };
+        d.wait_line("API: ");
+        d
+    }
+
+    fn wait_line(&mut self, prefix: &str) -> String {
+        loop {
+            match self.lines.recv_timeout(WAIT) {
+                Ok(l) if l.starts_with(prefix) => return l,
+                Ok(_) => {}
+                Err(e) => panic!("daemon never printed {prefix:?}: {e}"),
+            }
+        }
+    }
+
+    /// Waits for the process to exit by itself.
+    fn wait_exit(&mut self) -> bool {
+        for _ in 0..200 {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One HTTP/1.1 request over the socket; returns the status and the parsed JSON body.
+fn call(home: &Home, token: Option<&str>, method: &str, path: &str, body: &str) -> (u16, Value) {
+    let mut s = UnixStream::connect(home.file("peerup.sock")).expect("connect to the API socket");
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: daemon\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let status: u16 =
+        raw.split_whitespace().nth(1).and_then(|c| c.parse().ok()).expect("status line");
+    let json = raw.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    (status, serde_json::from_str(json).unwrap_or_else(|e| panic!("non-JSON body {json:?}: {e}")))
+}
+
+#[test]
+fn api_endpoints_auth_and_envelope() {
+    let home = Home::initialized();
+    home.run(&["service", "add", "ssh", "localhost:22"]).ok();
+    let _d = Daemon::start(&home);
+    let cookie = home.read(".daemon-cookie");
+    assert_eq!(cookie.len(), 64);
+    assert_eq!(home.mode(".daemon-cookie"), 0o600);
+    assert_eq!(home.mode("peerup.sock") & 0o077, 0, "the socket is owner-only");
+    let t = Some(cookie.as_str());
+
+    let (code, v) = call(&home, t, "GET", "/v1/status", "");
+    assert_eq!(code, 200);
+    assert_eq!(v["data"]["peer_id"], home.run(&["whoami"]).ok().trim());
+    assert!(v["data"]["relay_addresses"].is_array(), "empty lists are [], not null: {v}");
+
+    for (token, what) in [(None, "missing"), (Some("0".repeat(64)), "wrong")] {
+        let (code, v) = call(&home, token.as_deref(), "GET", "/v1/status", "");
+        assert_eq!(code, 401, "{what} cookie");
+        assert!(v["error"].as_str().unwrap().contains("unauthorized"));
+    }
+
+    let (code, v) = call(&home, t, "GET", "/v1/services", "");
+    assert_eq!((code, v["data"][0]["protocol"].as_str()), (200, Some("/peerup/ssh/1.0.0")));
+    let (code, v) = call(&home, t, "GET", "/v1/auth", "");
+    assert_eq!((code, v["data"].as_array().map(Vec::len)), (200, Some(0)));
+
+    // Malformed and invalid input is a 4xx with a clear message, never a 500.
+    let (code, v) = call(&home, t, "POST", "/v1/auth", "{not json");
+    assert_eq!(code, 400);
+    assert!(v["error"].as_str().unwrap().starts_with("invalid JSON body"), "{v}");
+    let (code, v) = call(&home, t, "POST", "/v1/auth", r#"{"peer_id":"garbage"}"#);
+    assert_eq!(code, 400, "{v}");
+    let (code, _) = call(&home, t, "POST", "/v1/resolve", r#"{"name":"nobody"}"#);
+    assert_eq!(code, 404);
+    let (code, v) = call(&home, t, "POST", "/v1/ping", r#"{"peer":"nobody"}"#);
+    assert_eq!(code, 400, "{v}");
+    let (code, _) = call(&home, t, "GET", "/v1/nope", "");
+    assert_eq!(code, 404);
+
+    // Auth changes go to the file and take effect without a restart.
+    let add = format!(r#"{{"peer_id":"{PEER_A}","comment":"laptop"}}"#);
+    let (code, v) = call(&home, t, "POST", "/v1/auth", &add);
+    assert_eq!((code, v["data"]["status"].as_str()), (200, Some("added")));
+    assert!(home.read("authorized_keys").contains(&format!("{PEER_A}  # laptop")));
+    let (code, _) = call(&home, t, "POST", "/v1/auth", &add);
+    assert_eq!(code, 409, "a duplicate is a conflict");
+    let (code, v) = call(&home, t, "GET", "/v1/auth", "");
+    assert_eq!((code, v["data"][0]["peer_id"].as_str()), (200, Some(PEER_A)));
+    let (code, _) = call(&home, t, "DELETE", &format!("/v1/auth/{PEER_A}"), "");
+    assert_eq!(code, 200);
+    let (code, _) = call(&home, t, "DELETE", &format!("/v1/auth/{PEER_B}"), "");
+    assert_eq!(code, 404);
+    assert!(!home.read("authorized_keys").contains(PEER_A));
+}
+
+#[test]
+fn one_daemon_per_config_and_a_clean_stop() {
+    let home = Home::initialized();
+    let mut d = Daemon::start(&home);
+    let err = home.run(&["daemon"]).fails();
+    assert!(err.contains("a daemon is already running"), "{err}");
+    let json: Value =
+        serde_json::from_str(&home.run(&["daemon", "status", "--json"]).ok()).unwrap();
+    assert!(json["uptime_seconds"].is_u64(), "{json}");
+    assert!(home.run(&["daemon", "stop"]).ok().contains("Shutdown requested."));
+    assert!(d.wait_exit(), "the daemon exits after stop");
+    assert!(!home.file("peerup.sock").exists(), "socket removed");
+    assert!(!home.file(".daemon-cookie").exists(), "cookie removed");
+    let err = home.run(&["daemon", "status"]).fails();
+    assert!(err.contains("daemon not running"), "{err}");
+}
