@@ -80,6 +80,12 @@ fn nat_relay_sees_only_ciphertext() {
     security::relay_sees_only_ciphertext();
 }
 
+/// Revoking a peer on a running daemon cuts its tunnel; adding it back needs no restart.
+#[test]
+fn nat_auth_remove_cuts_tunnel() {
+    security::auth_remove_cuts_tunnel();
+}
+
 /// Killing and restarting the relay: reservations and connections recover.
 #[test]
 fn nat_relay_restart_recovers() {

@@ -135,6 +135,16 @@ async fn serve(
         pingpong::serve(&node, ping_protocol.clone(), access.clone(), cancel.clone(), &tracker);
     }
 
+    if c.security.enable_connection_gating {
+        crate::daemon::reload::spawn(
+            &c.security.authorized_keys_file,
+            access.clone(),
+            node.clone(),
+            cancel.clone(),
+            &tracker,
+        );
+    }
+
     let state = ApiState {
         node: node.clone(),
         access: access.clone(),

@@ -128,3 +128,42 @@ pub fn relay_sees_only_ciphertext() {
     assert!(stats.bytes >= 16 << 20, "the capture saw too little of the tunnel: {stats:?}");
     assert_eq!(stats.hits["secret"], 0, "plaintext of the tunnel visible on the relay: {stats:?}");
 }
+
+/// `peerup auth remove` on a running daemon cuts the peer's open tunnel within a second (the
+/// daemon watches authorized_keys), and `peerup auth add` lets it back in without a restart.
+pub fn auth_remove_cuts_tunnel() {
+    let Some(lab) = Lab::up("pu8", &[]) else { return };
+    let mut p = super::paths::echo_pair(&lab, "alice", "bob");
+    let big: u64 = 64 << 30; // far more than can move before access is revoked
+    let client = Client::local("bob", p.proxy.port, big);
+    let (transfer, cut) = std::thread::scope(|s| {
+        let running = s.spawn(|| client.run(&lab, "bob-long", TRANSFER));
+        // The tunnel is up once the proxy reports the connection's path.
+        let (path, line, _) = p.proxy.path_from(0, Duration::from_secs(30));
+        say!("[pu8] bob's long transfer runs {path:?} ({line})");
+        p.server.peerup(&lab, "auth-remove", &["auth", "remove", &p.client.id]).ok();
+        let removed = std::time::Instant::now();
+        let transfer = running.join().expect("client thread");
+        (transfer, removed.elapsed())
+    });
+    assert!(transfer.recv_bytes < big, "the transfer was not cut: {transfer:?}");
+    assert!(cut < Duration::from_secs(1), "the tunnel lived {cut:?} after auth remove");
+    say!(
+        "[pu8] tunnel cut {:.0} ms after `auth remove` ({} MiB had moved)",
+        cut.as_secs_f64() * 1000.0,
+        transfer.recv_bytes >> 20
+    );
+
+    let mark = p.daemon.proc.mark();
+    p.server.auth_add(&lab, &p.client.id);
+    // The daemon picks the file change up by itself (no restart, no API call).
+    p.daemon.proc.expect_line_from(
+        "`authorized_keys reloaded … peers=1`",
+        mark,
+        Some(Stream::Err),
+        READY,
+        |l| l.contains("authorized_keys reloaded") && l.contains("peers=1"),
+    );
+    let back = Client::local("bob", p.proxy.port, 1 << 20).run(&lab, "bob-again", TRANSFER);
+    back.assert_exact(1 << 20, "bob after auth add, without a daemon restart");
+}
