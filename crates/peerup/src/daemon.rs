@@ -4,11 +4,13 @@
 //! - [`api`]: the routes, the `{"data":…}` / `{"error":…}` envelope and the cookie check.
 //! - [`client`]: what the CLI uses to talk to a running daemon.
 //! - [`reload`]: hot reload of authorized_keys.
+//! - [`systemd`]: READY, WATCHDOG and STOPPING notifications.
 //! - This file: the socket and cookie files' lifecycle.
 
 pub mod api;
 pub mod client;
 pub mod reload;
+pub mod systemd;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

@@ -176,6 +176,7 @@ async fn serve(
         }
     });
     outln!("API: {}", api_paths.socket.display())?;
+    crate::daemon::systemd::ready(node.clone(), cancel.clone(), &tracker);
 
     loop {
         let event = tokio::select! {
@@ -194,6 +195,7 @@ async fn serve(
             Err(RecvError::Closed) => break,
         }
     }
+    crate::daemon::systemd::stopping();
     net::shutdown(&cancel, &tracker).await;
     Ok(())
 }

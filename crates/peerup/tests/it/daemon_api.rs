@@ -21,9 +21,14 @@ struct Daemon {
 
 impl Daemon {
     fn start(home: &Home) -> Daemon {
+        Self::start_with(home, &[])
+    }
+
+    fn start_with(home: &Home, env: &[(&str, &str)]) -> Daemon {
         let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("peerup"))
             .arg("daemon")
             .env_clear()
+            .envs(env.iter().copied())
             .env("HOME", home.path())
             .env("NO_COLOR", "1")
             .current_dir(home.path())
@@ -162,4 +167,37 @@ fn one_daemon_per_config_and_a_clean_stop() {
     assert!(!home.file(".daemon-cookie").exists(), "cookie removed");
     let err = home.run(&["daemon", "status"]).fails();
     assert!(err.contains("daemon not running"), "{err}");
+}
+
+#[test]
+fn systemd_ready_watchdog_and_stopping() {
+    use std::os::unix::net::UnixDatagram;
+    let home = Home::initialized();
+    let sock_path = home.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(WAIT)).unwrap();
+    let mut d = Daemon::start_with(
+        &home,
+        &[("NOTIFY_SOCKET", sock_path.to_str().unwrap()), ("WATCHDOG_USEC", "400000")],
+    );
+    let mut seen = Vec::new();
+    let next = || {
+        let mut buf = [0u8; 512];
+        let n = sock.recv(&mut buf).expect("a notification");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    while !seen.iter().any(|m: &String| m.contains("WATCHDOG=1")) {
+        seen.push(next());
+    }
+    assert!(seen[0].contains("READY=1"), "READY first: {seen:?}");
+    home.run(&["daemon", "stop"]).ok();
+    let mut stopping = false;
+    for _ in 0..20 {
+        if next().contains("STOPPING=1") {
+            stopping = true;
+            break;
+        }
+    }
+    assert!(stopping, "STOPPING=1 is sent at shutdown");
+    assert!(d.wait_exit());
 }
