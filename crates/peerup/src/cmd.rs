@@ -6,7 +6,7 @@ mod daemon;
 mod demo;
 mod init;
 mod ping;
-mod proxy;
+pub(crate) mod proxy;
 mod relay;
 mod relay_server;
 mod service;

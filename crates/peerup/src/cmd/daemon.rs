@@ -167,6 +167,7 @@ async fn serve(
         cancel: cancel.clone(),
         token: Arc::new(api_paths.new_cookie()?),
         tracker: tracker.clone(),
+        runtime: Arc::default(),
     };
     let server = axum::serve(listener, api::router(state))
         .with_graceful_shutdown(cancel.clone().cancelled_owned());

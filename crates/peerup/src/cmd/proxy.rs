@@ -72,7 +72,7 @@ pub(super) fn run(target: &str, svc: &str, port: u16, ctx: &Ctx) -> Result<()> {
     })
 }
 
-pub(super) async fn carry(node: &Node, peer: PeerId, svc: &str, tcp: TcpStream, n: u64) {
+pub(crate) async fn carry(node: &Node, peer: PeerId, svc: &str, tcp: TcpStream, n: u64) {
     let start = Instant::now();
     let (stream, path) = match service::connect(node, peer, svc).await {
         Ok(s) => s,

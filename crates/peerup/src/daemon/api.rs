@@ -67,6 +67,22 @@ pub struct ApiState {
     pub token: Arc<String>,
     /// Where the API's own tasks are tracked.
     pub tracker: tokio_util::task::TaskTracker,
+    /// Proxies and exposures made through the API (not persisted).
+    pub runtime: Arc<std::sync::Mutex<Runtime>>,
+}
+
+/// What the API created at run time.
+#[derive(Default)]
+pub struct Runtime {
+    next_proxy: u64,
+    proxies: BTreeMap<String, (CancellationToken, String)>,
+    exposed: BTreeMap<String, (CancellationToken, ServiceInfo)>,
+}
+
+impl ApiState {
+    fn runtime(&self) -> std::sync::MutexGuard<'_, Runtime> {
+        self.runtime.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// An API failure: a status and a one-line message.
@@ -109,6 +125,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/resolve", post(resolve))
         .route("/v1/ping", post(ping))
         .route("/v1/shutdown", post(shutdown))
+        .route("/v1/connect", post(connect))
+        .route("/v1/connect/{id}", delete(disconnect))
+        .route("/v1/expose", post(expose))
+        .route("/v1/expose/{name}", delete(unexpose))
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such endpoint".into()) })
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(middleware::from_fn_with_state(state.clone(), require_cookie))
@@ -152,7 +172,124 @@ async fn status(State(s): State<ApiState>) -> Result<Response, ApiError> {
 }
 
 async fn services(State(s): State<ApiState>) -> Response {
-    data(&*s.services)
+    let mut list: Vec<ServiceInfo> = s.services.to_vec();
+    list.extend(s.runtime().exposed.values().map(|(_, info)| info.clone()));
+    data(list)
+}
+
+#[derive(Deserialize)]
+struct ConnectReq {
+    peer: String,
+    service: String,
+    listen: String,
+}
+
+async fn connect(State(s): State<ApiState>, bytes: Bytes) -> Result<Response, ApiError> {
+    let req: ConnectReq = body(&bytes)?;
+    let (peer, _) = resolve_name(&s, &req.peer).map_err(|e| ApiError::bad(e.1))?;
+    peerup_core::label::validate(&req.service).map_err(|e| ApiError::bad(e.to_string()))?;
+    let addr: std::net::SocketAddr = req.listen.parse().map_err(|_| {
+        ApiError::bad(format!("invalid listen address {:?}: use ip:port", req.listen))
+    })?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| ApiError(StatusCode::CONFLICT, format!("cannot listen on {addr}: {e}")))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let token = s.cancel.child_token();
+    let id = {
+        let mut rt = s.runtime();
+        rt.next_proxy += 1;
+        let id = format!("proxy-{}", rt.next_proxy);
+        rt.proxies.insert(id.clone(), (token.clone(), local.to_string()));
+        id
+    };
+    let (node, service, tasks) = (s.node.clone(), req.service.clone(), s.tracker.clone());
+    s.tracker.spawn(async move {
+        let mut n = 0;
+        loop {
+            let accepted = tokio::select! {
+                () = token.cancelled() => break,
+                a = listener.accept() => a,
+            };
+            let Ok((tcp, _)) = accepted else { continue };
+            n += 1;
+            let (node, service, token) = (node.clone(), service.clone(), token.clone());
+            tasks.spawn(async move {
+                tokio::select! {
+                    () = token.cancelled() => {}
+                    () = crate::cmd::proxy::carry(&node, peer, &service, tcp, n) => {}
+                }
+            });
+        }
+    });
+    Ok(data(json!({ "id": id, "listen_address": local.to_string() })))
+}
+
+async fn disconnect(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let (token, _) = s
+        .runtime()
+        .proxies
+        .remove(&id)
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("proxy not found: {id}")))?;
+    token.cancel();
+    Ok(data(json!({ "status": "disconnected" })))
+}
+
+#[derive(Deserialize)]
+struct ExposeReq {
+    name: String,
+    local_address: String,
+}
+
+async fn expose(State(s): State<ApiState>, bytes: Bytes) -> Result<Response, ApiError> {
+    let req: ExposeReq = body(&bytes)?;
+    peerup_core::label::validate(&req.name).map_err(|e| ApiError::bad(e.to_string()))?;
+    crate::config::validate::check_local_address(&req.local_address).map_err(|e| {
+        ApiError::bad(format!("invalid local_address {:?}: {e}", req.local_address))
+    })?;
+    let taken = s.services.iter().any(|x| x.name == req.name && x.enabled)
+        || s.runtime().exposed.contains_key(&req.name);
+    if taken {
+        return Err(ApiError(
+            StatusCode::CONFLICT,
+            format!("service already registered: {}", req.name),
+        ));
+    }
+    let token = s.cancel.child_token();
+    let spec = peerup_core::service::ServiceSpec {
+        name: req.name.clone(),
+        local_address: req.local_address.clone(),
+        allowed_peers: None,
+    };
+    peerup_core::service::expose(&s.node, spec, s.access.clone(), token.clone(), &s.tracker)
+        .map_err(|e| ApiError::bad(e.to_string()))?;
+    let info = ServiceInfo {
+        name: req.name.clone(),
+        protocol: peerup_core::protocols::service(&req.name),
+        local_address: req.local_address,
+        enabled: true,
+    };
+    s.runtime().exposed.insert(req.name, (token, info));
+    Ok(data(json!({ "status": "exposed" })))
+}
+
+async fn unexpose(
+    State(s): State<ApiState>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    let (token, _) = s.runtime().exposed.remove(&name).ok_or_else(|| {
+        ApiError(StatusCode::NOT_FOUND, format!("service not exposed through the API: {name}"))
+    })?;
+    token.cancel();
+    if let Ok(protocol) = peerup_core::service::protocol_for(&name) {
+        s.node.stop_accepting(&protocol);
+    }
+    Ok(data(json!({ "status": "unexposed" })))
 }
 
 async fn paths(State(s): State<ApiState>) -> Result<Response, ApiError> {

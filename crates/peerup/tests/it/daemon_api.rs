@@ -25,8 +25,13 @@ impl Daemon {
     }
 
     fn start_with(home: &Home, env: &[(&str, &str)]) -> Daemon {
+        Self::spawn(home, &["daemon"], env, "API: ")
+    }
+
+    /// Starts `peerup <args>` in `home` and waits for a stdout line starting with `ready`.
+    fn spawn(home: &Home, args: &[&str], env: &[(&str, &str)], ready: &str) -> Daemon {
         let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("peerup"))
-            .arg("daemon")
+            .args(args)
             .env_clear()
             .envs(env.iter().copied())
             .env("HOME", home.path())
@@ -44,7 +49,7 @@ impl Daemon {
             }
         });
         let mut d = Daemon { child, lines };
-        d.wait_line("API: ");
+        d.wait_line(ready);
         d
     }
 
@@ -150,6 +155,34 @@ fn api_endpoints_auth_and_envelope() {
     let (code, _) = call(&home, t, "DELETE", &format!("/v1/auth/{PEER_B}"), "");
     assert_eq!(code, 404);
     assert!(!home.read("authorized_keys").contains(PEER_A));
+
+    // Runtime exposure.
+    let web = r#"{"name":"web","local_address":"127.0.0.1:8080"}"#;
+    assert_eq!(call(&home, t, "POST", "/v1/expose", web).0, 200);
+    assert_eq!(call(&home, t, "POST", "/v1/expose", web).0, 409);
+    assert_eq!(
+        call(&home, t, "POST", "/v1/expose", r#"{"name":"Bad_Name","local_address":"a:1"}"#).0,
+        400
+    );
+    assert_eq!(
+        call(&home, t, "POST", "/v1/expose", r#"{"name":"x","local_address":"nope"}"#).0,
+        400
+    );
+    let (_, v) = call(&home, t, "GET", "/v1/services", "");
+    assert!(v["data"].as_array().unwrap().iter().any(|s| s["name"] == "web"), "{v}");
+    assert_eq!(call(&home, t, "DELETE", "/v1/expose/web", "").0, 200);
+    assert_eq!(call(&home, t, "DELETE", "/v1/expose/web", "").0, 404);
+    assert_eq!(
+        call(
+            &home,
+            t,
+            "POST",
+            "/v1/connect",
+            r#"{"peer":"nobody","service":"x","listen":"127.0.0.1:0"}"#
+        )
+        .0,
+        400
+    );
 }
 
 #[test]
@@ -200,4 +233,88 @@ fn systemd_ready_watchdog_and_stopping() {
     }
     assert!(stopping, "STOPPING=1 is sent at shutdown");
     assert!(d.wait_exit());
+}
+
+/// A TCP echo server on 127.0.0.1:0, in a thread.
+fn echo_server() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for mut sock in l.incoming().map_while(Result::ok) {
+            std::thread::spawn(move || {
+                let mut r = sock.try_clone().unwrap();
+                let _ = std::io::copy(&mut r, &mut sock);
+                let _ = sock.shutdown(std::net::Shutdown::Write);
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn connect_carries_bytes_and_disconnect_closes_the_listener() {
+    // A relay on loopback (gating off, so no authorization round-trip is needed).
+    let relay_home = Home::new();
+    let dir = relay_home.path().join("relay");
+    relay_home.run(&["relay", "setup", "--dir", dir.to_str().unwrap()]).ok();
+    let cfg = dir.join("relay-server.yaml");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let start = text.find("  listen_addresses:").unwrap();
+    let end = text[start..].find("\n\n").unwrap() + start;
+    let text = format!(
+        "{}  listen_addresses:\n    - \"/ip4/127.0.0.1/tcp/0\"{}",
+        &text[..start],
+        &text[end..]
+    )
+    .replace("enable_connection_gating: true", "enable_connection_gating: false");
+    std::fs::write(&cfg, text).unwrap();
+    let mut relay = Daemon::spawn(
+        &relay_home,
+        &["relay", "serve", "--config", cfg.to_str().unwrap()],
+        &[],
+        "Relay ready: ",
+    );
+    let relay_addr = relay.wait_line("  /ip4/127.0.0.1/tcp/").trim().to_string();
+
+    let (a, b) = (Home::new(), Home::new());
+    for h in [&a, &b] {
+        h.run(&["init", "--non-interactive", "--relay", &relay_addr]).ok();
+    }
+    let id = |h: &Home| h.run(&["whoami"]).ok().trim().to_string();
+    let (a_id, b_id) = (id(&a), id(&b));
+    a.run(&["auth", "add", &b_id]).ok();
+    b.run(&["auth", "add", &a_id]).ok();
+    a.run(&["service", "add", "echo", &echo_server()]).ok();
+    let mut da = Daemon::start(&a);
+    da.wait_line("Reservation accepted by relay");
+    let _db = Daemon::start(&b);
+
+    let cookie = b.read(".daemon-cookie");
+    let req = format!(r#"{{"peer":"{a_id}","service":"echo","listen":"127.0.0.1:0"}}"#);
+    let (code, v) = call(&b, Some(&cookie), "POST", "/v1/connect", &req);
+    assert_eq!(code, 200, "{v}");
+    let id = v["data"]["id"].as_str().unwrap().to_string();
+    let listen = v["data"]["listen_address"].as_str().unwrap().to_string();
+
+    let mut sock = std::net::TcpStream::connect(&listen).unwrap();
+    sock.set_read_timeout(Some(WAIT)).unwrap();
+    sock.write_all(b"through the daemon").unwrap();
+    sock.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut back = String::new();
+    sock.read_to_string(&mut back).unwrap();
+    assert_eq!(back, "through the daemon");
+
+    let (code, _) = call(&b, Some(&cookie), "DELETE", &format!("/v1/connect/{id}"), "");
+    assert_eq!(code, 200);
+    let (code, _) = call(&b, Some(&cookie), "DELETE", &format!("/v1/connect/{id}"), "");
+    assert_eq!(code, 404);
+    let closed = (0..100).any(|_| {
+        let refused = std::net::TcpStream::connect(&listen).is_err();
+        if !refused {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        refused
+    });
+    assert!(closed, "the listener closes after disconnect");
+    let _ = &mut relay;
 }
