@@ -24,6 +24,11 @@ use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 use tokio_util::sync::CancellationToken;
 
+mod runtime;
+
+pub use runtime::Runtime;
+use runtime::{connect, disconnect, expose, unexpose};
+
 /// Largest request body accepted.
 pub const MAX_BODY: usize = 64 * 1024;
 /// Most pings one request may ask for.
@@ -71,25 +76,11 @@ pub struct ApiState {
     pub runtime: Arc<std::sync::Mutex<Runtime>>,
 }
 
-/// What the API created at run time.
-#[derive(Default)]
-pub struct Runtime {
-    next_proxy: u64,
-    proxies: BTreeMap<String, (CancellationToken, String)>,
-    exposed: BTreeMap<String, (CancellationToken, ServiceInfo)>,
-}
-
-impl ApiState {
-    fn runtime(&self) -> std::sync::MutexGuard<'_, Runtime> {
-        self.runtime.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
 /// An API failure: a status and a one-line message.
-pub struct ApiError(StatusCode, String);
+pub struct ApiError(pub(super) StatusCode, pub(super) String);
 
 impl ApiError {
-    fn bad(msg: impl Into<String>) -> Self {
+    pub(super) fn bad(msg: impl Into<String>) -> Self {
         Self(StatusCode::BAD_REQUEST, msg.into())
     }
 }
@@ -100,12 +91,12 @@ impl IntoResponse for ApiError {
     }
 }
 
-fn data(v: impl Serialize) -> Response {
+pub(super) fn data(v: impl Serialize) -> Response {
     Json(json!({ "data": v })).into_response()
 }
 
 /// Parses a JSON body into `T`, with a 400 naming what is wrong.
-fn body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, ApiError> {
+pub(super) fn body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, ApiError> {
     serde_json::from_slice(bytes).map_err(|e| ApiError::bad(format!("invalid JSON body: {e}")))
 }
 
@@ -175,121 +166,6 @@ async fn services(State(s): State<ApiState>) -> Response {
     let mut list: Vec<ServiceInfo> = s.services.to_vec();
     list.extend(s.runtime().exposed.values().map(|(_, info)| info.clone()));
     data(list)
-}
-
-#[derive(Deserialize)]
-struct ConnectReq {
-    peer: String,
-    service: String,
-    listen: String,
-}
-
-async fn connect(State(s): State<ApiState>, bytes: Bytes) -> Result<Response, ApiError> {
-    let req: ConnectReq = body(&bytes)?;
-    let (peer, _) = resolve_name(&s, &req.peer).map_err(|e| ApiError::bad(e.1))?;
-    peerup_core::label::validate(&req.service).map_err(|e| ApiError::bad(e.to_string()))?;
-    let addr: std::net::SocketAddr = req.listen.parse().map_err(|_| {
-        ApiError::bad(format!("invalid listen address {:?}: use ip:port", req.listen))
-    })?;
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| ApiError(StatusCode::CONFLICT, format!("cannot listen on {addr}: {e}")))?;
-    let local = listener
-        .local_addr()
-        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    let token = s.cancel.child_token();
-    let id = {
-        let mut rt = s.runtime();
-        rt.next_proxy += 1;
-        let id = format!("proxy-{}", rt.next_proxy);
-        rt.proxies.insert(id.clone(), (token.clone(), local.to_string()));
-        id
-    };
-    let (node, service, tasks) = (s.node.clone(), req.service.clone(), s.tracker.clone());
-    s.tracker.spawn(async move {
-        let mut n = 0;
-        loop {
-            let accepted = tokio::select! {
-                () = token.cancelled() => break,
-                a = listener.accept() => a,
-            };
-            let Ok((tcp, _)) = accepted else { continue };
-            n += 1;
-            let (node, service, token) = (node.clone(), service.clone(), token.clone());
-            tasks.spawn(async move {
-                tokio::select! {
-                    () = token.cancelled() => {}
-                    () = crate::cmd::proxy::carry(&node, peer, &service, tcp, n) => {}
-                }
-            });
-        }
-    });
-    Ok(data(json!({ "id": id, "listen_address": local.to_string() })))
-}
-
-async fn disconnect(
-    State(s): State<ApiState>,
-    Path(id): Path<String>,
-) -> Result<Response, ApiError> {
-    let (token, _) = s
-        .runtime()
-        .proxies
-        .remove(&id)
-        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("proxy not found: {id}")))?;
-    token.cancel();
-    Ok(data(json!({ "status": "disconnected" })))
-}
-
-#[derive(Deserialize)]
-struct ExposeReq {
-    name: String,
-    local_address: String,
-}
-
-async fn expose(State(s): State<ApiState>, bytes: Bytes) -> Result<Response, ApiError> {
-    let req: ExposeReq = body(&bytes)?;
-    peerup_core::label::validate(&req.name).map_err(|e| ApiError::bad(e.to_string()))?;
-    crate::config::validate::check_local_address(&req.local_address).map_err(|e| {
-        ApiError::bad(format!("invalid local_address {:?}: {e}", req.local_address))
-    })?;
-    let taken = s.services.iter().any(|x| x.name == req.name && x.enabled)
-        || s.runtime().exposed.contains_key(&req.name);
-    if taken {
-        return Err(ApiError(
-            StatusCode::CONFLICT,
-            format!("service already registered: {}", req.name),
-        ));
-    }
-    let token = s.cancel.child_token();
-    let spec = peerup_core::service::ServiceSpec {
-        name: req.name.clone(),
-        local_address: req.local_address.clone(),
-        allowed_peers: None,
-    };
-    peerup_core::service::expose(&s.node, spec, s.access.clone(), token.clone(), &s.tracker)
-        .map_err(|e| ApiError::bad(e.to_string()))?;
-    let info = ServiceInfo {
-        name: req.name.clone(),
-        protocol: peerup_core::protocols::service(&req.name),
-        local_address: req.local_address,
-        enabled: true,
-    };
-    s.runtime().exposed.insert(req.name, (token, info));
-    Ok(data(json!({ "status": "exposed" })))
-}
-
-async fn unexpose(
-    State(s): State<ApiState>,
-    Path(name): Path<String>,
-) -> Result<Response, ApiError> {
-    let (token, _) = s.runtime().exposed.remove(&name).ok_or_else(|| {
-        ApiError(StatusCode::NOT_FOUND, format!("service not exposed through the API: {name}"))
-    })?;
-    token.cancel();
-    if let Ok(protocol) = peerup_core::service::protocol_for(&name) {
-        s.node.stop_accepting(&protocol);
-    }
-    Ok(data(json!({ "status": "unexposed" })))
 }
 
 async fn paths(State(s): State<ApiState>) -> Result<Response, ApiError> {
@@ -400,7 +276,7 @@ async fn auth_remove(
     Ok(data(json!({ "status": "removed" })))
 }
 
-fn resolve_name(s: &ApiState, name: &str) -> Result<(PeerId, &'static str), ApiError> {
+pub(super) fn resolve_name(s: &ApiState, name: &str) -> Result<(PeerId, &'static str), ApiError> {
     if let Some(id) = s.names.get(name) {
         return Ok((parse_peer(id)?, "local_config"));
     }
