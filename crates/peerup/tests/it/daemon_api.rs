@@ -318,3 +318,48 @@ fn connect_carries_bytes_and_disconnect_closes_the_listener() {
     assert!(closed, "the listener closes after disconnect");
     let _ = &mut relay;
 }
+
+/// Every path and method in docs/daemon-api.yaml exists, and odd bodies never get a 5xx.
+#[test]
+fn documented_endpoints_exist_and_bad_bodies_are_4xx() {
+    let doc_path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/daemon-api.yaml");
+    let doc: Value = serde_saphyr::from_str(&std::fs::read_to_string(doc_path).unwrap()).unwrap();
+    let home = Home::initialized();
+    let _d = Daemon::start(&home);
+    let cookie = home.read(".daemon-cookie");
+    let t = Some(cookie.as_str());
+    let mut checked = 0;
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        for method in ops.as_object().unwrap().keys() {
+            if path == "/v1/shutdown" {
+                continue;
+            }
+            let concrete = path
+                .replace("{peer_id}", "not-a-peer")
+                .replace("{id}", "proxy-0")
+                .replace("{name}", "nope");
+            let bodies: &[&str] = if method == "post" {
+                &["{}", "[]", "null", "{\"peer_id\":5,\"name\":[],\"peer\":{}}", "\u{0}\u{1}"]
+            } else {
+                &[""]
+            };
+            for body in bodies {
+                let (code, v) = call(&home, t, &method.to_uppercase(), &concrete, body);
+                assert!(code < 500, "{method} {concrete} {body:?}: {code} {v}");
+                assert_ne!(code, 405, "{method} {path} is documented but not routed");
+                assert!(
+                    !(code == 404 && v["error"] == "no such endpoint"),
+                    "{method} {path} is documented but not routed"
+                );
+                if code >= 400 {
+                    assert!(v["error"].is_string(), "{method} {concrete}: error envelope: {v}");
+                }
+            }
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 13, "documented operations besides shutdown");
+    let (code, v) = call(&home, t, "POST", "/v1/shutdown", "");
+    assert_eq!((code, v["data"]["status"].as_str()), (200, Some("shutting down")));
+}
