@@ -60,6 +60,61 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
+/// Pings through the running daemon, when there is one and the count is finite. Returns `None`
+/// when no daemon answers, so the caller runs a node of its own.
+fn ping_via_daemon(
+    dir: &std::path::Path,
+    target: &str,
+    count: u32,
+    interval: Duration,
+    json: bool,
+) -> Result<Option<()>> {
+    let paths = crate::daemon::ApiPaths::in_dir(dir);
+    if count == 0 || !paths.socket.exists() || !paths.cookie.exists() {
+        return Ok(None);
+    }
+    let body = serde_json::json!({
+        "peer": target,
+        "count": count,
+        "interval_ms": u64::try_from(interval.as_millis()).unwrap_or(u64::MAX),
+    });
+    let call = crate::daemon::client::call(&paths, hyper::Method::POST, "/v1/ping", Some(body));
+    let data = match net::block_on_value(call) {
+        Ok(d) => d,
+        Err(e) if e.to_string().contains("daemon not running") => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let results = data["results"].as_array().cloned().unwrap_or_default();
+    if json {
+        for r in &results {
+            outln!("{r}")?;
+        }
+        outln!("{}", data["stats"])?;
+        return Ok(Some(()));
+    }
+    outln!("PING {target} (via the daemon)")?;
+    for r in &results {
+        match (r["rtt_ms"].as_f64(), r["path"].as_str()) {
+            (Some(rtt), Some(path)) => outln!("seq={} rtt={rtt:.1}ms path=[{path}]", r["seq"])?,
+            _ => outln!("seq={} error={}", r["seq"], r["error"].as_str().unwrap_or_default())?,
+        }
+    }
+    let st = &data["stats"];
+    let f = |k: &str| st[k].as_f64().unwrap_or(0.0);
+    outln!()?;
+    outln!("--- {target} ping statistics ---")?;
+    outln!(
+        "{} sent, {} received, {:.0}% loss, rtt min/avg/max = {:.1}/{:.1}/{:.1} ms",
+        st["sent"],
+        st["received"],
+        f("loss_pct"),
+        f("min_ms"),
+        f("avg_ms"),
+        f("max_ms")
+    )?;
+    Ok(Some(()))
+}
+
 pub(super) fn ping(
     target: &str,
     count: u32,
@@ -69,6 +124,10 @@ pub(super) fn ping(
 ) -> Result<()> {
     let loaded = config::load_node(ctx.config_path())?;
     let (peer, _) = net::resolve_peer(&loaded.config, target)?;
+    // Daemon first: it is already connected, and a second node with the same key would compete.
+    if ping_via_daemon(loaded.dir(), target, count, interval, json)?.is_some() {
+        return Ok(());
+    }
     let protocol = ping_protocol(&loaded.config)?;
     net::block_on(async move {
         let (cancel, tracker) = net::shutdown_on_signals()?;

@@ -304,6 +304,10 @@ fn connect_carries_bytes_and_disconnect_closes_the_listener() {
     sock.read_to_string(&mut back).unwrap();
     assert_eq!(back, "through the daemon");
 
+    // `peerup ping` goes through the running daemon.
+    let out = b.run(&["ping", &a_id, "-c", "2", "--interval", "100ms"]).ok();
+    assert!(out.contains("via the daemon") && out.contains("2 received"), "{out}");
+
     let (code, _) = call(&b, Some(&cookie), "DELETE", &format!("/v1/connect/{id}"), "");
     assert_eq!(code, 200);
     let (code, _) = call(&b, Some(&cookie), "DELETE", &format!("/v1/connect/{id}"), "");
