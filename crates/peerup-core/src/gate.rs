@@ -149,7 +149,7 @@ impl NetworkBehaviour for Gate {
         remote_addr: &Multiaddr,
     ) -> Result<THandler<Self>, ConnectionDenied> {
         if !self.list.is_allowed(&peer) {
-            tracing::info!(%peer, addr = %remote_addr, "inbound connection denied: not authorized");
+            tracing::info!(target: "audit", %peer, addr = %remote_addr, "auth_decision: inbound connection denied (not authorized)");
             return Err(ConnectionDenied::new(GateError::NotAuthorized(peer)));
         }
         if let (Some(max), Some(ip)) = (self.max_per_ip, direct_ip(remote_addr)) {

@@ -15,6 +15,7 @@
 //! - [`gate`]: refuses inbound connections from peers not in authorized_keys.
 //! - [`service`]: exposing local TCP services and reaching a peer's; [`pingpong`]: ping.
 //! - [`tls`]: libp2p's TLS 1.3 handshake with AES-GCM preferred.
+//! - [`diag`]: traceroute over the path actually taken.
 //! - [`relay`]: circuit relay server limits.
 //! - [`fsutil`]: atomic, private (mode 0600) file writes and the permission check on secrets.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
@@ -22,6 +23,7 @@
 #![warn(unreachable_pub)]
 
 pub mod authorized_keys;
+pub mod diag;
 pub mod fsutil;
 pub mod gate;
 pub mod identity;

@@ -3,7 +3,6 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use peerup_core::multiaddr::Protocol;
 use peerup_core::node::Node;
 use peerup_core::{PeerId, StreamProtocol, pingpong};
 use serde::Serialize;
@@ -200,103 +199,79 @@ pub(super) fn ping(
     })
 }
 
-#[derive(Serialize)]
-struct Hop {
-    hop: u32,
-    peer_id: String,
-    address: String,
-    rtt_ms: Option<f64>,
-    error: Option<String>,
-}
-
-#[derive(Serialize)]
-struct Trace {
-    target: String,
-    target_id: String,
-    path: &'static str,
-    hops: Vec<Hop>,
-}
-
-/// Round trip of one protocol negotiation: opening a stream for a protocol nobody speaks is
-/// answered "unsupported" after exactly one exchange.
-async fn probe_rtt(node: &Node, peer: PeerId) -> Result<f64, String> {
-    let probe = StreamProtocol::new("/peerup/rtt-probe/1.0.0");
-    let start = std::time::Instant::now();
-    match node.open_stream(peer, probe).await {
-        Ok(_) => Ok(ms(start.elapsed())),
-        Err(peerup_core::node::NodeError::OpenStream(
-            peerup_core::streams::OpenStreamError::Unsupported(_),
-        )) => Ok(ms(start.elapsed())),
-        Err(e) => Err(e.to_string()),
-    }
+/// A trace as JSON, the same shape from the CLI and the daemon API.
+pub(crate) fn trace_json(
+    target: &str,
+    peer: PeerId,
+    trace: &peerup_core::diag::Trace,
+) -> serde_json::Value {
+    let hops: Vec<serde_json::Value> = trace
+        .hops
+        .iter()
+        .map(|h| {
+            serde_json::json!({
+                "hop": h.hop,
+                "peer_id": h.peer.to_string(),
+                "address": h.address,
+                "rtt_ms": h.rtt.as_ref().ok().map(|d| ms(*d)),
+                "error": h.rtt.as_ref().err(),
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "target": target,
+        "target_id": peer.to_string(),
+        "path": if trace.relayed { "RELAYED" } else { "DIRECT" },
+        "hops": hops,
+    })
 }
 
 pub(super) fn traceroute(target: &str, json: bool, ctx: &Ctx) -> Result<()> {
     let loaded = config::load_node(ctx.config_path())?;
     let (peer, _) = net::resolve_peer(&loaded.config, target)?;
     let protocol = ping_protocol(&loaded.config)?;
-    net::block_on(async move {
-        let (cancel, tracker) = net::shutdown_on_signals()?;
-        let (node, _events) =
-            Node::spawn(net::node_config(&loaded, false)?, cancel.clone(), &tracker)?;
-        // Connect (and measure the end-to-end RTT) with one ping.
-        let first = pingpong::ping(&node, peer, protocol.clone()).await;
-        let (rtt, path) = match first {
-            Ok((rtt, path)) => (Ok(ms(rtt)), Some(path)),
-            Err(e) => (Err(e.to_string()), None),
-        };
-        let mut hops = Vec::new();
-        let relayed = path.as_ref().is_some_and(|p| p.relayed);
-        if relayed && let Some(p) = &path {
-            // The circuit address is <relay address>/p2p/<relay>/p2p-circuit/p2p/<target>.
-            let relay_part: peerup_core::Multiaddr =
-                p.remote_addr.iter().take_while(|x| !matches!(x, Protocol::P2pCircuit)).collect();
-            if let Some(relay) = peerup_core::relay_addr::peer_id_of(&relay_part) {
-                let r = probe_rtt(&node, relay).await;
-                hops.push(Hop {
-                    hop: 1,
-                    peer_id: relay.to_string(),
-                    address: relay_part.to_string(),
-                    rtt_ms: r.clone().ok(),
-                    error: r.err(),
-                });
-            }
+    let paths = crate::daemon::ApiPaths::in_dir(loaded.dir());
+    // Daemon first, as for ping.
+    let via_daemon = if paths.socket.exists() && paths.cookie.exists() {
+        let body = serde_json::json!({ "peer": target });
+        let call =
+            crate::daemon::client::call(&paths, hyper::Method::POST, "/v1/traceroute", Some(body));
+        match net::block_on_value(call) {
+            Ok(v) => Some(v),
+            Err(e) if e.to_string().contains("daemon not running") => None,
+            Err(e) => return Err(e),
         }
-        hops.push(Hop {
-            hop: hops.len() as u32 + 1,
-            peer_id: peer.to_string(),
-            address: path.as_ref().map(|p| p.remote_addr.to_string()).unwrap_or_default(),
-            rtt_ms: rtt.clone().ok(),
-            error: rtt.err(),
-        });
-        let trace = Trace {
-            target: target.to_string(),
-            target_id: peer.to_string(),
-            path: if relayed { "RELAYED" } else { "DIRECT" },
-            hops,
-        };
-        net::shutdown(&cancel, &tracker).await;
-        if json {
-            return output::json(&trace);
+    } else {
+        None
+    };
+    let trace = match via_daemon {
+        Some(v) => v,
+        None => net::block_on_value(async move {
+            let (cancel, tracker) = net::shutdown_on_signals()?;
+            let (node, _events) =
+                Node::spawn(net::node_config(&loaded, false)?, cancel.clone(), &tracker)?;
+            let trace = peerup_core::diag::traceroute(&node, peer, protocol).await;
+            net::shutdown(&cancel, &tracker).await;
+            Ok(trace_json(target, peer, &trace))
+        })?,
+    };
+    if json {
+        return output::json(&trace);
+    }
+    outln!("traceroute to {target} ({})", short_id(peer))?;
+    for h in trace["hops"].as_array().into_iter().flatten() {
+        let (hop, id, addr) = (
+            &h["hop"],
+            short_id(h["peer_id"].as_str().unwrap_or_default()),
+            h["address"].as_str().unwrap_or_default(),
+        );
+        match h["rtt_ms"].as_f64() {
+            Some(rtt) => outln!(" {hop}  {id}  {addr}  {rtt:.1}ms")?,
+            None => outln!(" {hop}  {id}  {addr}  *  ({})", h["error"].as_str().unwrap_or(""))?,
         }
-        outln!("traceroute to {target} ({})", short_id(peer))?;
-        for h in &trace.hops {
-            match h.rtt_ms {
-                Some(rtt) => {
-                    outln!(" {}  {}  {}  {rtt:.1}ms", h.hop, short_id(&h.peer_id), h.address)?
-                }
-                None => outln!(
-                    " {}  {}  {}  *  ({})",
-                    h.hop,
-                    short_id(&h.peer_id),
-                    h.address,
-                    h.error.as_deref().unwrap_or("")
-                )?,
-            }
-        }
-        outln!("--- path: [{}] ---", trace.path)?;
-        Ok(())
-    })
+    }
+    outln!("--- path: [{}] ---", trace["path"].as_str().unwrap_or("?"))?;
+    Ok(())
 }
 
 #[derive(Serialize)]

@@ -115,6 +115,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/auth/{peer_id}", delete(auth_remove))
         .route("/v1/resolve", post(resolve))
         .route("/v1/ping", post(ping))
+        .route("/v1/traceroute", post(traceroute))
         .route("/v1/shutdown", post(shutdown))
         .route("/v1/connect", post(connect))
         .route("/v1/connect/{id}", delete(disconnect))
@@ -345,6 +346,24 @@ async fn ping(State(s): State<ApiState>, bytes: Bytes) -> Result<Response, ApiEr
         "max_ms": rtts.iter().copied().fold(0.0, f64::max),
     });
     Ok(data(json!({ "results": results, "stats": stats })))
+}
+
+#[derive(Deserialize)]
+struct TraceReq {
+    peer: String,
+}
+
+async fn traceroute(State(s): State<ApiState>, bytes: Bytes) -> Result<Response, ApiError> {
+    let req: TraceReq = body(&bytes)?;
+    let (peer, _) = resolve_name(&s, &req.peer).map_err(|e| ApiError::bad(e.1))?;
+    let trace = peerup_core::diag::traceroute(&s.node, peer, s.ping_protocol.clone()).await;
+    if let Some(Err(e)) = trace.hops.last().map(|h| &h.rtt) {
+        return Err(ApiError(
+            StatusCode::BAD_GATEWAY,
+            format!("cannot reach peer {:?}: {e}", req.peer),
+        ));
+    }
+    Ok(data(crate::cmd::ping::trace_json(&req.peer, peer, &trace)))
 }
 
 async fn shutdown(State(s): State<ApiState>) -> Response {

@@ -307,6 +307,11 @@ fn connect_carries_bytes_and_disconnect_closes_the_listener() {
     // `peerup ping` goes through the running daemon.
     let out = b.run(&["ping", &a_id, "-c", "2", "--interval", "100ms"]).ok();
     assert!(out.contains("via the daemon") && out.contains("2 received"), "{out}");
+    let trace: Value = serde_json::from_str(&b.run(&["traceroute", &a_id, "--json"]).ok()).unwrap();
+    let hops = trace["hops"].as_array().unwrap();
+    assert_eq!(hops.last().unwrap()["peer_id"], a_id.as_str(), "{trace}");
+    assert!(hops.last().unwrap()["rtt_ms"].as_f64().is_some(), "{trace}");
+    assert_eq!(hops.len(), if trace["path"] == "RELAYED" { 2 } else { 1 }, "{trace}");
 
     let (code, _) = call(&b, Some(&cookie), "DELETE", &format!("/v1/connect/{id}"), "");
     assert_eq!(code, 200);
@@ -363,7 +368,7 @@ fn documented_endpoints_exist_and_bad_bodies_are_4xx() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 13, "documented operations besides shutdown");
+    assert_eq!(checked, 14, "documented operations besides shutdown (all 15 of the original)");
     let (code, v) = call(&home, t, "POST", "/v1/shutdown", "");
     assert_eq!((code, v["data"]["status"].as_str()), (200, Some("shutting down")));
 }
