@@ -25,6 +25,7 @@ use subtle::ConstantTimeEq;
 use tokio_util::sync::CancellationToken;
 
 mod runtime;
+mod text;
 
 pub use runtime::Runtime;
 use runtime::{connect, disconnect, expose, unexpose};
@@ -123,6 +124,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/expose/{name}", delete(unexpose))
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such endpoint".into()) })
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(middleware::from_fn(text::negotiate))
         .layer(middleware::from_fn_with_state(state.clone(), require_cookie))
         .with_state(state)
 }

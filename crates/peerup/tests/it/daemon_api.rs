@@ -84,6 +84,18 @@ impl Drop for Daemon {
 
 /// One HTTP/1.1 request over the socket; returns the status and the parsed JSON body.
 fn call(home: &Home, token: Option<&str>, method: &str, path: &str, body: &str) -> (u16, Value) {
+    let (status, text) = call_raw(home, token, method, path, body);
+    (status, serde_json::from_str(&text).unwrap_or_else(|e| panic!("non-JSON body {text:?}: {e}")))
+}
+
+/// One HTTP/1.1 request over the socket; returns the status and the body as text.
+fn call_raw(
+    home: &Home,
+    token: Option<&str>,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> (u16, String) {
     let mut s = UnixStream::connect(home.file("peerup.sock")).expect("connect to the API socket");
     s.set_read_timeout(Some(WAIT)).unwrap();
     let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
@@ -97,8 +109,7 @@ fn call(home: &Home, token: Option<&str>, method: &str, path: &str, body: &str) 
     s.read_to_string(&mut raw).unwrap();
     let status: u16 =
         raw.split_whitespace().nth(1).and_then(|c| c.parse().ok()).expect("status line");
-    let json = raw.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-    (status, serde_json::from_str(json).unwrap_or_else(|e| panic!("non-JSON body {json:?}: {e}")))
+    (status, raw.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("").to_string())
 }
 
 #[test]
@@ -116,6 +127,14 @@ fn api_endpoints_auth_and_envelope() {
     assert_eq!(code, 200);
     assert_eq!(v["data"]["peer_id"], home.run(&["whoami"]).ok().trim());
     assert!(v["data"]["relay_addresses"].is_array(), "empty lists are [], not null: {v}");
+
+    // Text format negotiation.
+    let (code, text) = call_raw(&home, t, "GET", "/v1/status?format=text", "");
+    assert_eq!(code, 200);
+    assert!(
+        text.contains(&format!("peer_id: {}", v["data"]["peer_id"].as_str().unwrap())),
+        "{text}"
+    );
 
     for (token, what) in [(None, "missing"), (Some("0".repeat(64)), "wrong")] {
         let (code, v) = call(&home, token.as_deref(), "GET", "/v1/status", "");
