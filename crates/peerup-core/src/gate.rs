@@ -114,6 +114,7 @@ impl AccessList {
 /// The gate behaviour.
 pub struct Gate {
     list: AccessList,
+    metrics: crate::metrics::Metrics,
     max_per_ip: Option<usize>,
     per_ip: HashMap<IpAddr, usize>,
     conn_ip: HashMap<ConnectionId, IpAddr>,
@@ -121,8 +122,12 @@ pub struct Gate {
 
 impl Gate {
     /// A gate over `list`, optionally capping inbound connections per source IP.
-    pub fn new(list: AccessList, max_per_ip: Option<usize>) -> Self {
-        Self { list, max_per_ip, per_ip: HashMap::new(), conn_ip: HashMap::new() }
+    pub fn new(
+        list: AccessList,
+        max_per_ip: Option<usize>,
+        metrics: crate::metrics::Metrics,
+    ) -> Self {
+        Self { list, metrics, max_per_ip, per_ip: HashMap::new(), conn_ip: HashMap::new() }
     }
 }
 
@@ -150,6 +155,7 @@ impl NetworkBehaviour for Gate {
     ) -> Result<THandler<Self>, ConnectionDenied> {
         if !self.list.is_allowed(&peer) {
             tracing::info!(target: "audit", %peer, addr = %remote_addr, "auth_decision: inbound connection denied (not authorized)");
+            self.metrics.auth_denials.inc();
             return Err(ConnectionDenied::new(GateError::NotAuthorized(peer)));
         }
         if let (Some(max), Some(ip)) = (self.max_per_ip, direct_ip(remote_addr)) {

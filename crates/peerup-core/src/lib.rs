@@ -14,6 +14,7 @@
 //! - [`streams`]: application streams, opened on a direct connection whenever one exists.
 //! - [`gate`]: refuses inbound connections from peers not in authorized_keys.
 //! - [`service`]: exposing local TCP services and reaching a peer's; [`pingpong`]: ping.
+//! - [`metrics`]: Prometheus metrics of the node.
 //! - [`tls`]: libp2p's TLS 1.3 handshake with AES-GCM preferred.
 //! - [`diag`]: traceroute over the path actually taken.
 //! - [`relay`]: circuit relay server limits.
@@ -28,6 +29,7 @@ pub mod fsutil;
 pub mod gate;
 pub mod identity;
 pub mod label;
+pub mod metrics;
 pub mod node;
 pub mod pingpong;
 pub mod protocols;

@@ -60,6 +60,8 @@ pub struct NodeConfig {
     pub external_addrs: Vec<Multiaddr>,
     /// Announce every listen address as external (a relay on a public host, or loopback tests).
     pub listen_addrs_are_external: bool,
+    /// Where the node counts what it does.
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl NodeConfig {
@@ -80,6 +82,7 @@ impl NodeConfig {
             idle_timeout: Duration::from_secs(300),
             external_addrs: Vec::new(),
             listen_addrs_are_external: false,
+            metrics: crate::metrics::Metrics::default(),
         }
     }
 }
@@ -201,6 +204,7 @@ pub(crate) enum Command {
 #[derive(Clone)]
 pub struct Node {
     peer_id: PeerId,
+    metrics: crate::metrics::Metrics,
     commands: mpsc::Sender<Command>,
     events: broadcast::Sender<NodeEvent>,
     streams: StreamControl,
@@ -218,14 +222,20 @@ impl Node {
         let (events, first) = broadcast::channel(EVENT_QUEUE);
         let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
         let peer_id = config.keypair.public().to_peer_id();
+        let metrics = config.metrics.clone();
         let actor = event_loop::EventLoop::new(config, streams.clone(), rx, events.clone())?;
         tracker.spawn(actor.run(cancel));
-        Ok((Self { peer_id, commands: tx, events, streams }, first))
+        Ok((Self { peer_id, metrics, commands: tx, events, streams }, first))
     }
 
     /// This node's peer ID.
     pub fn peer_id(&self) -> PeerId {
         self.peer_id
+    }
+
+    /// The node's metrics.
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.metrics
     }
 
     /// Subscribes to node events from now on.

@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::gate::AccessList;
+use crate::metrics::{Metrics, ServiceDirection, ServiceLabel};
 use crate::node::{Node, NodeError};
 use crate::streams::{IncomingStream, PathInfo};
 use crate::{label, protocols};
@@ -66,6 +67,7 @@ pub fn expose(
     let mut incoming = node.accept_from(protocol, filter);
     let limit = Arc::new(Semaphore::new(MAX_STREAMS_PER_SERVICE));
     let tasks = tracker.clone();
+    let metrics = node.metrics().clone();
     tracker.spawn(async move {
         loop {
             let next = tokio::select! {
@@ -75,17 +77,21 @@ pub fn expose(
             };
             let Some(stream) = next else { break };
             if !may_use(&access, &spec, &stream.peer) {
-                tracing::warn!(peer = %stream.peer, service = %spec.name, "stream refused: peer not allowed");
+                metrics.auth_denials.inc();
+                tracing::warn!(target: "audit", peer = %stream.peer, service = %spec.name, "auth_decision: stream refused (peer not allowed)");
                 continue; // dropping the stream resets it
             }
             let Ok(permit) = limit.clone().acquire_owned().await else { break };
-            let spec = spec.clone();
-            let cancel = cancel.clone();
+            let (spec, cancel, metrics) = (spec.clone(), cancel.clone(), metrics.clone());
             tasks.spawn(async move {
+                let label = ServiceLabel { service: spec.name.clone() };
+                metrics.proxy_streams.get_or_create(&label).inc();
+                metrics.proxy_active.get_or_create(&label).inc();
                 tokio::select! {
                     () = cancel.cancelled() => {}
-                    () = serve_stream(stream, &spec) => {}
+                    () = serve_stream(stream, &spec, &metrics) => {}
                 }
+                metrics.proxy_active.get_or_create(&label).dec();
                 drop(permit);
             });
         }
@@ -97,7 +103,7 @@ fn may_use(access: &AccessList, spec: &ServiceSpec, peer: &PeerId) -> bool {
     access.is_authorized(peer) && spec.allowed_peers.as_ref().is_none_or(|set| set.contains(peer))
 }
 
-async fn serve_stream(incoming: IncomingStream, spec: &ServiceSpec) {
+async fn serve_stream(incoming: IncomingStream, spec: &ServiceSpec, metrics: &Metrics) {
     let peer = incoming.peer;
     let tcp = match tokio::time::timeout(
         LOCAL_DIAL_TIMEOUT,
@@ -119,6 +125,11 @@ async fn serve_stream(incoming: IncomingStream, spec: &ServiceSpec) {
     match pipe::pipe(incoming.stream, tcp).await {
         Ok((to_local, to_peer)) => {
             tracing::info!(%peer, service = %spec.name, to_local, to_peer, "stream finished");
+            for (direction, n) in [("rx", to_local), ("tx", to_peer)] {
+                let labels =
+                    ServiceDirection { service: spec.name.clone(), direction: direction.into() };
+                metrics.proxy_bytes.get_or_create(&labels).inc_by(n);
+            }
         }
         Err(e) => {
             tracing::info!(%peer, service = %spec.name, error = %e, "stream ended with error")

@@ -3,12 +3,14 @@
 //!
 //! - [`api`]: the routes, the `{"data":…}` / `{"error":…}` envelope and the cookie check.
 //! - [`client`]: what the CLI uses to talk to a running daemon.
+//! - [`metrics`]: the optional Prometheus endpoint.
 //! - [`reload`]: hot reload of authorized_keys.
 //! - [`systemd`]: READY, WATCHDOG and STOPPING notifications.
 //! - This file: the socket and cookie files' lifecycle.
 
 pub mod api;
 pub mod client;
+pub mod metrics;
 pub mod reload;
 pub mod systemd;
 

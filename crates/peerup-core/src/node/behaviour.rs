@@ -47,7 +47,11 @@ pub(crate) fn build_swarm(
         .with_behaviour(|key, relay_client| {
             let peer_id = key.public().to_peer_id();
             Behaviour {
-                gate: Gate::new(config.access.clone(), config.max_inbound_per_ip),
+                gate: Gate::new(
+                    config.access.clone(),
+                    config.max_inbound_per_ip,
+                    config.metrics.clone(),
+                ),
                 relay_client,
                 relay_server: Toggle::from(
                     config

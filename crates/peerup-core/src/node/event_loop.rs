@@ -38,6 +38,7 @@ pub(crate) struct EventLoop {
     deferred: Vec<(PeerId, Instant)>,
     /// Peers we tried to add a direct TCP connection to, beside a direct QUIC one.
     tcp_tried: HashSet<PeerId>,
+    metrics: crate::metrics::Metrics,
 }
 
 /// The same relay address over QUIC (`/udp/<port>/quic-v1`) when it is TCP. Dialing the relay over
@@ -106,6 +107,7 @@ impl EventLoop {
             ready_relays: HashSet::new(),
             deferred: Vec::new(),
             tcp_tried: HashSet::new(),
+            metrics: config.metrics.clone(),
             swarm,
             commands,
             events,
@@ -308,6 +310,7 @@ impl EventLoop {
                 let addr = endpoint.get_remote_address().clone();
                 let path = PathInfo { relayed: is_relayed(&addr), remote_addr: addr };
                 tracing::info!(peer = %peer_id, path = path.kind(), addr = %path.remote_addr, "connected");
+                self.metrics.connection(path.relayed, true);
                 self.emit(NodeEvent::Connected { peer: peer_id, path });
             }
             SwarmEvent::ConnectionClosed { peer_id, endpoint, cause, num_established, .. } => {
@@ -318,6 +321,7 @@ impl EventLoop {
                 let addr = endpoint.get_remote_address().clone();
                 let path = PathInfo { relayed: is_relayed(&addr), remote_addr: addr };
                 tracing::debug!(peer = %peer_id, path = path.kind(), cause = ?cause, "connection closed");
+                self.metrics.connection(path.relayed, false);
                 self.emit(NodeEvent::Disconnected { peer: peer_id, path });
             }
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
@@ -380,10 +384,12 @@ impl EventLoop {
             BehaviourEvent::Dcutr(dcutr::Event { remote_peer_id, result }) => match result {
                 Ok(_) => {
                     tracing::info!(peer = %remote_peer_id, "hole punch succeeded; direct connection");
+                    self.metrics.holepunch(true);
                     self.emit(NodeEvent::HolePunched { peer: remote_peer_id });
                 }
                 Err(e) => {
                     tracing::info!(peer = %remote_peer_id, error = %e, "hole punch failed; staying relayed");
+                    self.metrics.holepunch(false);
                     self.emit(NodeEvent::HolePunchFailed {
                         peer: remote_peer_id,
                         reason: e.to_string(),

@@ -168,7 +168,20 @@ async fn serve(
         token: Arc::new(api_paths.new_cookie()?),
         tracker: tracker.clone(),
         runtime: Arc::default(),
+        requests: crate::daemon::metrics::ApiRequests::default(),
     };
+    if c.telemetry.metrics.enabled {
+        let mut registry = prometheus_client::registry::Registry::default();
+        node.metrics().register(&mut registry);
+        registry.register("peerup_daemon_requests", "Daemon API requests", state.requests.clone());
+        let listen = match c.telemetry.metrics.listen_address.as_str() {
+            "" => "127.0.0.1:9091",
+            other => other,
+        };
+        let addr =
+            crate::daemon::metrics::serve(listen, registry, cancel.clone(), &tracker).await?;
+        outln!("Metrics: http://{addr}/metrics")?;
+    }
     let server = axum::serve(listener, api::router(state))
         .with_graceful_shutdown(cancel.clone().cancelled_owned());
     tracker.spawn(async move {

@@ -73,6 +73,8 @@ pub struct ApiState {
     pub token: Arc<String>,
     /// Where the API's own tasks are tracked.
     pub tracker: tokio_util::task::TaskTracker,
+    /// API requests by route and status.
+    pub requests: crate::daemon::metrics::ApiRequests,
     /// Proxies and exposures made through the API (not persisted).
     pub runtime: Arc<std::sync::Mutex<Runtime>>,
 }
@@ -122,6 +124,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/connect/{id}", delete(disconnect))
         .route("/v1/expose", post(expose))
         .route("/v1/expose/{name}", delete(unexpose))
+        .route_layer(middleware::from_fn_with_state(
+            state.requests.clone(),
+            crate::daemon::metrics::count_requests,
+        ))
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such endpoint".into()) })
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(middleware::from_fn(text::negotiate))

@@ -391,3 +391,41 @@ fn documented_endpoints_exist_and_bad_bodies_are_4xx() {
     let (code, v) = call(&home, t, "POST", "/v1/shutdown", "");
     assert_eq!((code, v["data"]["status"].as_str()), (200, Some("shutting down")));
 }
+
+#[test]
+fn metrics_endpoint_serves_valid_exposition() {
+    let home = Home::initialized();
+    let path = home.file("config.yaml");
+    let text = home.read("config.yaml")
+        + "\ntelemetry:\n  metrics:\n    enabled: true\n    listen_address: \"127.0.0.1:0\"\n";
+    std::fs::write(&path, text).unwrap();
+    let mut d = Daemon::spawn(&home, &["daemon"], &[], "Peer ID: ");
+    let line = d.wait_line("Metrics: http://");
+    d.wait_line("API: ");
+    let addr = line.trim_start_matches("Metrics: http://").trim_end_matches("/metrics").to_string();
+    let cookie = home.read(".daemon-cookie");
+    assert_eq!(call(&home, Some(&cookie), "GET", "/v1/status", "").0, 200);
+
+    let mut s = std::net::TcpStream::connect(&addr).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    write!(s, "GET /metrics HTTP/1.1\r\nHost: m\r\nConnection: close\r\n\r\n").unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    assert!(raw.starts_with("HTTP/1.1 200"), "{raw}");
+    let body = raw.split_once("\r\n\r\n").unwrap().1;
+    let lines = body.lines().map(|l| Ok(l.to_string()));
+    let scrape = prometheus_parse::Scrape::parse(lines).expect("valid exposition format");
+    let status_requests = scrape.samples.iter().find(|s| {
+        s.metric == "peerup_daemon_requests_total"
+            && s.labels.get("path") == Some("/v1/status")
+            && s.labels.get("status") == Some("200")
+    });
+    match status_requests.map(|s| &s.value) {
+        // OpenMetrics names counter samples `<family>_total`, which the parser files as untyped.
+        Some(prometheus_parse::Value::Counter(n) | prometheus_parse::Value::Untyped(n)) => {
+            assert!(*n >= 1.0)
+        }
+        other => panic!("no counted /v1/status request: {other:?}\n{body}"),
+    }
+    assert!(scrape.samples.iter().any(|s| s.metric == "peerup_auth_denials_total"), "{body}");
+}

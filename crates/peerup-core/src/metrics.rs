@@ -1,0 +1,104 @@
+//! Prometheus metrics of a node: what the tunnel carries, over which paths, and whom it refused.
+//! The binary registers them (with its own API metrics) and serves `/metrics`.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+/// `service` and `direction` (`rx`: from the peer to the local service, `tx`: back).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ServiceDirection {
+    /// The service name.
+    pub service: String,
+    /// `rx` or `tx`.
+    pub direction: String,
+}
+
+/// `service`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ServiceLabel {
+    /// The service name.
+    pub service: String,
+}
+
+/// `path_type`: `DIRECT` or `RELAYED`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PathLabel {
+    /// The path.
+    pub path_type: String,
+}
+
+/// `result`: `success` or `failure`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    /// The outcome.
+    pub result: String,
+}
+
+/// The node's metrics. Cloning shares them.
+#[derive(Clone, Default, Debug)]
+pub struct Metrics {
+    /// Bytes carried by service streams.
+    pub proxy_bytes: Family<ServiceDirection, Counter>,
+    /// Service streams being served.
+    pub proxy_active: Family<ServiceLabel, Gauge>,
+    /// Service streams served in total.
+    pub proxy_streams: Family<ServiceLabel, Counter>,
+    /// Open connections by path.
+    pub connections: Family<PathLabel, Gauge>,
+    /// Hole punching outcomes.
+    pub holepunch: Family<ResultLabel, Counter>,
+    /// Inbound connections and streams refused for lack of authorization.
+    pub auth_denials: Counter,
+}
+
+impl Metrics {
+    /// Registers every metric under `peerup_…`.
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "peerup_proxy_bytes",
+            "Bytes carried by service streams",
+            self.proxy_bytes.clone(),
+        );
+        registry.register(
+            "peerup_proxy_active_streams",
+            "Service streams being served",
+            self.proxy_active.clone(),
+        );
+        registry.register(
+            "peerup_proxy_streams",
+            "Service streams served",
+            self.proxy_streams.clone(),
+        );
+        registry.register(
+            "peerup_connections",
+            "Open connections by path type",
+            self.connections.clone(),
+        );
+        registry.register("peerup_holepunch", "Hole punching outcomes", self.holepunch.clone());
+        registry.register(
+            "peerup_auth_denials",
+            "Connections and streams refused (not authorized)",
+            self.auth_denials.clone(),
+        );
+    }
+
+    /// Counts a connection opening (`up`) or closing on its path.
+    pub(crate) fn connection(&self, relayed: bool, up: bool) {
+        let path_type = if relayed { "RELAYED" } else { "DIRECT" }.to_string();
+        let gauge = self.connections.get_or_create(&PathLabel { path_type });
+        if up {
+            gauge.inc();
+        } else {
+            gauge.dec();
+        }
+    }
+
+    /// Counts a hole punching outcome.
+    pub(crate) fn holepunch(&self, ok: bool) {
+        let result = if ok { "success" } else { "failure" }.to_string();
+        self.holepunch.get_or_create(&ResultLabel { result }).inc();
+    }
+}
