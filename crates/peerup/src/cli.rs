@@ -101,6 +101,25 @@ pub enum DaemonCommand {
     Services(JsonFlag),
     /// List the running daemon's connections and their paths
     Paths(JsonFlag),
+    /// Open a local proxy listener in the running daemon
+    Connect {
+        /// Peer ID or name
+        #[arg(long)]
+        peer: String,
+        /// The service name
+        #[arg(long)]
+        service: String,
+        /// Where to listen, ip:port
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: String,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Close a proxy opened with `daemon connect`
+    Disconnect {
+        /// The proxy's id (proxy-N)
+        id: String,
+    },
     /// Stop the running daemon
     Stop,
 }

@@ -83,6 +83,33 @@ pub(super) fn dispatch(cmd: Option<DaemonCommand>, ctx: &Ctx) -> Result<()> {
             }
             Ok(())
         }
+        Some(DaemonCommand::Connect { peer, service, listen, json }) => {
+            let loaded = config::load_node(ctx.config_path())?;
+            let paths = ApiPaths::in_dir(loaded.dir());
+            let body = serde_json::json!({ "peer": peer, "service": service, "listen": listen });
+            let v = net::block_on_value(async move {
+                client::call(&paths, Method::POST, "/v1/connect", Some(body)).await
+            })?;
+            if json.json {
+                return output::json(&v);
+            }
+            outln!(
+                "Proxy created: {} -> {peer}:{service} (listen: {})",
+                v["id"].as_str().unwrap_or_default(),
+                v["listen_address"].as_str().unwrap_or_default()
+            )?;
+            Ok(())
+        }
+        Some(DaemonCommand::Disconnect { id }) => {
+            let loaded = config::load_node(ctx.config_path())?;
+            let paths = ApiPaths::in_dir(loaded.dir());
+            let path = format!("/v1/connect/{id}");
+            net::block_on_value(
+                async move { client::call(&paths, Method::DELETE, &path, None).await },
+            )?;
+            outln!("Proxy disconnected.")?;
+            Ok(())
+        }
         Some(DaemonCommand::Stop) => {
             call(Method::POST, "/v1/shutdown")?;
             outln!("Shutdown requested.")?;

@@ -344,6 +344,24 @@ fn connect_carries_bytes_and_disconnect_closes_the_listener() {
         refused
     });
     assert!(closed, "the listener closes after disconnect");
+
+    // The same through the CLI.
+    let made: Value = serde_json::from_str(
+        &b.run(&["daemon", "connect", "--peer", &a_id, "--service", "echo", "--json"]).ok(),
+    )
+    .unwrap();
+    let listen = made["listen_address"].as_str().unwrap();
+    let mut sock = std::net::TcpStream::connect(listen).unwrap();
+    sock.set_read_timeout(Some(WAIT)).unwrap();
+    sock.write_all(b"cli").unwrap();
+    sock.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut back = String::new();
+    sock.read_to_string(&mut back).unwrap();
+    assert_eq!(back, "cli");
+    let id = made["id"].as_str().unwrap();
+    assert!(b.run(&["daemon", "disconnect", id]).ok().contains("Proxy disconnected."));
+    let err = b.run(&["daemon", "disconnect", id]).fails();
+    assert!(err.contains("proxy not found"), "{err}");
     let _ = &mut relay;
 }
 
