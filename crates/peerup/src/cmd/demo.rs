@@ -63,27 +63,25 @@ fn allow(peers: &[PeerId]) -> Result<AccessList> {
     Ok(AccessList::from_keys(&keys))
 }
 
-/// Accepts on `listener` until cancelled, handing each connection to `serve` as a tracked task.
+/// The demo's echo service: accepts on `listener` until cancelled, one tracked task per connection.
 fn accept_loop<F, Fut>(
     listener: TcpListener,
     cancel: &CancellationToken,
     tracker: &TaskTracker,
     serve: F,
 ) where
-    F: Fn(TcpStream, u64) -> Fut + Send + 'static,
+    F: Fn(TcpStream) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
     let (cancel, tasks) = (cancel.clone(), tracker.clone());
     tracker.spawn(async move {
-        let mut n = 0;
         loop {
             let accepted = tokio::select! {
                 () = cancel.cancelled() => break,
                 a = listener.accept() => a,
             };
             let Ok((sock, _)) = accepted else { break };
-            n += 1;
-            let (conn, cancel) = (serve(sock, n), cancel.clone());
+            let (conn, cancel) = (serve(sock), cancel.clone());
             tasks.spawn(async move {
                 tokio::select! {
                     () = cancel.cancelled() => {}
@@ -151,7 +149,7 @@ async fn demo(cancel: &CancellationToken, tracker: &TaskTracker) -> Result<()> {
     .await?;
     let echo_listener = TcpListener::bind("127.0.0.1:0").await?;
     let echo_addr = echo_listener.local_addr()?.to_string();
-    accept_loop(echo_listener, cancel, tracker, |sock, _| echo(sock));
+    accept_loop(echo_listener, cancel, tracker, echo);
     let spec = ServiceSpec { name: "echo".into(), local_address: echo_addr, allowed_peers: None };
     outln!(
         "home    {home_id}  reserved a slot on the relay; exposes 'echo' -> {}",
@@ -171,11 +169,14 @@ async fn demo(cancel: &CancellationToken, tracker: &TaskTracker) -> Result<()> {
     let proxy = TcpListener::bind("127.0.0.1:0").await?;
     let proxy_addr = proxy.local_addr()?;
     outln!("laptop  {laptop_id}  peerup proxy home echo {}", proxy_addr.port())?;
-    let node = laptop.clone();
-    accept_loop(proxy, cancel, tracker, move |tcp, n| {
-        let node = node.clone();
-        async move { super::proxy::carry(&node, home_id, "echo", tcp, n).await }
-    });
+    super::proxy::serve_listener(
+        proxy,
+        laptop.clone(),
+        home_id,
+        "echo".into(),
+        cancel.clone(),
+        tracker,
+    );
 
     transfer(proxy_addr).await?;
     // Hole punching runs beside the first transfer; wait for it unless it is already done.

@@ -2,7 +2,6 @@
 //! connection to a peer's service on its own stream.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
@@ -11,6 +10,8 @@ use peerup_core::service::{self, pipe};
 use peerup_core::{PeerId, label};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use super::Ctx;
 use crate::config;
@@ -34,19 +35,40 @@ pub(super) fn run(target: &str, svc: &str, port: u16, ctx: &Ctx) -> Result<()> {
         let (node, mut events) = Node::spawn(core, cancel.clone(), &tracker)?;
         outln!("Listening on {local} -> {target}/{svc}")?;
 
-        let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-        let counter = Arc::new(AtomicU64::new(0));
-        let svc = svc.to_string();
+        serve_listener(listener, node, peer, svc.to_string(), cancel.clone(), &tracker);
         loop {
-            let accepted = tokio::select! {
+            tokio::select! {
                 () = cancel.cancelled() => break,
-                a = listener.accept() => a,
                 e = events.recv() => {
                     if let Ok(NodeEvent::HolePunched { peer: p }) = e && p == peer {
                         outln!("Path to {target}: [DIRECT] (hole punched)")?;
                     }
-                    continue;
                 }
+            }
+        }
+        net::shutdown(&cancel, &tracker).await;
+        Ok(())
+    })
+}
+
+/// Carries every connection accepted on `listener` to `peer`'s `service`, each on its own stream,
+/// until `cancel` fires. Used by `peerup proxy`, the daemon's `/v1/connect` and the demo.
+pub(crate) fn serve_listener(
+    listener: TcpListener,
+    node: Node,
+    peer: PeerId,
+    service: String,
+    cancel: CancellationToken,
+    tracker: &TaskTracker,
+) {
+    let tasks = tracker.clone();
+    tracker.spawn(async move {
+        let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+        let mut n = 0;
+        loop {
+            let accepted = tokio::select! {
+                () = cancel.cancelled() => break,
+                a = listener.accept() => a,
             };
             let (tcp, from) = match accepted {
                 Ok(a) => a,
@@ -56,20 +78,18 @@ pub(super) fn run(target: &str, svc: &str, port: u16, ctx: &Ctx) -> Result<()> {
                 }
             };
             let Ok(permit) = limit.clone().acquire_owned().await else { break };
-            let n = counter.fetch_add(1, Ordering::Relaxed) + 1;
-            let (node, svc, cancel) = (node.clone(), svc.clone(), cancel.clone());
+            n += 1;
             tracing::debug!(%from, n, "accepted");
-            tracker.spawn(async move {
+            let (node, service, cancel) = (node.clone(), service.clone(), cancel.clone());
+            tasks.spawn(async move {
                 tokio::select! {
                     () = cancel.cancelled() => {}
-                    () = carry(&node, peer, &svc, tcp, n) => {}
+                    () = carry(&node, peer, &service, tcp, n) => {}
                 }
                 drop(permit);
             });
         }
-        net::shutdown(&cancel, &tracker).await;
-        Ok(())
-    })
+    });
 }
 
 pub(crate) async fn carry(node: &Node, peer: PeerId, svc: &str, tcp: TcpStream, n: u64) {

@@ -55,25 +55,14 @@ pub(super) async fn connect(State(s): State<ApiState>, bytes: Bytes) -> Result<R
         rt.proxies.insert(id.clone(), (token.clone(), local.to_string()));
         id
     };
-    let (node, service, tasks) = (s.node.clone(), req.service.clone(), s.tracker.clone());
-    s.tracker.spawn(async move {
-        let mut n = 0;
-        loop {
-            let accepted = tokio::select! {
-                () = token.cancelled() => break,
-                a = listener.accept() => a,
-            };
-            let Ok((tcp, _)) = accepted else { continue };
-            n += 1;
-            let (node, service, token) = (node.clone(), service.clone(), token.clone());
-            tasks.spawn(async move {
-                tokio::select! {
-                    () = token.cancelled() => {}
-                    () = crate::cmd::proxy::carry(&node, peer, &service, tcp, n) => {}
-                }
-            });
-        }
-    });
+    crate::cmd::proxy::serve_listener(
+        listener,
+        s.node.clone(),
+        peer,
+        req.service.clone(),
+        token,
+        &s.tracker,
+    );
     Ok(data(json!({ "id": id, "listen_address": local.to_string() })))
 }
 
