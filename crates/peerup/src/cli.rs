@@ -115,6 +115,19 @@ pub enum DaemonCommand {
         #[command(flatten)]
         json: JsonFlag,
     },
+    /// Ping a peer through the running daemon
+    Ping {
+        /// Peer ID or name
+        target: String,
+        /// Number of pings (1-100)
+        #[arg(short = 'c', long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=100))]
+        count: u32,
+        /// Time between pings (e.g. 1s, 500ms)
+        #[arg(long, default_value = "1s", value_parser = parse_interval)]
+        interval: std::time::Duration,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
     /// Close a proxy opened with `daemon connect`
     Disconnect {
         /// The proxy's id (proxy-N)

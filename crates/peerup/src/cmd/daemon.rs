@@ -100,6 +100,16 @@ pub(super) fn dispatch(cmd: Option<DaemonCommand>, ctx: &Ctx) -> Result<()> {
             )?;
             Ok(())
         }
+        Some(DaemonCommand::Ping { target, count, interval, json }) => {
+            let loaded = config::load_node(ctx.config_path())?;
+            match super::ping::ping_via_daemon(loaded.dir(), &target, count, interval, json.json)? {
+                Some(()) => Ok(()),
+                None => anyhow::bail!(
+                    "daemon not running: {}",
+                    ApiPaths::in_dir(loaded.dir()).socket.display()
+                ),
+            }
+        }
         Some(DaemonCommand::Disconnect { id }) => {
             let loaded = config::load_node(ctx.config_path())?;
             let paths = ApiPaths::in_dir(loaded.dir());

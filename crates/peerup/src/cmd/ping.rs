@@ -61,15 +61,14 @@ fn ms(d: Duration) -> f64 {
 
 /// Pings through the running daemon, when there is one and the count is finite. Returns `None`
 /// when no daemon answers, so the caller runs a node of its own.
-fn ping_via_daemon(
+pub(super) fn ping_via_daemon(
     dir: &std::path::Path,
     target: &str,
     count: u32,
     interval: Duration,
     json: bool,
 ) -> Result<Option<()>> {
-    let paths = crate::daemon::ApiPaths::in_dir(dir);
-    if count == 0 || !paths.socket.exists() || !paths.cookie.exists() {
+    if count == 0 {
         return Ok(None);
     }
     let body = serde_json::json!({
@@ -77,11 +76,10 @@ fn ping_via_daemon(
         "count": count,
         "interval_ms": u64::try_from(interval.as_millis()).unwrap_or(u64::MAX),
     });
-    let call = crate::daemon::client::call(&paths, hyper::Method::POST, "/v1/ping", Some(body));
-    let data = match net::block_on_value(call) {
-        Ok(d) => d,
-        Err(e) if e.to_string().contains("daemon not running") => return Ok(None),
-        Err(e) => return Err(e),
+    let Some(data) =
+        crate::daemon::client::call_if_running(dir, hyper::Method::POST, "/v1/ping", Some(body))?
+    else {
+        return Ok(None);
     };
     let results = data["results"].as_array().cloned().unwrap_or_default();
     if json {
@@ -230,20 +228,14 @@ pub(super) fn traceroute(target: &str, json: bool, ctx: &Ctx) -> Result<()> {
     let loaded = config::load_node(ctx.config_path())?;
     let (peer, _) = net::resolve_peer(&loaded.config, target)?;
     let protocol = ping_protocol(&loaded.config)?;
-    let paths = crate::daemon::ApiPaths::in_dir(loaded.dir());
     // Daemon first, as for ping.
-    let via_daemon = if paths.socket.exists() && paths.cookie.exists() {
-        let body = serde_json::json!({ "peer": target });
-        let call =
-            crate::daemon::client::call(&paths, hyper::Method::POST, "/v1/traceroute", Some(body));
-        match net::block_on_value(call) {
-            Ok(v) => Some(v),
-            Err(e) if e.to_string().contains("daemon not running") => None,
-            Err(e) => return Err(e),
-        }
-    } else {
-        None
-    };
+    let body = serde_json::json!({ "peer": target });
+    let via_daemon = crate::daemon::client::call_if_running(
+        loaded.dir(),
+        hyper::Method::POST,
+        "/v1/traceroute",
+        Some(body),
+    )?;
     let trace = match via_daemon {
         Some(v) => v,
         None => net::block_on_value(async move {
@@ -283,6 +275,20 @@ struct Resolved {
 
 pub(super) fn resolve(name: &str, json: bool, ctx: &Ctx) -> Result<()> {
     let loaded = config::load_node(ctx.config_path())?;
+    // Daemon first: it answers from the names it runs with.
+    let body = serde_json::json!({ "name": name });
+    if let Some(v) = crate::daemon::client::call_if_running(
+        loaded.dir(),
+        hyper::Method::POST,
+        "/v1/resolve",
+        Some(body),
+    )? {
+        if json {
+            return output::json(&v);
+        }
+        outln!("{name} \u{2192} {}", v["peer_id"].as_str().unwrap_or_default())?;
+        return Ok(());
+    }
     let (peer, source) = net::resolve_peer(&loaded.config, name)?;
     let r = Resolved { name: name.to_string(), peer_id: peer.to_string(), source };
     if json {

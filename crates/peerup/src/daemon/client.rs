@@ -46,3 +46,22 @@ pub async fn call(
     }
     Ok(value.get("data").cloned().unwrap_or(Value::Null))
 }
+
+/// Calls the daemon of the config in `dir` if one runs: `None` when there is none, so the caller can
+/// do the work itself ("daemon first").
+pub fn call_if_running(
+    dir: &std::path::Path,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> Result<Option<Value>> {
+    let paths = ApiPaths::in_dir(dir);
+    if !paths.socket.exists() || !paths.cookie.exists() {
+        return Ok(None);
+    }
+    match crate::net::block_on_value(call(&paths, method, path, body)) {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if e.to_string().contains("daemon not running") => Ok(None),
+        Err(e) => Err(e),
+    }
+}

@@ -219,6 +219,8 @@ fn one_daemon_per_config_and_a_clean_stop() {
     assert!(!home.file(".daemon-cookie").exists(), "cookie removed");
     let err = home.run(&["daemon", "status"]).fails();
     assert!(err.contains("daemon not running"), "{err}");
+    let err = home.run(&["daemon", "ping", PEER_A]).fails();
+    assert!(err.contains("daemon not running"), "{err}");
 }
 
 #[test]
@@ -326,6 +328,14 @@ fn connect_carries_bytes_and_disconnect_closes_the_listener() {
     // `peerup ping` goes through the running daemon.
     let out = b.run(&["ping", &a_id, "-c", "2", "--interval", "100ms"]).ok();
     assert!(out.contains("via the daemon") && out.contains("2 received"), "{out}");
+    let out = b.run(&["daemon", "ping", &a_id, "-c", "1", "--json"]).ok();
+    let first: Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    assert!(first["rtt_ms"].as_f64().is_some(), "{out}");
+    let resolved: Value = serde_json::from_str(&b.run(&["resolve", &a_id, "--json"]).ok()).unwrap();
+    assert_eq!(
+        (resolved["peer_id"].as_str(), resolved["source"].as_str()),
+        (Some(a_id.as_str()), Some("peer_id"))
+    );
     let trace: Value = serde_json::from_str(&b.run(&["traceroute", &a_id, "--json"]).ok()).unwrap();
     let hops = trace["hops"].as_array().unwrap();
     assert_eq!(hops.last().unwrap()["peer_id"], a_id.as_str(), "{trace}");
