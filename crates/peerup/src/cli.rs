@@ -99,6 +99,8 @@ pub enum DaemonCommand {
     Status(JsonFlag),
     /// List the running daemon's services
     Services(JsonFlag),
+    /// List the peers the running daemon is connected to
+    Peers(JsonFlag),
     /// List the running daemon's connections and their paths
     Paths(JsonFlag),
     /// Open a local proxy listener in the running daemon

@@ -67,6 +67,17 @@ pub(super) fn dispatch(cmd: Option<DaemonCommand>, ctx: &Ctx) -> Result<()> {
             }
             Ok(())
         }
+        Some(DaemonCommand::Peers(json)) => {
+            let v = call(Method::GET, "/v1/peers")?;
+            if json.json {
+                return output::json(&v);
+            }
+            for p in v.as_array().into_iter().flatten() {
+                let n = p["addresses"].as_array().map_or(0, Vec::len);
+                outln!("{}\t{n} addrs", output::short_id(p["id"].as_str().unwrap_or_default()))?;
+            }
+            Ok(())
+        }
         Some(DaemonCommand::Paths(json)) => {
             let v = call(Method::GET, "/v1/paths")?;
             if json.json {

@@ -328,6 +328,8 @@ fn connect_carries_bytes_and_disconnect_closes_the_listener() {
     // `peerup ping` goes through the running daemon.
     let out = b.run(&["ping", &a_id, "-c", "2", "--interval", "100ms"]).ok();
     assert!(out.contains("via the daemon") && out.contains("2 received"), "{out}");
+    let peers: Value = serde_json::from_str(&b.run(&["daemon", "peers", "--json"]).ok()).unwrap();
+    assert!(peers.as_array().unwrap().iter().any(|p| p["id"] == a_id.as_str()), "{peers}");
     let out = b.run(&["daemon", "ping", &a_id, "-c", "1", "--json"]).ok();
     let first: Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
     assert!(first["rtt_ms"].as_f64().is_some(), "{out}");
