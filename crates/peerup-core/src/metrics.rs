@@ -38,7 +38,7 @@ pub struct ResultLabel {
 }
 
 /// The node's metrics. Cloning shares them.
-#[derive(Clone, Default, Debug)]
+#[derive(Clone, Default)]
 pub struct Metrics {
     /// Bytes carried by service streams.
     pub proxy_bytes: Family<ServiceDirection, Counter>,
@@ -52,6 +52,9 @@ pub struct Metrics {
     pub holepunch: Family<ResultLabel, Counter>,
     /// Inbound connections and streams refused for lack of authorization.
     pub auth_denials: Counter,
+    /// rust-libp2p's own metrics (connections, bandwidth per protocol, identify, kad, ping, relay,
+    /// DCUtR), set once the metrics are registered.
+    libp2p: std::sync::Arc<std::sync::OnceLock<libp2p::metrics::Metrics>>,
 }
 
 impl Metrics {
@@ -83,6 +86,14 @@ impl Metrics {
             "Connections and streams refused (not authorized)",
             self.auth_denials.clone(),
         );
+        let _ = self
+            .libp2p
+            .set(libp2p::metrics::Metrics::new(registry.sub_registry_with_prefix("libp2p")));
+    }
+
+    /// rust-libp2p's recorder, once registered.
+    pub(crate) fn libp2p(&self) -> Option<&libp2p::metrics::Metrics> {
+        self.libp2p.get()
     }
 
     /// Counts a connection opening (`up`) or closing on its path.

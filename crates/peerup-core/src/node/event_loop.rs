@@ -286,6 +286,18 @@ impl EventLoop {
     }
 
     fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        if let Some(m) = self.metrics.libp2p() {
+            use libp2p::metrics::Recorder;
+            m.record(&event);
+            match &event {
+                SwarmEvent::Behaviour(BehaviourEvent::Identify(e)) => m.record(e),
+                SwarmEvent::Behaviour(BehaviourEvent::Ping(e)) => m.record(e),
+                SwarmEvent::Behaviour(BehaviourEvent::Kad(e)) => m.record(e),
+                SwarmEvent::Behaviour(BehaviourEvent::Dcutr(e)) => m.record(e),
+                SwarmEvent::Behaviour(BehaviourEvent::RelayServer(e)) => m.record(e),
+                _ => {}
+            }
+        }
         match event {
             SwarmEvent::NewListenAddr { address, .. } => {
                 tracing::info!(%address, "listening");
