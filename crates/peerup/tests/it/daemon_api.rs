@@ -458,5 +458,8 @@ fn metrics_endpoint_serves_valid_exposition() {
         other => panic!("no counted /v1/status request: {other:?}\n{body}"),
     }
     assert!(scrape.samples.iter().any(|s| s.metric == "peerup_auth_denials_total"), "{body}");
-    assert!(scrape.samples.iter().any(|s| s.metric.starts_with("libp2p_")), "rust-libp2p's own metrics: {body}");
+    assert!(
+        scrape.samples.iter().any(|s| s.metric.starts_with("libp2p_")),
+        "rust-libp2p's own metrics: {body}"
+    );
 }
