@@ -15,7 +15,6 @@ use jiff::Timestamp;
 use libp2p::PeerId;
 use libp2p::core::transport::PortUse;
 use libp2p::core::{Endpoint, Multiaddr};
-use libp2p::multiaddr::Protocol;
 use libp2p::swarm::{
     ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour, THandler, THandlerInEvent,
     THandlerOutEvent, ToSwarm, dummy,
@@ -82,11 +81,7 @@ impl AccessList {
 
     /// Whether `peer` may connect now.
     pub fn is_allowed(&self, peer: &PeerId) -> bool {
-        let inner = self.read();
-        if !inner.enabled || inner.always.contains(peer) {
-            return true;
-        }
-        matches!(inner.peers.get(peer), Some(exp) if exp.is_none_or(|t| t > Timestamp::now()))
+        self.is_authorized(peer) || self.is_infrastructure(peer)
     }
 
     /// Whether `peer` may use services: like [`Self::is_allowed`], but infrastructure peers
@@ -132,14 +127,7 @@ impl Gate {
 }
 
 fn direct_ip(addr: &Multiaddr) -> Option<IpAddr> {
-    if crate::streams::is_relayed(addr) {
-        return None;
-    }
-    addr.iter().find_map(|p| match p {
-        Protocol::Ip4(ip) => Some(IpAddr::V4(ip)),
-        Protocol::Ip6(ip) => Some(IpAddr::V6(ip)),
-        _ => None,
-    })
+    if crate::streams::is_relayed(addr) { None } else { crate::streams::ip_of(addr) }
 }
 
 impl NetworkBehaviour for Gate {

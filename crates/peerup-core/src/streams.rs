@@ -32,6 +32,15 @@ pub fn is_relayed(addr: &Multiaddr) -> bool {
     addr.iter().any(|p| matches!(p, libp2p::multiaddr::Protocol::P2pCircuit))
 }
 
+/// The first IP address in `addr`.
+pub(crate) fn ip_of(addr: &Multiaddr) -> Option<std::net::IpAddr> {
+    addr.iter().find_map(|p| match p {
+        libp2p::multiaddr::Protocol::Ip4(ip) => Some(ip.into()),
+        libp2p::multiaddr::Protocol::Ip6(ip) => Some(ip.into()),
+        _ => None,
+    })
+}
+
 /// The connection a stream travels on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PathInfo {

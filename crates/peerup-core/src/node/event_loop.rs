@@ -17,7 +17,7 @@ use super::behaviour::{Behaviour, BehaviourEvent, build_swarm};
 use super::reservations::Reservations;
 use super::{Command, NodeConfig, NodeError, NodeEvent};
 use crate::relay_addr;
-use crate::streams::{OpenRequest, PathInfo, StreamControl, is_relayed};
+use crate::streams::{OpenRequest, PathInfo, StreamControl, ip_of, is_relayed};
 
 /// How often due reservation retries and deferred dials are checked.
 const RETRY_TICK: Duration = Duration::from_millis(250);
@@ -235,13 +235,6 @@ impl EventLoop {
             || self.relay_ids.contains(&peer)
         {
             return;
-        }
-        fn ip_of(a: &Multiaddr) -> Option<std::net::IpAddr> {
-            a.iter().find_map(|p| match p {
-                Protocol::Ip4(ip) => Some(ip.into()),
-                Protocol::Ip6(ip) => Some(ip.into()),
-                _ => None,
-            })
         }
         let quic_ips: Vec<_> = direct.iter().filter_map(|p| ip_of(&p.remote_addr)).collect();
         let tcp: Vec<Multiaddr> = listen

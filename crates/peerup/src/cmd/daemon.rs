@@ -21,11 +21,15 @@ use crate::outln;
 use crate::output;
 
 pub(super) fn dispatch(cmd: Option<DaemonCommand>, ctx: &Ctx) -> Result<()> {
-    let call = |method: Method, path: &'static str| -> Result<serde_json::Value> {
+    let call_with = |method: Method,
+                     path: &str,
+                     body: Option<serde_json::Value>|
+     -> Result<serde_json::Value> {
         let loaded = config::load_node(ctx.config_path())?;
         let paths = ApiPaths::in_dir(loaded.dir());
-        net::block_on_value(async move { client::call(&paths, method, path, None).await })
+        net::block_on_value(client::call(&paths, method, path, body))
     };
+    let call = |method: Method, path: &str| call_with(method, path, None);
     match cmd {
         None | Some(DaemonCommand::Start) => run(ctx),
         Some(DaemonCommand::Status(json)) => {
@@ -95,12 +99,8 @@ pub(super) fn dispatch(cmd: Option<DaemonCommand>, ctx: &Ctx) -> Result<()> {
             Ok(())
         }
         Some(DaemonCommand::Connect { peer, service, listen, json }) => {
-            let loaded = config::load_node(ctx.config_path())?;
-            let paths = ApiPaths::in_dir(loaded.dir());
             let body = serde_json::json!({ "peer": peer, "service": service, "listen": listen });
-            let v = net::block_on_value(async move {
-                client::call(&paths, Method::POST, "/v1/connect", Some(body)).await
-            })?;
+            let v = call_with(Method::POST, "/v1/connect", Some(body))?;
             if json.json {
                 return output::json(&v);
             }
@@ -122,12 +122,7 @@ pub(super) fn dispatch(cmd: Option<DaemonCommand>, ctx: &Ctx) -> Result<()> {
             }
         }
         Some(DaemonCommand::Disconnect { id }) => {
-            let loaded = config::load_node(ctx.config_path())?;
-            let paths = ApiPaths::in_dir(loaded.dir());
-            let path = format!("/v1/connect/{id}");
-            net::block_on_value(
-                async move { client::call(&paths, Method::DELETE, &path, None).await },
-            )?;
+            call(Method::DELETE, &format!("/v1/connect/{id}"))?;
             outln!("Proxy disconnected.")?;
             Ok(())
         }
