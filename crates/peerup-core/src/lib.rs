@@ -15,6 +15,7 @@
 //! - [`gate`]: refuses inbound connections from peers not in authorized_keys.
 //! - [`service`]: exposing local TCP services and reaching a peer's; [`pingpong`]: ping.
 //! - [`metrics`]: Prometheus metrics of the node.
+//! - [`netinfo`]: local addresses, NAT mapping and the reachability grade.
 //! - [`tls`]: libp2p's TLS 1.3 handshake with AES-GCM preferred.
 //! - [`diag`]: traceroute over the path actually taken.
 //! - [`relay`]: circuit relay server limits.
@@ -30,6 +31,7 @@ pub mod gate;
 pub mod identity;
 pub mod label;
 pub mod metrics;
+pub mod netinfo;
 pub mod node;
 pub mod pingpong;
 pub mod protocols;

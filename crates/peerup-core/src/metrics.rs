@@ -7,20 +7,68 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-/// `service` and `direction` (`rx`: from the peer to the local service, `tx`: back).
+/// `service`, `role` and `direction` (`rx`: received from the peer, `tx`: sent to it).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ServiceDirection {
     /// The service name.
     pub service: String,
+    /// `server` (we expose the service) or `client` (a proxy to a peer's service).
+    pub role: String,
     /// `rx` or `tx`.
     pub direction: String,
 }
 
-/// `service`.
+/// `service` and `role`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ServiceLabel {
     /// The service name.
     pub service: String,
+    /// `server` (we expose the service) or `client` (a proxy to a peer's service).
+    pub role: String,
+}
+
+/// Which end of a proxied connection we are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// We expose the service: streams come in from peers.
+    Server,
+    /// A local proxy listener: we open streams to a peer's service.
+    Client,
+}
+
+impl Role {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Server => "server",
+            Self::Client => "client",
+        }
+    }
+}
+
+/// One proxied connection being carried: counted as active until dropped.
+pub struct ActiveProxy {
+    metrics: Metrics,
+    label: ServiceLabel,
+}
+
+impl ActiveProxy {
+    /// Counts the bytes the connection moved (`rx` from the peer, `tx` to it).
+    pub fn bytes(&self, rx: u64, tx: u64) {
+        for (direction, n) in [("rx", rx), ("tx", tx)] {
+            let labels = ServiceDirection {
+                service: self.label.service.clone(),
+                role: self.label.role.clone(),
+                direction: direction.into(),
+            };
+            self.metrics.proxy_bytes.get_or_create(&labels).inc_by(n);
+        }
+    }
+}
+
+impl Drop for ActiveProxy {
+    fn drop(&mut self) {
+        self.metrics.proxy_active.get_or_create(&self.label).dec();
+    }
 }
 
 /// `path_type`: `DIRECT` or `RELAYED`.
@@ -67,12 +115,12 @@ impl Metrics {
         );
         registry.register(
             "peerup_proxy_active_streams",
-            "Service streams being served",
+            "Proxied connections being carried, by service and role",
             self.proxy_active.clone(),
         );
         registry.register(
             "peerup_proxy_streams",
-            "Service streams served",
+            "Proxied connections carried, by service and role",
             self.proxy_streams.clone(),
         );
         registry.register(
@@ -94,6 +142,15 @@ impl Metrics {
     /// rust-libp2p's recorder, once registered.
     pub(crate) fn libp2p(&self) -> Option<&libp2p::metrics::Metrics> {
         self.libp2p.get()
+    }
+
+    /// Counts a proxied connection of `service` starting; it counts as active until the returned
+    /// guard is dropped.
+    pub fn proxy(&self, service: &str, role: Role) -> ActiveProxy {
+        let label = ServiceLabel { service: service.to_string(), role: role.as_str().to_string() };
+        self.proxy_streams.get_or_create(&label).inc();
+        self.proxy_active.get_or_create(&label).inc();
+        ActiveProxy { metrics: self.clone(), label }
     }
 
     /// Counts a connection opening (`up`) or closing on its path.

@@ -3,16 +3,19 @@
 //!
 //! - [`behaviour`]: the composed protocols and the transport stack.
 //! - [`event_loop`]: the actor that owns the swarm.
+//! - [`peers`]: what is known of each connected peer.
 //! - [`reservations`]: keeping a reservation on every relay, with backoff.
 
 mod behaviour;
 mod event_loop;
+mod peers;
 mod reservations;
 
 use std::time::Duration;
 
 pub use libp2p::identity::Keypair;
 use libp2p::{Multiaddr, PeerId, Stream, StreamProtocol};
+pub use peers::{ConnectionState, PeerState};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -198,12 +201,19 @@ pub(crate) enum Command {
     Connected {
         reply: oneshot::Sender<Vec<(PeerId, PathInfo)>>,
     },
+    Peers {
+        reply: oneshot::Sender<Vec<PeerState>>,
+    },
+    ExternalAddrs {
+        reply: oneshot::Sender<Vec<Multiaddr>>,
+    },
 }
 
 /// A handle to a running node.
 #[derive(Clone)]
 pub struct Node {
     peer_id: PeerId,
+    relaying: bool,
     metrics: crate::metrics::Metrics,
     commands: mpsc::Sender<Command>,
     events: broadcast::Sender<NodeEvent>,
@@ -223,14 +233,20 @@ impl Node {
         let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
         let peer_id = config.keypair.public().to_peer_id();
         let metrics = config.metrics.clone();
+        let relaying = config.relay_server.is_some();
         let actor = event_loop::EventLoop::new(config, streams.clone(), rx, events.clone())?;
         tracker.spawn(actor.run(cancel));
-        Ok((Self { peer_id, metrics, commands: tx, events, streams }, first))
+        Ok((Self { peer_id, relaying, metrics, commands: tx, events, streams }, first))
     }
 
     /// This node's peer ID.
     pub fn peer_id(&self) -> PeerId {
         self.peer_id
+    }
+
+    /// Whether the node runs a circuit relay server for others.
+    pub fn is_relaying(&self) -> bool {
+        self.relaying
     }
 
     /// The node's metrics.
@@ -312,6 +328,21 @@ impl Node {
     pub async fn connections(&self) -> Result<Vec<(PeerId, PathInfo)>, NodeError> {
         let (reply, rx) = oneshot::channel();
         self.send(Command::Connected { reply }).await?;
+        rx.await.map_err(|_| NodeError::Closed)
+    }
+
+    /// Every connected peer: agent, connections (with when they opened and what the peer
+    /// observed for us), last ping RTT.
+    pub async fn peers(&self) -> Result<Vec<PeerState>, NodeError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Peers { reply }).await?;
+        rx.await.map_err(|_| NodeError::Closed)
+    }
+
+    /// The addresses the node believes others can reach it on.
+    pub async fn external_addrs(&self) -> Result<Vec<Multiaddr>, NodeError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::ExternalAddrs { reply }).await?;
         rx.await.map_err(|_| NodeError::Closed)
     }
 

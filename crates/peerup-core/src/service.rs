@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::gate::AccessList;
-use crate::metrics::{Metrics, ServiceDirection, ServiceLabel};
+use crate::metrics::{ActiveProxy, Role};
 use crate::node::{Node, NodeError};
 use crate::streams::{IncomingStream, PathInfo};
 use crate::{label, protocols};
@@ -84,14 +84,11 @@ pub fn expose(
             let Ok(permit) = limit.clone().acquire_owned().await else { break };
             let (spec, cancel, metrics) = (spec.clone(), cancel.clone(), metrics.clone());
             tasks.spawn(async move {
-                let label = ServiceLabel { service: spec.name.clone() };
-                metrics.proxy_streams.get_or_create(&label).inc();
-                metrics.proxy_active.get_or_create(&label).inc();
+                let active = metrics.proxy(&spec.name, Role::Server);
                 tokio::select! {
                     () = cancel.cancelled() => {}
-                    () = serve_stream(stream, &spec, &metrics) => {}
+                    () = serve_stream(stream, &spec, &active) => {}
                 }
-                metrics.proxy_active.get_or_create(&label).dec();
                 drop(permit);
             });
         }
@@ -103,7 +100,7 @@ fn may_use(access: &AccessList, spec: &ServiceSpec, peer: &PeerId) -> bool {
     access.is_authorized(peer) && spec.allowed_peers.as_ref().is_none_or(|set| set.contains(peer))
 }
 
-async fn serve_stream(incoming: IncomingStream, spec: &ServiceSpec, metrics: &Metrics) {
+async fn serve_stream(incoming: IncomingStream, spec: &ServiceSpec, active: &ActiveProxy) {
     let peer = incoming.peer;
     let tcp = match tokio::time::timeout(
         LOCAL_DIAL_TIMEOUT,
@@ -125,11 +122,7 @@ async fn serve_stream(incoming: IncomingStream, spec: &ServiceSpec, metrics: &Me
     match pipe::pipe(incoming.stream, tcp).await {
         Ok((to_local, to_peer)) => {
             tracing::info!(%peer, service = %spec.name, to_local, to_peer, "stream finished");
-            for (direction, n) in [("rx", to_local), ("tx", to_peer)] {
-                let labels =
-                    ServiceDirection { service: spec.name.clone(), direction: direction.into() };
-                metrics.proxy_bytes.get_or_create(&labels).inc_by(n);
-            }
+            active.bytes(to_local, to_peer);
         }
         Err(e) => {
             tracing::info!(%peer, service = %spec.name, error = %e, "stream ended with error")

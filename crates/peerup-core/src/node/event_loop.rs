@@ -8,12 +8,13 @@ use futures::StreamExt;
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::SwarmEvent;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
-use libp2p::{Multiaddr, PeerId, Swarm, dcutr, identify, kad, relay};
+use libp2p::{Multiaddr, PeerId, Swarm, dcutr, identify, kad, ping, relay};
 use tokio::sync::{broadcast, mpsc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::behaviour::{Behaviour, BehaviourEvent, build_swarm};
+use super::peers::PeerBook;
 use super::reservations::Reservations;
 use super::{Command, NodeConfig, NodeError, NodeEvent};
 use crate::relay_addr;
@@ -38,6 +39,8 @@ pub(crate) struct EventLoop {
     deferred: Vec<(PeerId, Instant)>,
     /// Peers we tried to add a direct TCP connection to, beside a direct QUIC one.
     tcp_tried: HashSet<PeerId>,
+    /// Connected peers: agents, connection times, observed addresses, RTTs.
+    book: PeerBook,
     metrics: crate::metrics::Metrics,
 }
 
@@ -107,6 +110,7 @@ impl EventLoop {
             ready_relays: HashSet::new(),
             deferred: Vec::new(),
             tcp_tried: HashSet::new(),
+            book: PeerBook::default(),
             metrics: config.metrics.clone(),
             swarm,
             commands,
@@ -166,6 +170,12 @@ impl EventLoop {
             }
             Command::Connected { reply } => {
                 let _ = reply.send(self.swarm.behaviour().streams.all_paths());
+            }
+            Command::Peers { reply } => {
+                let _ = reply.send(self.book.snapshot());
+            }
+            Command::ExternalAddrs { reply } => {
+                let _ = reply.send(self.swarm.external_addresses().cloned().collect());
             }
         }
     }
@@ -311,14 +321,23 @@ impl EventLoop {
                     self.emit(NodeEvent::ReservationLost { relay, reason });
                 }
             }
-            SwarmEvent::ConnectionEstablished { peer_id, endpoint, .. } => {
+            SwarmEvent::ConnectionEstablished { peer_id, connection_id, endpoint, .. } => {
                 let addr = endpoint.get_remote_address().clone();
                 let path = PathInfo { relayed: is_relayed(&addr), remote_addr: addr };
+                self.book.connected(peer_id, connection_id, path.clone());
                 tracing::info!(peer = %peer_id, path = path.kind(), addr = %path.remote_addr, "connected");
                 self.metrics.connection(path.relayed, true);
                 self.emit(NodeEvent::Connected { peer: peer_id, path });
             }
-            SwarmEvent::ConnectionClosed { peer_id, endpoint, cause, num_established, .. } => {
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                connection_id,
+                endpoint,
+                cause,
+                num_established,
+                ..
+            } => {
+                self.book.closed(peer_id, connection_id);
                 if num_established == 0 {
                     self.ready_relays.remove(&peer_id);
                     self.tcp_tried.remove(&peer_id);
@@ -352,8 +371,18 @@ impl EventLoop {
                 }
                 self.emit(NodeEvent::ReservationAccepted { relay: relay_peer_id, renewal });
             }
-            BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
+            BehaviourEvent::Identify(identify::Event::Received {
+                peer_id,
+                connection_id,
+                info,
+            }) => {
                 let observed = info.observed_addr.clone();
+                self.book.identified(
+                    peer_id,
+                    connection_id,
+                    info.agent_version.clone(),
+                    observed.clone(),
+                );
                 // Our public QUIC address as a relay or peer sees it: what DCUtR offers the
                 // other side. TCP observations name a throwaway source port, so they are skipped.
                 let is_quic = observed.iter().any(|p| matches!(p, Protocol::QuicV1));
@@ -401,6 +430,9 @@ impl EventLoop {
                     });
                 }
             },
+            BehaviourEvent::Ping(ping::Event { peer, result: Ok(rtt), .. }) => {
+                self.book.rtt(peer, rtt);
+            }
             BehaviourEvent::RelayServer(e) => tracing::debug!(event = ?e, "relay"),
             other => tracing::trace!(event = ?other, "behaviour event"),
         }

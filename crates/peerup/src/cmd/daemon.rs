@@ -37,22 +37,8 @@ pub(super) fn dispatch(cmd: Option<DaemonCommand>, ctx: &Ctx) -> Result<()> {
             if json.json {
                 return output::json(&v);
             }
-            if let Some(obj) = v.as_object() {
-                for (k, val) in obj {
-                    match val {
-                        serde_json::Value::Array(items) => {
-                            outln!("{k}: {}", items.len())?;
-                            for i in items {
-                                outln!("  {}", i.as_str().unwrap_or_default())?;
-                            }
-                        }
-                        other => outln!(
-                            "{k}: {}",
-                            other.as_str().map(String::from).unwrap_or(other.to_string())
-                        )?,
-                    }
-                }
-            }
+            let text = crate::daemon::api::text::render(&v);
+            outln!("{}", text.trim_end())?;
             Ok(())
         }
         Some(DaemonCommand::Services(json)) => {
@@ -78,7 +64,11 @@ pub(super) fn dispatch(cmd: Option<DaemonCommand>, ctx: &Ctx) -> Result<()> {
             }
             for p in v.as_array().into_iter().flatten() {
                 let n = p["addresses"].as_array().map_or(0, Vec::len);
-                outln!("{}\t{n} addrs", output::short_id(p["id"].as_str().unwrap_or_default()))?;
+                outln!(
+                    "{}\t{}\t{n} addrs",
+                    output::short_id(p["id"].as_str().unwrap_or_default()),
+                    p["agent_version"].as_str().unwrap_or("unknown")
+                )?;
             }
             Ok(())
         }
@@ -88,8 +78,9 @@ pub(super) fn dispatch(cmd: Option<DaemonCommand>, ctx: &Ctx) -> Result<()> {
                 return output::json(&v);
             }
             for p in v.as_array().into_iter().flatten() {
+                let rtt = p["last_rtt_ms"].as_f64().map_or("-".into(), |ms| format!("{ms:.1}ms"));
                 outln!(
-                    "{}\t{}\t{}\t{}",
+                    "{}\t{}\t{}\trtt={rtt}\t{}",
                     output::short_id(p["peer_id"].as_str().unwrap_or_default()),
                     p["path_type"].as_str().unwrap_or_default(),
                     p["transport"].as_str().unwrap_or_default(),

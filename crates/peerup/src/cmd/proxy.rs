@@ -94,6 +94,7 @@ pub(crate) fn serve_listener(
 
 pub(crate) async fn carry(node: &Node, peer: PeerId, svc: &str, tcp: TcpStream, n: u64) {
     let start = Instant::now();
+    let active = node.metrics().proxy(svc, peerup_core::metrics::Role::Client);
     let (stream, path) = match service::connect(node, peer, svc).await {
         Ok(s) => s,
         Err(e) => {
@@ -108,7 +109,10 @@ pub(crate) async fn carry(node: &Node, peer: PeerId, svc: &str, tcp: TcpStream, 
         start.elapsed().as_millis()
     );
     match pipe::pipe(stream, tcp).await {
-        Ok((down, up)) => tracing::info!(n, received = down, sent = up, "connection closed"),
+        Ok((down, up)) => {
+            active.bytes(down, up);
+            tracing::info!(n, received = down, sent = up, "connection closed");
+        }
         Err(e) => {
             let _ = outln!("Connection {n}: Error: the tunnel broke: {e}");
         }

@@ -24,9 +24,11 @@ use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 use tokio_util::sync::CancellationToken;
 
+mod info;
 mod runtime;
-mod text;
+pub(crate) mod text;
 
+use info::{paths, peers, status};
 pub use runtime::Runtime;
 use runtime::{connect, disconnect, expose, unexpose};
 
@@ -150,68 +152,10 @@ async fn require_cookie(State(s): State<ApiState>, req: Request, next: Next) -> 
     }
 }
 
-async fn status(State(s): State<ApiState>) -> Result<Response, ApiError> {
-    let node_err =
-        |e: peerup_core::node::NodeError| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
-    let listen = s.node.listen_addrs().await.map_err(node_err)?;
-    let conns = s.node.connections().await.map_err(node_err)?;
-    let mut peers: Vec<PeerId> = conns.iter().map(|(p, _)| *p).collect();
-    peers.sort();
-    peers.dedup();
-    let (relay, local): (Vec<_>, Vec<_>) =
-        listen.iter().map(ToString::to_string).partition(|a| a.contains("/p2p-circuit"));
-    Ok(data(json!({
-        "peer_id": s.node.peer_id().to_string(),
-        "version": env!("CARGO_PKG_VERSION"),
-        "uptime_seconds": s.started.elapsed().as_secs(),
-        "connected_peers": peers.len(),
-        "listen_addresses": local,
-        "relay_addresses": relay,
-        "services_count": s.services.iter().filter(|x| x.enabled).count(),
-    })))
-}
-
 async fn services(State(s): State<ApiState>) -> Response {
     let mut list: Vec<ServiceInfo> = s.services.to_vec();
     list.extend(s.runtime().exposed.values().map(|(_, info)| info.clone()));
     data(list)
-}
-
-async fn paths(State(s): State<ApiState>) -> Result<Response, ApiError> {
-    let conns = s
-        .node
-        .connections()
-        .await
-        .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
-    let list: Vec<Value> = conns
-        .iter()
-        .map(|(peer, p)| {
-            let a = p.remote_addr.to_string();
-            json!({
-                "peer_id": peer.to_string(),
-                "path_type": p.kind(),
-                "address": a,
-                "transport": if p.is_quic() { "quic" } else if a.contains("/tcp/") { "tcp" } else { "unknown" },
-                "ip_version": if a.starts_with("/ip6/") { "ipv6" } else if a.starts_with("/ip4/") { "ipv4" } else { "unknown" },
-            })
-        })
-        .collect();
-    Ok(data(list))
-}
-
-async fn peers(State(s): State<ApiState>) -> Result<Response, ApiError> {
-    let conns = s
-        .node
-        .connections()
-        .await
-        .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
-    let mut by_peer: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for (peer, p) in conns {
-        by_peer.entry(peer.to_string()).or_default().push(p.remote_addr.to_string());
-    }
-    let list: Vec<Value> =
-        by_peer.into_iter().map(|(id, addrs)| json!({ "id": id, "addresses": addrs })).collect();
-    Ok(data(list))
 }
 
 fn load_keys(s: &ApiState) -> Result<AuthorizedKeys, ApiError> {

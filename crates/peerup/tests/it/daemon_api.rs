@@ -127,6 +127,12 @@ fn api_endpoints_auth_and_envelope() {
     assert_eq!(code, 200);
     assert_eq!(v["data"]["peer_id"], home.run(&["whoami"]).ok().trim());
     assert!(v["data"]["relay_addresses"].is_array(), "empty lists are [], not null: {v}");
+    let grade = v["data"]["reachability"]["grade"].as_str().unwrap_or_default();
+    assert!(["A", "B", "C", "D", "F"].contains(&grade), "{v}");
+    assert!(v["data"]["reachability"]["description"].as_str().is_some_and(|d| !d.is_empty()));
+    assert!(v["data"]["has_global_ipv4"].is_boolean() && v["data"]["has_global_ipv6"].is_boolean());
+    assert_eq!(v["data"]["is_relaying"], false, "{v}");
+    assert!(v["data"]["nat_type"].is_string(), "{v}");
 
     // Text format negotiation.
     let (code, text) = call_raw(&home, t, "GET", "/v1/status?format=text", "");
@@ -135,6 +141,7 @@ fn api_endpoints_auth_and_envelope() {
         text.contains(&format!("peer_id: {}", v["data"]["peer_id"].as_str().unwrap())),
         "{text}"
     );
+    assert!(text.contains(&format!("reachability: [{grade}] ")), "{text}");
 
     for (token, what) in [(None, "missing"), (Some("0".repeat(64)), "wrong")] {
         let (code, v) = call(&home, token.as_deref(), "GET", "/v1/status", "");
@@ -308,7 +315,11 @@ fn connect_carries_bytes_and_disconnect_closes_the_listener() {
     a.run(&["service", "add", "echo", &echo_server()]).ok();
     let mut da = Daemon::start(&a);
     da.wait_line("Reservation accepted by relay");
-    let _db = Daemon::start(&b);
+    enable_metrics(&b);
+    let mut db = Daemon::spawn(&b, &["daemon"], &[], "Peer ID: ");
+    let metrics = db.wait_line("Metrics: http://");
+    let metrics = metrics.trim_start_matches("Metrics: http://").trim_end_matches("/metrics");
+    db.wait_line("API: ");
 
     let cookie = b.read(".daemon-cookie");
     let req = format!(r#"{{"peer":"{a_id}","service":"echo","listen":"127.0.0.1:0"}}"#);
@@ -320,16 +331,53 @@ fn connect_carries_bytes_and_disconnect_closes_the_listener() {
     let mut sock = std::net::TcpStream::connect(&listen).unwrap();
     sock.set_read_timeout(Some(WAIT)).unwrap();
     sock.write_all(b"through the daemon").unwrap();
+    let mut echoed = [0u8; 18];
+    sock.read_exact(&mut echoed).unwrap();
+    assert_eq!(&echoed, b"through the daemon");
+    // While the connection is open the daemon counts it as an active client proxy.
+    let client = [("service", "echo"), ("role", "client")];
+    let (m, body) = scrape(metrics);
+    assert_eq!(sample(&m, "peerup_proxy_active_streams", &client), Some(1.0), "{body}");
     sock.shutdown(std::net::Shutdown::Write).unwrap();
-    let mut back = String::new();
-    sock.read_to_string(&mut back).unwrap();
-    assert_eq!(back, "through the daemon");
+    let mut rest = String::new();
+    sock.read_to_string(&mut rest).unwrap();
+    assert_eq!(rest, "");
+    let counted = (0..100).any(|_| {
+        let (m, _) = scrape(metrics);
+        let rx = [("service", "echo"), ("role", "client"), ("direction", "rx")];
+        let done = sample(&m, "peerup_proxy_active_streams", &client) == Some(0.0)
+            && sample(&m, "peerup_proxy_bytes_total", &rx) == Some(18.0);
+        if !done {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        done
+    });
+    assert!(counted, "the closed proxy is no longer active and its bytes are counted");
 
     // `peerup ping` goes through the running daemon.
     let out = b.run(&["ping", &a_id, "-c", "2", "--interval", "100ms"]).ok();
     assert!(out.contains("via the daemon") && out.contains("2 received"), "{out}");
     let peers: Value = serde_json::from_str(&b.run(&["daemon", "peers", "--json"]).ok()).unwrap();
-    assert!(peers.as_array().unwrap().iter().any(|p| p["id"] == a_id.as_str()), "{peers}");
+    let pa = peers.as_array().unwrap().iter().find(|p| p["id"] == a_id.as_str());
+    let agent = pa.and_then(|p| p["agent_version"].as_str()).unwrap_or_default();
+    assert!(agent.starts_with("peerup/"), "{peers}");
+    // Paths say when each connection opened and, once libp2p's ping has run, its RTT.
+    let with_rtt = (0..100).find_map(|_| {
+        let (_, v) = call(&b, Some(&cookie), "GET", "/v1/paths", "");
+        let found = v["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["peer_id"] == a_id.as_str() && p["last_rtt_ms"].is_f64())
+            .cloned();
+        if found.is_none() {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        found
+    });
+    let path = with_rtt.expect("a path to alice with an RTT");
+    let at = path["connected_at"].as_str().unwrap();
+    assert!(at.parse::<jiff::Timestamp>().is_ok(), "{path}");
     let out = b.run(&["daemon", "ping", &a_id, "-c", "1", "--json"]).ok();
     let first: Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
     assert!(first["rtt_ms"].as_f64().is_some(), "{out}");
@@ -375,6 +423,40 @@ fn connect_carries_bytes_and_disconnect_closes_the_listener() {
     let err = b.run(&["daemon", "disconnect", id]).fails();
     assert!(err.contains("proxy not found"), "{err}");
     let _ = &mut relay;
+}
+
+/// Enables the metrics endpoint on a loopback port in `home`'s config.
+fn enable_metrics(home: &Home) {
+    let text = home.read("config.yaml")
+        + "\ntelemetry:\n  metrics:\n    enabled: true\n    listen_address: \"127.0.0.1:0\"\n";
+    std::fs::write(home.file("config.yaml"), text).unwrap();
+}
+
+/// Scrapes `/metrics` at `addr`; the parse fails unless it is valid exposition format.
+fn scrape(addr: &str) -> (prometheus_parse::Scrape, String) {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    write!(s, "GET /metrics HTTP/1.1\r\nHost: m\r\nConnection: close\r\n\r\n").unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    assert!(raw.starts_with("HTTP/1.1 200"), "{raw}");
+    let body = raw.split_once("\r\n\r\n").unwrap().1.to_string();
+    let lines = body.lines().map(|l| Ok(l.to_string()));
+    (prometheus_parse::Scrape::parse(lines).expect("valid exposition format"), body)
+}
+
+/// The value of the sample `metric` with `labels`, if any.
+fn sample(scrape: &prometheus_parse::Scrape, metric: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == metric && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .map(|s| match s.value {
+            prometheus_parse::Value::Counter(n)
+            | prometheus_parse::Value::Gauge(n)
+            | prometheus_parse::Value::Untyped(n) => n,
+            _ => f64::NAN,
+        })
 }
 
 /// Every path and method in docs/daemon-api.yaml exists, and odd bodies never get a 5xx.
@@ -425,10 +507,7 @@ fn documented_endpoints_exist_and_bad_bodies_are_4xx() {
 #[test]
 fn metrics_endpoint_serves_valid_exposition() {
     let home = Home::initialized();
-    let path = home.file("config.yaml");
-    let text = home.read("config.yaml")
-        + "\ntelemetry:\n  metrics:\n    enabled: true\n    listen_address: \"127.0.0.1:0\"\n";
-    std::fs::write(&path, text).unwrap();
+    enable_metrics(&home);
     let mut d = Daemon::spawn(&home, &["daemon"], &[], "Peer ID: ");
     let line = d.wait_line("Metrics: http://");
     d.wait_line("API: ");
@@ -436,15 +515,7 @@ fn metrics_endpoint_serves_valid_exposition() {
     let cookie = home.read(".daemon-cookie");
     assert_eq!(call(&home, Some(&cookie), "GET", "/v1/status", "").0, 200);
 
-    let mut s = std::net::TcpStream::connect(&addr).unwrap();
-    s.set_read_timeout(Some(WAIT)).unwrap();
-    write!(s, "GET /metrics HTTP/1.1\r\nHost: m\r\nConnection: close\r\n\r\n").unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
-    assert!(raw.starts_with("HTTP/1.1 200"), "{raw}");
-    let body = raw.split_once("\r\n\r\n").unwrap().1;
-    let lines = body.lines().map(|l| Ok(l.to_string()));
-    let scrape = prometheus_parse::Scrape::parse(lines).expect("valid exposition format");
+    let (scrape, body) = scrape(&addr);
     let status_requests = scrape.samples.iter().find(|s| {
         s.metric == "peerup_daemon_requests_total"
             && s.labels.get("path") == Some("/v1/status")

@@ -27,7 +27,7 @@ fn scalar(v: &Value) -> String {
 }
 
 /// Renders `data` as text.
-pub(super) fn render(data: &Value) -> String {
+pub(crate) fn render(data: &Value) -> String {
     let mut out = String::new();
     match data {
         Value::Object(map) => {
@@ -37,6 +37,17 @@ pub(super) fn render(data: &Value) -> String {
                         out.push_str(&format!("{k}: {}\n", items.len()));
                         for i in items {
                             out.push_str(&format!("  {}\n", scalar(i)));
+                        }
+                    }
+                    Value::Object(sub) if sub.contains_key("grade") => out.push_str(&format!(
+                        "{k}: [{}] {} - {}\n",
+                        scalar(&sub["grade"]),
+                        sub.get("label").map(scalar).unwrap_or_default(),
+                        sub.get("description").map(scalar).unwrap_or_default()
+                    )),
+                    Value::Object(sub) => {
+                        for (sk, sv) in sub {
+                            out.push_str(&format!("{k}.{sk}: {}\n", scalar(sv)));
                         }
                     }
                     other => out.push_str(&format!("{k}: {}\n", scalar(other))),
