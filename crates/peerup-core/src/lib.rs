@@ -17,6 +17,7 @@
 //! - [`metrics`]: Prometheus metrics of the node.
 //! - [`netinfo`]: local addresses, NAT mapping and the reachability grade.
 //! - [`tls`]: libp2p's TLS 1.3 handshake with AES-GCM preferred.
+//! - [`mux`]: yamux with 256 KiB frames.
 //! - [`diag`]: traceroute over the path actually taken.
 //! - [`relay`]: circuit relay server limits.
 //! - [`fsutil`]: atomic, private (mode 0600) file writes and the permission check on secrets.
@@ -31,6 +32,7 @@ pub mod gate;
 pub mod identity;
 pub mod label;
 pub mod metrics;
+pub mod mux;
 pub mod netinfo;
 pub mod node;
 pub mod pingpong;

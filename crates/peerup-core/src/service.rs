@@ -26,7 +26,7 @@ use crate::{label, protocols};
 /// How long connecting to the local service may take.
 pub const LOCAL_DIAL_TIMEOUT: Duration = Duration::from_secs(10);
 /// Streams one service serves at once; more wait.
-pub const MAX_STREAMS_PER_SERVICE: usize = 256;
+pub const MAX_STREAMS_PER_SERVICE: usize = 1024;
 
 /// A service to expose.
 #[derive(Debug, Clone)]

@@ -6,7 +6,6 @@ use libp2p::swarm::NetworkBehaviour;
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::{
     PeerId, StreamProtocol, Swarm, autonat, dcutr, identify, kad, noise, ping, relay, tcp, upnp,
-    yamux,
 };
 
 use super::{NodeConfig, NodeError};
@@ -28,8 +27,9 @@ pub(crate) struct Behaviour {
     pub(crate) streams: streams::Behaviour,
 }
 
-/// Builds the swarm: TCP (TLS 1.3 with AES-GCM preferred offered first, Noise second, yamux) and QUIC v1, DNS, the relay
-/// client transport, and the behaviour above.
+/// Builds the swarm: TCP (TLS 1.3 with AES-GCM preferred offered first, Noise second; yamux with
+/// 256 KiB frames) and QUIC v1, DNS, the relay client transport (the same upgrades over circuits),
+/// and the behaviour above.
 pub(crate) fn build_swarm(
     config: &NodeConfig,
     control: streams::StreamControl,
@@ -37,12 +37,16 @@ pub(crate) fn build_swarm(
     let tcp_config = tcp::Config::default().nodelay(true);
     let swarm = libp2p::SwarmBuilder::with_existing_identity(config.keypair.clone())
         .with_tokio()
-        .with_tcp(tcp_config, (crate::tls::Config::new, noise::Config::new), yamux::Config::default)
+        .with_tcp(
+            tcp_config,
+            (crate::tls::Config::new, noise::Config::new),
+            crate::mux::Config::new,
+        )
         .map_err(|e| NodeError::Transport(e.to_string()))?
         .with_quic()
         .with_dns()
         .map_err(|e| NodeError::Transport(e.to_string()))?
-        .with_relay_client((crate::tls::Config::new, noise::Config::new), yamux::Config::default)
+        .with_relay_client((crate::tls::Config::new, noise::Config::new), crate::mux::Config::new)
         .map_err(|e| NodeError::Transport(e.to_string()))?
         .with_behaviour(|key, relay_client| {
             let peer_id = key.public().to_peer_id();

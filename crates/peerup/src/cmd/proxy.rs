@@ -19,7 +19,7 @@ use crate::net;
 use crate::outln;
 
 /// Client connections carried at once; more wait to be accepted.
-const MAX_CONNECTIONS: usize = 256;
+const MAX_CONNECTIONS: usize = 1024;
 
 pub(super) fn run(target: &str, svc: &str, port: u16, ctx: &Ctx) -> Result<()> {
     let loaded = config::load_node(ctx.config_path())?;

@@ -1,0 +1,215 @@
+//! The stream multiplexer: yamux (`/yamux/1.0.0`), on the `yamux` crate directly, so that frame
+//! size and stream limits can be set. libp2p-yamux fixes data frames at 16 KiB; bulk transfers
+//! cost far less CPU with 256 KiB frames (`docs/performance.md`). The frame size is the sender's
+//! choice, so this speaks the same protocol as every other yamux peer (receivers take frames up
+//! to 1 MiB and never beyond the window they granted).
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+
+use futures::future::{Ready, ready};
+use futures::{AsyncRead, AsyncWrite};
+use libp2p::core::muxing::{StreamMuxer, StreamMuxerEvent};
+use libp2p::core::upgrade::{InboundConnectionUpgrade, OutboundConnectionUpgrade, UpgradeInfo};
+
+/// The protocol name, as every yamux implementation announces it.
+pub const PROTOCOL: &str = "/yamux/1.0.0";
+/// Largest data frame we send.
+pub const SPLIT_SEND_SIZE: usize = 256 * 1024;
+/// Most streams at once on one connection (every proxied TCP connection is one stream).
+pub const MAX_STREAMS: usize = 2048;
+/// Inbound streams the swarm has not picked up yet; more are reset.
+const MAX_PENDING_INBOUND: usize = 256;
+
+/// The multiplexer upgrade.
+#[derive(Debug, Clone)]
+pub struct Config(yamux::Config);
+
+impl Config {
+    /// peerup's settings: 256 KiB frames, up to [`MAX_STREAMS`] streams.
+    pub fn new() -> Self {
+        let mut c = yamux::Config::default();
+        c.set_max_num_streams(MAX_STREAMS).set_split_send_size(SPLIT_SEND_SIZE);
+        Self(c)
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl UpgradeInfo for Config {
+    type Info = &'static str;
+    type InfoIter = std::iter::Once<Self::Info>;
+
+    fn protocol_info(&self) -> Self::InfoIter {
+        std::iter::once(PROTOCOL)
+    }
+}
+
+impl<C> InboundConnectionUpgrade<C> for Config
+where
+    C: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    type Output = Muxer<C>;
+    type Error = std::io::Error;
+    type Future = Ready<Result<Muxer<C>, std::io::Error>>;
+
+    fn upgrade_inbound(self, socket: C, _: Self::Info) -> Self::Future {
+        ready(Ok(Muxer::new(yamux::Connection::new(socket, self.0, yamux::Mode::Server))))
+    }
+}
+
+impl<C> OutboundConnectionUpgrade<C> for Config
+where
+    C: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    type Output = Muxer<C>;
+    type Error = std::io::Error;
+    type Future = Ready<Result<Muxer<C>, std::io::Error>>;
+
+    fn upgrade_outbound(self, socket: C, _: Self::Info) -> Self::Future {
+        ready(Ok(Muxer::new(yamux::Connection::new(socket, self.0, yamux::Mode::Client))))
+    }
+}
+
+/// A yamux connection as libp2p's [`StreamMuxer`].
+pub struct Muxer<C> {
+    conn: yamux::Connection<C>,
+    /// Streams the remote opened while the swarm was driving the connection, not yet taken.
+    pending: VecDeque<yamux::Stream>,
+    /// The task waiting in `poll_inbound`.
+    inbound_waker: Option<Waker>,
+}
+
+impl<C> Muxer<C>
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+{
+    fn new(conn: yamux::Connection<C>) -> Self {
+        Self { conn, pending: VecDeque::new(), inbound_waker: None }
+    }
+
+    /// Drives the connection (reading frames, flushing writes), queueing the streams the remote
+    /// opens. Ready only with the error that ended the connection.
+    fn drive(&mut self, cx: &mut Context<'_>) -> Poll<yamux::ConnectionError> {
+        loop {
+            match self.conn.poll_next_inbound(cx) {
+                Poll::Ready(Some(Ok(stream))) => {
+                    if self.pending.len() >= MAX_PENDING_INBOUND {
+                        tracing::debug!("too many inbound streams waiting; resetting one");
+                        drop(stream);
+                        continue;
+                    }
+                    self.pending.push_back(stream);
+                    if let Some(w) = self.inbound_waker.take() {
+                        w.wake();
+                    }
+                }
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(e),
+                Poll::Ready(None) => return Poll::Ready(yamux::ConnectionError::Closed),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+impl<C> StreamMuxer for Muxer<C>
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+{
+    type Substream = yamux::Stream;
+    type Error = yamux::ConnectionError;
+
+    fn poll_inbound(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Self::Substream, Self::Error>> {
+        let this = self.get_mut();
+        if let Some(s) = this.pending.pop_front() {
+            return Poll::Ready(Ok(s));
+        }
+        this.inbound_waker = Some(cx.waker().clone());
+        if let Poll::Ready(e) = this.drive(cx) {
+            return Poll::Ready(Err(e));
+        }
+        match this.pending.pop_front() {
+            Some(s) => Poll::Ready(Ok(s)),
+            None => Poll::Pending,
+        }
+    }
+
+    fn poll_outbound(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Self::Substream, Self::Error>> {
+        self.get_mut().conn.poll_new_outbound(cx)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.get_mut().conn.poll_close(cx)
+    }
+
+    fn poll(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<StreamMuxerEvent, Self::Error>> {
+        match self.get_mut().drive(cx) {
+            Poll::Ready(e) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::{AsyncReadExt, AsyncWriteExt};
+    use libp2p::core::muxing::StreamMuxerExt;
+
+    use super::*;
+
+    /// Two muxers over an in-memory duplex pipe: a stream opened on one side arrives on the other,
+    /// and a payload larger than several frames crosses byte-exact in both directions.
+    #[tokio::test]
+    async fn streams_cross_a_pipe_byte_exact() {
+        use futures::future::poll_fn;
+        use tokio_util::compat::TokioAsyncReadCompatExt;
+
+        let (a, b) = tokio::io::duplex(1 << 20);
+        let cfg = Config::new();
+        let mut client = cfg.clone().upgrade_outbound(a.compat(), PROTOCOL).await.unwrap();
+        let mut server = cfg.upgrade_inbound(b.compat(), PROTOCOL).await.unwrap();
+        let payload: Vec<u8> = (0..(3 * SPLIT_SEND_SIZE + 17)).map(|i| (i % 251) as u8).collect();
+
+        let mut out = poll_fn(|cx| client.poll_outbound_unpin(cx)).await.unwrap();
+        // Once a stream is in hand, the muxer only needs driving.
+        let client_driver = tokio::spawn(async move { poll_fn(|cx| client.poll_unpin(cx)).await });
+        let sent = payload.clone();
+        let writer = tokio::spawn(async move {
+            out.write_all(&sent).await.unwrap();
+            out.close().await.unwrap();
+            let mut back = Vec::new();
+            out.read_to_end(&mut back).await.unwrap();
+            back
+        });
+        let echo = tokio::spawn(async move {
+            let mut s = poll_fn(|cx| server.poll_inbound_unpin(cx)).await.unwrap();
+            let driver = tokio::spawn(async move { poll_fn(|cx| server.poll_unpin(cx)).await });
+            let mut got = Vec::new();
+            s.read_to_end(&mut got).await.unwrap();
+            s.write_all(&got).await.unwrap();
+            s.close().await.unwrap();
+            (got.len(), driver)
+        });
+        let within = std::time::Duration::from_secs(10);
+        let back = tokio::time::timeout(within, writer).await.expect("echo in time").unwrap();
+        let (n, server_driver) = echo.await.unwrap();
+        assert_eq!(n, payload.len());
+        assert_eq!(back, payload);
+        client_driver.abort();
+        server_driver.abort();
+    }
+}
