@@ -6,8 +6,11 @@
 //! carry over between runs far better than throughput on a shared machine.
 //!
 //! ```text
-//! cargo run --release -p peerup-core --example throughput -- [MiB] [direct|relayed]
+//! cargo run --release -p peerup-core --example throughput -- [MiB] [direct|relayed] [rtt]
 //! ```
+//!
+//! With `rtt`, it also times 2,000 one-byte round trips through the tunnel to an echo server and
+//! straight to it, and prints both p50/p99 (µs).
 
 use std::time::{Duration, Instant};
 
@@ -57,6 +60,7 @@ async fn main() {
     let mut args = std::env::args().skip(1);
     let mib: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(1024);
     let relayed = args.next().as_deref() == Some("relayed");
+    let rtt = args.next().as_deref() == Some("rtt");
     let cancel = CancellationToken::new();
     let tracker = TaskTracker::new();
 
@@ -87,6 +91,17 @@ async fn main() {
             });
         }
     });
+    let echo = TcpListener::bind("127.0.0.1:0").await.expect("echo");
+    let echo_addr = echo.local_addr().expect("echo address");
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = echo.accept().await {
+            let _ = s.set_nodelay(true);
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
     let mut server_cfg = config("/ip4/127.0.0.1/tcp/0");
     server_cfg.relays = relay_addr.iter().cloned().collect();
     server_cfg.reserve = relayed;
@@ -100,6 +115,12 @@ async fn main() {
     let spec = ServiceSpec {
         name: "sink".into(),
         local_address: sink_addr.to_string(),
+        allowed_peers: None,
+    };
+    service::expose(&server, spec, AccessList::open(), cancel.clone(), &tracker).expect("expose");
+    let spec = ServiceSpec {
+        name: "echo".into(),
+        local_address: echo_addr.to_string(),
         allowed_peers: None,
     };
     service::expose(&server, spec, AccessList::open(), cancel.clone(), &tracker).expect("expose");
@@ -117,10 +138,13 @@ async fn main() {
     let proxy_addr = proxy.local_addr().expect("proxy address");
     let (peer, node) = (server.peer_id(), client.clone());
     tokio::spawn(async move {
-        let (tcp, _) = proxy.accept().await.expect("accept");
-        let (stream, path) = service::connect(&node, peer, "sink").await.expect("stream");
-        eprintln!("path: {} via {}", path.kind(), path.remote_addr);
-        let _ = pipe::pipe(stream, tcp).await;
+        // The first connection goes to the sink, the next (if any) to the echo server.
+        for svc in ["sink", "echo"] {
+            let (tcp, _) = proxy.accept().await.expect("accept");
+            let (stream, path) = service::connect(&node, peer, svc).await.expect("stream");
+            eprintln!("{svc} path: {} via {}", path.kind(), path.remote_addr);
+            tokio::spawn(pipe::pipe(stream, tcp));
+        }
     });
 
     let bytes = mib << 20;
@@ -150,5 +174,38 @@ async fn main() {
         mib as f64 / secs,
         cpu / gib
     );
+    if rtt {
+        let tunnel = round_trips(proxy_addr).await;
+        let raw = round_trips(echo_addr).await;
+        println!(
+            "RTT p50/p99 µs: tunnel {:.0}/{:.0}, raw {:.0}/{:.0}, added {:.0}/{:.0}",
+            tunnel.0,
+            tunnel.1,
+            raw.0,
+            raw.1,
+            tunnel.0 - raw.0,
+            tunnel.1 - raw.1
+        );
+    }
     cancel.cancel();
+}
+
+/// p50 and p99 (µs) of `$RTT_N` (default 2,000) one-byte round trips to `addr`, after 100 warm-up
+/// ones.
+async fn round_trips(addr: std::net::SocketAddr) -> (f64, f64) {
+    let mut conn = TcpStream::connect(addr).await.expect("connect");
+    conn.set_nodelay(true).expect("nodelay");
+    let n: usize = std::env::var("RTT_N").ok().and_then(|v| v.parse().ok()).unwrap_or(2000);
+    let mut times = Vec::new();
+    let mut b = [0u8; 1];
+    for i in 0..n + 100 {
+        let t = Instant::now();
+        conn.write_all(b"x").await.expect("write");
+        conn.read_exact(&mut b).await.expect("read");
+        if i >= 100 {
+            times.push(t.elapsed().as_secs_f64() * 1e6);
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    (times[times.len() / 2], times[times.len() * 99 / 100])
 }

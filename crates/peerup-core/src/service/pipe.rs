@@ -43,6 +43,8 @@ where
 
 /// Forwards until both directions are closed. Returns (bytes stream→tcp, bytes tcp→stream).
 pub async fn pipe(stream: Stream, mut tcp: TcpStream) -> std::io::Result<(u64, u64)> {
+    // Small writes (keystrokes, request/response protocols) go out at once, as ssh does.
+    let _ = tcp.set_nodelay(true);
     let (stream_r, stream_w) = stream.split();
     let (tcp_r, tcp_w) = tcp.split();
     let result = tokio::try_join!(
