@@ -6,8 +6,10 @@
 //! carry over between runs far better than throughput on a shared machine.
 //!
 //! ```text
-//! cargo run --release -p peerup-core --example throughput -- [MiB] [direct|relayed] [rtt]
+//! cargo run --release -p peerup-core --example throughput -- [MiB] [direct|relayed] [rtt] [nobulk]
 //! ```
+//!
+//! Direct connections go on the bulk path (`peerup_core::bulk`) unless `nobulk` is given.
 //!
 //! With `rtt`, it also times 2,000 one-byte round trips through the tunnel to an echo server and
 //! straight to it, and prints both p50/p99 (µs).
@@ -52,6 +54,7 @@ fn config(listen: &str) -> NodeConfig {
     cfg.listen = vec![listen.parse().expect("listen address")];
     cfg.enable_dht = false;
     cfg.access = AccessList::open();
+    cfg.enable_bulk = !std::env::args().any(|a| a == "nobulk");
     cfg
 }
 
@@ -60,7 +63,9 @@ async fn main() {
     let mut args = std::env::args().skip(1);
     let mib: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(1024);
     let relayed = args.next().as_deref() == Some("relayed");
-    let rtt = args.next().as_deref() == Some("rtt");
+    let rest: Vec<String> = args.collect();
+    let rtt = rest.iter().any(|a| a == "rtt");
+    let bulk = !rest.iter().any(|a| a == "nobulk");
     let cancel = CancellationToken::new();
     let tracker = TaskTracker::new();
 
@@ -132,6 +137,10 @@ async fn main() {
     if !relayed {
         client.add_addresses(server.peer_id(), vec![server_tcp]).await.expect("address");
     }
+    // Connect first, so that the measured connections find the connection (and, direct, the bulk
+    // path) ready.
+    drop(service::connect(&client, server.peer_id(), "echo").await.expect("warm-up"));
+    eprintln!("bulk path {}", if bulk { "on" } else { "off" });
 
     // The proxy side: one local TCP connection piped into a service stream.
     let proxy = TcpListener::bind("127.0.0.1:0").await.expect("proxy");

@@ -13,6 +13,7 @@
 //! - [`node`]: the libp2p node (one task owns the swarm; [`node::Node`] is the handle).
 //! - [`streams`]: application streams, opened on a direct connection whenever one exists.
 //! - [`gate`]: refuses inbound connections from peers not in authorized_keys.
+//! - [`bulk`]: proxied connections on their own TLS connection beside yamux, when direct.
 //! - [`service`]: exposing local TCP services and reaching a peer's; [`pingpong`]: ping.
 //! - [`metrics`]: Prometheus metrics of the node.
 //! - [`netinfo`]: local addresses, NAT mapping and the reachability grade.
@@ -26,6 +27,7 @@
 #![warn(unreachable_pub)]
 
 pub mod authorized_keys;
+pub mod bulk;
 pub mod diag;
 pub mod fsutil;
 pub mod gate;

@@ -100,6 +100,8 @@ pub struct Metrics {
     pub holepunch: Family<ResultLabel, Counter>,
     /// Inbound connections and streams refused for lack of authorization.
     pub auth_denials: Counter,
+    /// Proxied connections served on the bulk path (beside yamux).
+    pub bulk_connections: Counter,
     /// rust-libp2p's own metrics (connections, bandwidth per protocol, identify, kad, ping, relay,
     /// DCUtR), set once the metrics are registered.
     libp2p: std::sync::Arc<std::sync::OnceLock<libp2p::metrics::Metrics>>,
@@ -129,6 +131,11 @@ impl Metrics {
             self.connections.clone(),
         );
         registry.register("peerup_holepunch", "Hole punching outcomes", self.holepunch.clone());
+        registry.register(
+            "peerup_bulk_connections",
+            "Proxied connections served on the bulk path (own TLS connection beside yamux)",
+            self.bulk_connections.clone(),
+        );
         registry.register(
             "peerup_auth_denials",
             "Connections and streams refused (not authorized)",

@@ -24,7 +24,7 @@ pub const MAX_STREAMS: usize = 2048;
 /// record, one syscall) instead of two. Larger bodies bypass it.
 const WRITE_BUFFER: usize = 16 * 1024;
 /// Inbound streams the swarm has not picked up yet; more are reset.
-const MAX_PENDING_INBOUND: usize = 256;
+const MAX_PENDING_INBOUND: usize = 1024;
 
 /// The multiplexer upgrade.
 #[derive(Debug, Clone)]

@@ -65,6 +65,8 @@ pub struct NodeConfig {
     pub listen_addrs_are_external: bool,
     /// Where the node counts what it does.
     pub metrics: crate::metrics::Metrics,
+    /// Offer and use the bulk path ([`crate::bulk`]) on direct TCP connections. Default on.
+    pub enable_bulk: bool,
 }
 
 impl NodeConfig {
@@ -86,6 +88,7 @@ impl NodeConfig {
             external_addrs: Vec::new(),
             listen_addrs_are_external: false,
             metrics: crate::metrics::Metrics::default(),
+            enable_bulk: true,
         }
     }
 }
@@ -214,6 +217,12 @@ pub(crate) enum Command {
 pub struct Node {
     peer_id: PeerId,
     relaying: bool,
+    /// TLS for the client side of bulk connections.
+    bulk_tls: crate::tls::Config,
+    bulk_services: crate::bulk::Registry,
+    bulk_failures: crate::bulk::Failures,
+    bulk_revocations: crate::bulk::Revocations,
+    enable_bulk: bool,
     metrics: crate::metrics::Metrics,
     commands: mpsc::Sender<Command>,
     events: broadcast::Sender<NodeEvent>,
@@ -234,9 +243,37 @@ impl Node {
         let peer_id = config.keypair.public().to_peer_id();
         let metrics = config.metrics.clone();
         let relaying = config.relay_server.is_some();
-        let actor = event_loop::EventLoop::new(config, streams.clone(), rx, events.clone())?;
-        tracker.spawn(actor.run(cancel));
-        Ok((Self { peer_id, relaying, metrics, commands: tx, events, streams }, first))
+        let enable_bulk = config.enable_bulk;
+        let bulk_tls = crate::tls::Config::new(&config.keypair)
+            .map_err(|e| NodeError::Transport(e.to_string()))?;
+        let bulk_services = crate::bulk::Registry::default();
+        let (bulk_tx, bulk_rx) = mpsc::channel(crate::bulk::QUEUE);
+        let actor =
+            event_loop::EventLoop::new(config, streams.clone(), rx, events.clone(), bulk_tx)?;
+        tracker.spawn(actor.run(cancel.clone()));
+        let bulk_revocations = crate::bulk::Revocations::default();
+        crate::bulk::spawn_acceptor(
+            bulk_rx,
+            bulk_services.clone(),
+            bulk_revocations.clone(),
+            metrics.clone(),
+            cancel,
+            tracker,
+        );
+        let node = Self {
+            peer_id,
+            relaying,
+            bulk_tls,
+            bulk_services,
+            bulk_failures: crate::bulk::Failures::default(),
+            bulk_revocations,
+            enable_bulk,
+            metrics,
+            commands: tx,
+            events,
+            streams,
+        };
+        Ok((node, first))
     }
 
     /// This node's peer ID.
@@ -274,9 +311,33 @@ impl Node {
         self.streams.accept_from(protocol, filter)
     }
 
-    /// Stops accepting `protocol`.
+    /// Stops accepting `protocol` (and, for a service, its bulk connections).
     pub fn stop_accepting(&self, protocol: &StreamProtocol) {
+        if let Some(name) = crate::protocols::service_name(protocol.as_ref()) {
+            self.bulk_services.remove(name);
+        }
         self.streams.stop(protocol)
+    }
+
+    /// The services offered on the bulk path.
+    pub(crate) fn bulk_registry(&self) -> &crate::bulk::Registry {
+        &self.bulk_services
+    }
+
+    /// A bulk connection to `service` on `peer` if a direct TCP connection exists and the peer
+    /// offers the bulk path; `None` otherwise.
+    pub(crate) async fn open_bulk(
+        &self,
+        peer: PeerId,
+        service: &str,
+    ) -> Option<(crate::bulk::ServiceIo, PathInfo)> {
+        if !self.enable_bulk {
+            return None;
+        }
+        let paths = self.paths(peer).await.ok()?;
+        let (tls, failures, revocations) =
+            (&self.bulk_tls, &self.bulk_failures, &self.bulk_revocations);
+        crate::bulk::try_connect(tls, failures, revocations, peer, &paths, service).await
     }
 
     /// Opens a stream to `peer`, connecting first if needed (through every relay and any known
@@ -319,8 +380,10 @@ impl Node {
         rx.await.map_err(|_| NodeError::Closed)
     }
 
-    /// Closes every connection to `peer` (after its authorization was revoked).
+    /// Closes every connection to `peer` (after its authorization was revoked), bulk
+    /// connections included.
     pub async fn disconnect(&self, peer: PeerId) -> Result<(), NodeError> {
+        self.bulk_revocations.revoke(&peer);
         self.send(Command::Disconnect { peer }).await
     }
 

@@ -13,6 +13,11 @@ pub fn service(name: &str) -> String {
     format!("/peerup/{name}/1.0.0")
 }
 
+/// The service name in a service stream protocol, if `protocol` is one.
+pub fn service_name(protocol: &str) -> Option<&str> {
+    protocol.strip_prefix("/peerup/")?.strip_suffix("/1.0.0").filter(|n| !n.contains('/'))
+}
+
 /// The default ping-pong protocol (config key `protocols.ping_pong.id`).
 pub const DEFAULT_PING_PONG: &str = "/pingpong/1.0.0";
 
@@ -28,5 +33,8 @@ mod tests {
         assert_eq!(kad(None), "/peerup/kad/1.0.0");
         assert_eq!(kad(Some("lab")), "/peerup/lab/kad/1.0.0");
         assert_eq!(service("ssh"), "/peerup/ssh/1.0.0");
+        assert_eq!(service_name("/peerup/ssh/1.0.0"), Some("ssh"));
+        assert_eq!(service_name("/peerup/kad/x/1.0.0"), None);
+        assert_eq!(service_name("/pingpong/1.0.0"), None);
     }
 }

@@ -11,12 +11,13 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use libp2p::{PeerId, Stream, StreamProtocol};
+use libp2p::{PeerId, StreamProtocol};
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::bulk::ServiceIo;
 use crate::gate::AccessList;
 use crate::metrics::{ActiveProxy, Role};
 use crate::node::{Node, NodeError};
@@ -65,6 +66,8 @@ pub fn expose(
         Arc::new(move |peer: &PeerId| may_use(&access, &spec, peer))
     };
     let mut incoming = node.accept_from(protocol, filter);
+    let offered = node.bulk_registry().insert((*spec).clone(), access.clone());
+    let registry = node.bulk_registry().clone();
     let limit = Arc::new(Semaphore::new(MAX_STREAMS_PER_SERVICE));
     let tasks = tracker.clone();
     let metrics = node.metrics().clone();
@@ -92,50 +95,68 @@ pub fn expose(
                 drop(permit);
             });
         }
+        registry.remove_if(&offered);
     });
     Ok(())
 }
 
-fn may_use(access: &AccessList, spec: &ServiceSpec, peer: &PeerId) -> bool {
+/// Whether `peer` may use the service `spec`.
+pub(crate) fn may_use(access: &AccessList, spec: &ServiceSpec, peer: &PeerId) -> bool {
     access.is_authorized(peer) && spec.allowed_peers.as_ref().is_none_or(|set| set.contains(peer))
+}
+
+/// Connects to the service's local address.
+pub(crate) async fn dial_local(spec: &ServiceSpec) -> std::io::Result<TcpStream> {
+    match tokio::time::timeout(LOCAL_DIAL_TIMEOUT, TcpStream::connect(&spec.local_address)).await {
+        Ok(r) => r,
+        Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")),
+    }
+}
+
+/// Pipes a peer's connection to the local service until both sides are done.
+pub(crate) async fn carry_local<S>(
+    io: S,
+    tcp: TcpStream,
+    peer: &PeerId,
+    name: &str,
+    active: &ActiveProxy,
+) where
+    S: futures::AsyncRead + futures::AsyncWrite,
+{
+    match pipe::pipe(io, tcp).await {
+        Ok((to_local, to_peer)) => {
+            tracing::info!(%peer, service = %name, to_local, to_peer, "stream finished");
+            active.bytes(to_local, to_peer);
+        }
+        Err(e) => tracing::info!(%peer, service = %name, error = %e, "stream ended with error"),
+    }
 }
 
 async fn serve_stream(incoming: IncomingStream, spec: &ServiceSpec, active: &ActiveProxy) {
     let peer = incoming.peer;
-    let tcp = match tokio::time::timeout(
-        LOCAL_DIAL_TIMEOUT,
-        TcpStream::connect(&spec.local_address),
-    )
-    .await
-    {
-        Ok(Ok(tcp)) => tcp,
-        Ok(Err(e)) => {
+    let tcp = match dial_local(spec).await {
+        Ok(tcp) => tcp,
+        Err(e) => {
             tracing::warn!(%peer, service = %spec.name, addr = %spec.local_address, error = %e, "local service unreachable; stream reset");
-            return;
-        }
-        Err(_) => {
-            tracing::warn!(%peer, service = %spec.name, "local service connect timed out; stream reset");
             return;
         }
     };
     tracing::info!(%peer, service = %spec.name, path = incoming.path.kind(), "serving stream");
-    match pipe::pipe(incoming.stream, tcp).await {
-        Ok((to_local, to_peer)) => {
-            tracing::info!(%peer, service = %spec.name, to_local, to_peer, "stream finished");
-            active.bytes(to_local, to_peer);
-        }
-        Err(e) => {
-            tracing::info!(%peer, service = %spec.name, error = %e, "stream ended with error")
-        }
-    }
+    carry_local(incoming.stream, tcp, &peer, &spec.name, active).await;
 }
 
-/// Opens a stream to a peer's service.
+/// Opens a connection to a peer's service: on the bulk path when a direct TCP connection to the
+/// peer exists and the peer offers it (see [`crate::bulk`]), else as a yamux stream (connecting
+/// first if needed).
 pub async fn connect(
     node: &Node,
     peer: PeerId,
     service: &str,
-) -> Result<(Stream, PathInfo), NodeError> {
+) -> Result<(ServiceIo, PathInfo), NodeError> {
     let protocol = protocol_for(service).map_err(|e| NodeError::Transport(e.to_string()))?;
-    node.open_stream(peer, protocol).await
+    if let Some(found) = node.open_bulk(peer, service).await {
+        return Ok(found);
+    }
+    let (stream, path) = node.open_stream(peer, protocol).await?;
+    Ok((Box::new(stream), path))
 }

@@ -25,7 +25,7 @@ use tokio::sync::{mpsc, oneshot};
 use handler::Handler;
 
 /// How many inbound streams of one protocol may wait to be taken before new ones are refused.
-pub const INBOUND_QUEUE: usize = 64;
+pub const INBOUND_QUEUE: usize = 1024;
 
 /// Whether a connection goes through a relay.
 pub fn is_relayed(addr: &Multiaddr) -> bool {

@@ -46,6 +46,9 @@ pub enum TlsError {
     /// The peer's certificate is not a valid libp2p certificate.
     #[error("invalid peer certificate: {0}")]
     BadCertificate(String),
+    /// Not a failure: the secured connection went to the bulk path, not the swarm.
+    #[error("handed over to the bulk path")]
+    Diverted,
 }
 
 /// The upgrade, usable in `SwarmBuilder::with_tcp` like `libp2p::tls::Config::new`.
@@ -53,6 +56,8 @@ pub enum TlsError {
 pub struct Config {
     client: Arc<rustls::ClientConfig>,
     server: Arc<rustls::ServerConfig>,
+    /// Where inbound connections that negotiated the bulk path go; `None` = not offered.
+    bulk: Option<tokio::sync::mpsc::Sender<crate::bulk::Inbound>>,
 }
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
@@ -85,16 +90,29 @@ impl Config {
             .with_cert_resolver(certified);
         server.alpn_protocols = vec![ALPN.to_vec()];
         server.ignore_client_order = true;
-        Ok(Self { client: Arc::new(client), server: Arc::new(server) })
+        Ok(Self { client: Arc::new(client), server: Arc::new(server), bulk: None })
+    }
+
+    /// The same, also offering the bulk path ([`crate::bulk`]) to inbound connections: those that
+    /// negotiate it are secured the same way and then sent to `bulk` instead of the swarm.
+    pub(crate) fn with_bulk(
+        identity: &Keypair,
+        bulk: tokio::sync::mpsc::Sender<crate::bulk::Inbound>,
+    ) -> Result<Self, TlsError> {
+        Ok(Self { bulk: Some(bulk), ..Self::new(identity)? })
     }
 }
 
+/// The protocol name of the handshake.
+pub const PROTOCOL: &str = "/tls/1.0.0";
+
 impl UpgradeInfo for Config {
     type Info = &'static str;
-    type InfoIter = std::iter::Once<Self::Info>;
+    type InfoIter =
+        std::iter::Chain<std::iter::Once<Self::Info>, std::option::IntoIter<Self::Info>>;
 
     fn protocol_info(&self) -> Self::InfoIter {
-        std::iter::once("/tls/1.0.0")
+        std::iter::once(PROTOCOL).chain(self.bulk.as_ref().map(|_| crate::bulk::PROTOCOL))
     }
 }
 
@@ -116,10 +134,17 @@ where
     type Error = TlsError;
     type Future = BoxFuture<'static, Result<Self::Output, Self::Error>>;
 
-    fn upgrade_inbound(self, socket: C, _: Self::Info) -> Self::Future {
+    fn upgrade_inbound(self, socket: C, info: Self::Info) -> Self::Future {
         async move {
             let stream = futures_rustls::TlsAcceptor::from(self.server).accept(socket).await?;
             let peer = remote_peer(stream.get_ref().1)?;
+            if let (crate::bulk::PROTOCOL, Some(bulk)) = (info, self.bulk) {
+                let io: crate::bulk::ServiceIo = Box::new(TlsStream::from(stream));
+                if bulk.try_send(crate::bulk::Inbound { peer, io }).is_err() {
+                    tracing::debug!(%peer, "bulk queue full; connection dropped");
+                }
+                return Err(TlsError::Diverted);
+            }
             Ok((peer, stream.into()))
         }
         .boxed()

@@ -213,11 +213,13 @@ async fn refusals_are_errors_not_hangs() {
     // The service allows nobody in particular: bob is authorized but not in allowed_peers.
     // It is refused at negotiation, before any byte flows.
     let p = pair(Some(HashSet::new())).await;
-    let err = service::connect(&p.client, p.server.peer_id(), "echo").await.unwrap_err();
+    let err =
+        service::connect(&p.client, p.server.peer_id(), "echo").await.err().expect("an error");
     assert!(err.to_string().contains("does not offer /peerup/echo/1.0.0"), "{err}");
 
     // An unexposed service is refused at negotiation.
-    let err = service::connect(&p.client, p.server.peer_id(), "nope").await.unwrap_err();
+    let err =
+        service::connect(&p.client, p.server.peer_id(), "nope").await.err().expect("an error");
     assert!(err.to_string().contains("does not offer"), "{err}");
 
     // A stranger is refused at the connection.
@@ -225,7 +227,8 @@ async fn refusals_are_errors_not_hangs() {
     let err = tokio::time::timeout(WAIT, service::connect(&stranger, p.server.peer_id(), "echo"))
         .await
         .expect("no hang")
-        .unwrap_err();
+        .err()
+        .expect("an error");
     assert!(err.to_string().contains("closed the connection"), "{err}");
 
     // ... and on a connection the server dialled itself (not gated), the stream is refused.
@@ -235,7 +238,8 @@ async fn refusals_are_errors_not_hangs() {
         !p.server.paths(stranger.peer_id()).await.unwrap().is_empty(),
         "server dialled the stranger"
     );
-    let err = service::connect(&stranger, p.server.peer_id(), "echo").await.unwrap_err();
+    let err =
+        service::connect(&stranger, p.server.peer_id(), "echo").await.err().expect("an error");
     assert!(err.to_string().contains("does not offer /peerup/echo/1.0.0"), "{err}");
 }
 
@@ -372,4 +376,92 @@ async fn stock_noise_only_peer_interoperates() {
     let mut out = Vec::new();
     tokio::time::timeout(WAIT, r.read_to_end(&mut out)).await.unwrap().unwrap();
     assert_eq!(out, b"interop");
+}
+
+/// A node on loopback with no relay, and its TCP listen address.
+async fn direct_node(lab: &Lab, key: Keypair, access: AccessList, bulk: bool) -> (Node, Multiaddr) {
+    let mut cfg = NodeConfig::new(key);
+    cfg.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
+    cfg.enable_dht = false;
+    cfg.access = access;
+    cfg.enable_bulk = bulk;
+    let (node, mut ev) = Node::spawn(cfg, lab.cancel.clone(), &lab.tracker).unwrap();
+    let addr = match wait_for(&mut ev, |e| matches!(e, NodeEvent::Listening(_))).await {
+        NodeEvent::Listening(a) => a,
+        _ => unreachable!(),
+    };
+    (node, addr)
+}
+
+/// Over a direct TCP connection, service connections take the bulk path (their own TLS
+/// connection beside yamux): byte-exact, half-close included; a peer that may not use the service
+/// is refused there too; and a peer without the bulk path is reached over yamux as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_path_on_direct_connections() {
+    let lab = Lab::start().await;
+    let bob_key = Keypair::generate_ed25519();
+    let bob_id = bob_key.public().to_peer_id();
+    let access = AccessList::from_keys(&keys_of(&[bob_id]));
+    let (server, server_addr) =
+        direct_node(&lab, Keypair::generate_ed25519(), access.clone(), true).await;
+    let echo = echo_server().await;
+    let spec =
+        ServiceSpec { name: "echo".into(), local_address: echo.clone(), allowed_peers: None };
+    service::expose(&server, spec, access.clone(), lab.cancel.clone(), &lab.tracker).unwrap();
+    let (client, _) = direct_node(&lab, bob_key, AccessList::open(), true).await;
+    client.add_addresses(server.peer_id(), vec![server_addr.clone()]).await.unwrap();
+
+    // The first connection dials the peer and rides yamux; the next ones take the bulk path.
+    let data: Vec<u8> =
+        (0..3 * 1024 * 1024u32).map(|i| (i.wrapping_mul(2654435761) >> 11) as u8).collect();
+    let (out, relayed) = echo_through(&client, server.peer_id(), &data).await;
+    assert!(out == data && !relayed);
+    assert_eq!(server.metrics().bulk_connections.get(), 0);
+    for _ in 0..3 {
+        let (out, _) = echo_through(&client, server.peer_id(), &data).await;
+        assert!(out == data, "bulk echo differs");
+    }
+    assert_eq!(server.metrics().bulk_connections.get(), 3, "the direct connections went bulk");
+
+    // Revoking the peer (what the daemon does on `auth remove`) ends its open bulk connections.
+    let (mut open, _) = service::connect(&client, server.peer_id(), "echo").await.unwrap();
+    open.write_all(b"ping").await.unwrap();
+    let mut four = [0u8; 4];
+    open.read_exact(&mut four).await.unwrap();
+    assert_eq!(server.metrics().bulk_connections.get(), 4);
+    server.disconnect(bob_id).await.unwrap();
+    let mut rest = Vec::new();
+    let ended = tokio::time::timeout(WAIT, open.read_to_end(&mut rest)).await;
+    assert!(ended.is_ok(), "the bulk connection ends when the peer is revoked");
+
+    // A peer that is not authorized gets a refusal on the bulk path itself.
+    let tcp_addr: std::net::SocketAddr =
+        peerup_core::netinfo::socket_of(&server_addr).expect("a TCP listen address");
+    let stranger_tls = peerup_core::tls::Config::new(&Keypair::generate_ed25519()).unwrap();
+    let denials = server.metrics().auth_denials.get();
+    let err = peerup_core::bulk::dial(stranger_tls, server.peer_id(), tcp_addr, "echo")
+        .await
+        .err()
+        .expect("a stranger is refused");
+    assert!(matches!(err, peerup_core::bulk::BulkError::Refused), "{err}");
+    assert_eq!(server.metrics().auth_denials.get(), denials + 1);
+    // Dialing the wrong peer ID at that address is caught by the handshake.
+    let bob_tls = peerup_core::tls::Config::new(&Keypair::generate_ed25519()).unwrap();
+    let err = peerup_core::bulk::dial(bob_tls, PeerId::random(), tcp_addr, "echo").await.err();
+    assert!(matches!(err, Some(peerup_core::bulk::BulkError::WrongPeer(_))), "{err:?}");
+
+    // A server without the bulk path: connections fall back to yamux and still work.
+    let carol_key = Keypair::generate_ed25519();
+    let carol_access = AccessList::from_keys(&keys_of(&[carol_key.public().to_peer_id()]));
+    let (old, old_addr) =
+        direct_node(&lab, Keypair::generate_ed25519(), carol_access.clone(), false).await;
+    let spec = ServiceSpec { name: "echo".into(), local_address: echo, allowed_peers: None };
+    service::expose(&old, spec, carol_access, lab.cancel.clone(), &lab.tracker).unwrap();
+    let (carol, _) = direct_node(&lab, carol_key, AccessList::open(), true).await;
+    carol.add_addresses(old.peer_id(), vec![old_addr]).await.unwrap();
+    for _ in 0..2 {
+        let (out, _) = echo_through(&carol, old.peer_id(), b"over yamux").await;
+        assert_eq!(out, b"over yamux");
+    }
+    assert_eq!(old.metrics().bulk_connections.get(), 0);
 }

@@ -120,6 +120,8 @@ pub fn relay_node_config(loaded: &Loaded<RelayConfig>) -> Result<CoreConfig> {
     }
     let mut core = CoreConfig::new(key);
     core.agent = format!("relay-server/{}", env!("CARGO_PKG_VERSION"));
+    // A relay exposes no services; its per-IP connection caps must not be sidestepped.
+    core.enable_bulk = false;
     core.listen = multiaddrs("network.listen_addresses", &c.network.listen_addresses)?;
     core.network = c.discovery.network.clone();
     core.access =

@@ -33,15 +33,18 @@ pub(crate) struct Behaviour {
 pub(crate) fn build_swarm(
     config: &NodeConfig,
     control: streams::StreamControl,
+    bulk: tokio::sync::mpsc::Sender<crate::bulk::Inbound>,
 ) -> Result<Swarm<Behaviour>, NodeError> {
+    // Direct TCP connections also offer the bulk path (`crate::bulk`); relayed circuits don't.
+    let offer_bulk = config.enable_bulk;
+    let tcp_tls = move |key: &libp2p::identity::Keypair| match offer_bulk {
+        true => crate::tls::Config::with_bulk(key, bulk),
+        false => crate::tls::Config::new(key),
+    };
     let tcp_config = tcp::Config::default().nodelay(true);
     let swarm = libp2p::SwarmBuilder::with_existing_identity(config.keypair.clone())
         .with_tokio()
-        .with_tcp(
-            tcp_config,
-            (crate::tls::Config::new, noise::Config::new),
-            crate::mux::Config::new,
-        )
+        .with_tcp(tcp_config, (tcp_tls, noise::Config::new), crate::mux::Config::new)
         .map_err(|e| NodeError::Transport(e.to_string()))?
         .with_quic()
         .with_dns()
@@ -83,7 +86,11 @@ pub(crate) fn build_swarm(
             }
         })
         .map_err(|e| NodeError::Transport(e.to_string()))?
-        .with_swarm_config(|c| c.with_idle_connection_timeout(config.idle_timeout))
+        .with_swarm_config(|c| {
+            c.with_idle_connection_timeout(config.idle_timeout)
+                // A proxy may open a thousand connections at once, each a stream.
+                .with_max_negotiating_inbound_streams(crate::mux::MAX_STREAMS)
+        })
         .build();
     Ok(swarm)
 }

@@ -73,8 +73,9 @@ impl EventLoop {
         control: StreamControl,
         commands: mpsc::Receiver<Command>,
         events: broadcast::Sender<NodeEvent>,
+        bulk: mpsc::Sender<crate::bulk::Inbound>,
     ) -> Result<Self, NodeError> {
-        let mut swarm = build_swarm(&config, control)?;
+        let mut swarm = build_swarm(&config, control, bulk)?;
         for addr in &config.listen {
             swarm
                 .listen_on(addr.clone())

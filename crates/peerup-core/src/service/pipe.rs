@@ -1,4 +1,4 @@
-//! Byte-exact forwarding between a libp2p stream and a TCP socket.
+//! Byte-exact forwarding between a libp2p stream (or a bulk connection) and a TCP socket.
 //!
 //! Both directions run at once; when one side finishes sending, the other side's write half is
 //! shut down (TCP `shutdown(SHUT_WR)`, a yamux/QUIC half-close), and the pipe ends only when both
@@ -6,18 +6,59 @@
 //!
 //! Each direction's buffer starts small and doubles whenever a read fills it, up to
 //! [`MAX_BUFFER`]: bulk transfers get large writes (and so large yamux frames and TLS records),
-//! while a thousand interactive connections cost a few KiB each.
+//! while a thousand interactive connections cost a few KiB each. Growth beyond the first buffer
+//! draws on one budget per process ([`GROWTH_BUDGET`]), so that a thousand busy connections
+//! don't each hold 256 KiB: the first ones to need it get large buffers, the rest stay small.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use futures::AsyncReadExt as _;
-use libp2p::Stream;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::compat::{FuturesAsyncReadCompatExt, FuturesAsyncWriteCompatExt};
 
 /// The first buffer of each direction.
-pub const MIN_BUFFER: usize = 16 * 1024;
+pub const MIN_BUFFER: usize = 8 * 1024;
 /// The largest buffer of each direction.
 pub const MAX_BUFFER: usize = 256 * 1024;
+/// Bytes all pipes of the process may hold beyond their first buffers.
+pub const GROWTH_BUDGET: usize = 32 * 1024 * 1024;
+
+static GROWN: AtomicUsize = AtomicUsize::new(0);
+
+/// Buffer growth drawn from a pool of `budget` bytes, given back on drop.
+struct Growth<'a> {
+    pool: &'a AtomicUsize,
+    budget: usize,
+    held: usize,
+}
+
+impl<'a> Growth<'a> {
+    fn new(pool: &'a AtomicUsize, budget: usize) -> Self {
+        Self { pool, budget, held: 0 }
+    }
+
+    /// Takes `n` more bytes from the pool, if they are there.
+    fn take(&mut self, n: usize) -> bool {
+        let budget = self.budget;
+        let ok = self
+            .pool
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                (used + n <= budget).then_some(used + n)
+            })
+            .is_ok();
+        if ok {
+            self.held += n;
+        }
+        ok
+    }
+}
+
+impl Drop for Growth<'_> {
+    fn drop(&mut self) {
+        self.pool.fetch_sub(self.held, Ordering::AcqRel);
+    }
+}
 
 /// Copies `r` to `w` until `r` ends, then shuts `w` down. Returns the bytes copied.
 async fn one_way<R, W>(mut r: R, mut w: W) -> std::io::Result<u64>
@@ -26,6 +67,7 @@ where
     W: AsyncWrite + Unpin,
 {
     let mut buf = vec![0u8; MIN_BUFFER];
+    let mut growth = Growth::new(&GROWN, GROWTH_BUDGET);
     let mut total = 0u64;
     loop {
         let n = r.read(&mut buf).await?;
@@ -35,14 +77,17 @@ where
         }
         w.write_all(&buf[..n]).await?;
         total += n as u64;
-        if n == buf.len() && buf.len() < MAX_BUFFER {
+        if n == buf.len() && buf.len() < MAX_BUFFER && growth.take(buf.len()) {
             buf.resize(buf.len() * 2, 0);
         }
     }
 }
 
 /// Forwards until both directions are closed. Returns (bytes stream→tcp, bytes tcp→stream).
-pub async fn pipe(stream: Stream, mut tcp: TcpStream) -> std::io::Result<(u64, u64)> {
+pub async fn pipe<S>(stream: S, mut tcp: TcpStream) -> std::io::Result<(u64, u64)>
+where
+    S: futures::AsyncRead + futures::AsyncWrite,
+{
     // Small writes (keystrokes, request/response protocols) go out at once, as ssh does.
     let _ = tcp.set_nodelay(true);
     let (stream_r, stream_w) = stream.split();
@@ -75,5 +120,17 @@ mod tests {
         writer.await.unwrap();
         assert_eq!(copier.await.unwrap().unwrap(), payload.len() as u64);
         assert_eq!(got, payload);
+    }
+
+    #[test]
+    fn growth_stays_within_the_budget_and_is_returned() {
+        let pool = AtomicUsize::new(0);
+        let mut a = Growth::new(&pool, 3 * MIN_BUFFER);
+        assert!(a.take(MIN_BUFFER) && a.take(2 * MIN_BUFFER));
+        let mut b = Growth::new(&pool, 3 * MIN_BUFFER);
+        assert!(!b.take(MIN_BUFFER), "the budget is spent");
+        drop(a);
+        assert_eq!(pool.load(Ordering::Acquire), 0);
+        assert!(b.take(MIN_BUFFER), "and given back on drop");
     }
 }

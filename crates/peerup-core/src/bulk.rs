@@ -1,0 +1,405 @@
+//! The bulk path: a proxied connection on its own TLS connection, beside yamux.
+//!
+//! Every proxied TCP connection normally rides a yamux stream on the peer's libp2p connection, so
+//! each byte also crosses yamux framing and the swarm's connection task. When a direct TCP
+//! connection to the peer exists, the client instead opens a fresh TCP connection to the same
+//! address and negotiates [`PROTOCOL`] as the *security* protocol in place of `/tls/1.0.0`. The
+//! listener runs the same TLS 1.3 handshake (libp2p certificates, so both ends are authenticated
+//! by peer ID, AES-GCM preferred), and hands the secured socket to the bulk acceptor instead of
+//! the swarm. One small request names the service; the answer says whether it is served; then
+//! the socket is a plain byte pipe under TLS, one connection per proxied connection.
+//!
+//! Authorization is the same as for service streams: the peer must be authorized and allowed to
+//! use the service. Peers that don't speak the protocol (older peerup, Go peer-up) answer `na`
+//! in multistream-select, and the client falls back to a yamux stream; an address that fails is
+//! not tried again for [`RETRY_AFTER`].
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use libp2p::PeerId;
+use libp2p::core::upgrade::OutboundConnectionUpgrade;
+use multistream_select::{Version, dialer_select_proto};
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::compat::TokioAsyncReadCompatExt;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+use tokio_util::task::TaskTracker;
+
+use crate::gate::AccessList;
+use crate::metrics::{Metrics, Role};
+use crate::service::{ServiceSpec, may_use};
+use crate::streams::PathInfo;
+
+/// The security protocol name that asks for the bulk path.
+pub const PROTOCOL: &str = "/peerup-bulk/1.0.0";
+/// Version byte of the request.
+const VERSION: u8 = 1;
+/// Connect, handshake and answer must fit in this.
+pub const SETUP_TIMEOUT: Duration = Duration::from_secs(3);
+/// The TCP connect alone: an address that drops SYNs (a NAT that filters new flows) costs the
+/// first proxied connection this much, once per [`RETRY_AFTER`].
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long an address that failed is left alone.
+pub const RETRY_AFTER: Duration = Duration::from_secs(600);
+/// Secured sockets waiting for the acceptor.
+pub(crate) const QUEUE: usize = 1024;
+/// Bulk connections served at once.
+const MAX_ACTIVE: usize = 1024;
+
+/// A bidirectional byte stream: a yamux stream or a bulk connection.
+pub trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
+
+/// A connection to a service, whichever way it goes.
+pub type ServiceIo = Box<dyn Io>;
+
+/// Cuts a peer's bulk connections when its access is revoked (`Node::disconnect`), as closing
+/// its libp2p connection cuts its yamux streams.
+#[derive(Clone, Default)]
+pub(crate) struct Revocations(Arc<Mutex<HashMap<PeerId, CancellationToken>>>);
+
+impl Revocations {
+    /// Wraps a bulk connection with `peer` so that [`Revocations::revoke`] ends it.
+    pub(crate) fn guard(&self, peer: PeerId, io: ServiceIo) -> ServiceIo {
+        let token = {
+            let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            map.entry(peer).or_default().child_token()
+        };
+        Box::new(Revocable { io, revoked: Box::pin(token.cancelled_owned()) })
+    }
+
+    /// Ends every bulk connection with `peer`.
+    pub(crate) fn revoke(&self, peer: &PeerId) {
+        let token = self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(peer);
+        if let Some(t) = token {
+            t.cancel();
+        }
+    }
+}
+
+/// A bulk connection that fails once its peer's access is revoked.
+struct Revocable {
+    io: ServiceIo,
+    revoked: Pin<Box<WaitForCancellationFutureOwned>>,
+}
+
+impl Revocable {
+    fn check(&mut self, cx: &mut Context<'_>) -> std::io::Result<()> {
+        match self.revoked.as_mut().poll(cx) {
+            Poll::Ready(()) => Err(std::io::Error::new(
+                std::io::ErrorKind::ConnectionReset,
+                "the peer's access was revoked",
+            )),
+            Poll::Pending => Ok(()),
+        }
+    }
+}
+
+impl AsyncRead for Revocable {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        this.check(cx)?;
+        Pin::new(&mut this.io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Revocable {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        this.check(cx)?;
+        Pin::new(&mut this.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        this.check(cx)?;
+        Pin::new(&mut this.io).poll_flush(cx)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_close(cx)
+    }
+}
+
+/// A secured inbound bulk connection, from the TLS upgrade to the acceptor.
+pub(crate) struct Inbound {
+    pub(crate) peer: PeerId,
+    pub(crate) io: ServiceIo,
+}
+
+/// Answers to a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum Answer {
+    Ok = 0,
+    Refused = 1,
+    Unavailable = 2,
+}
+
+/// The bulk path could not be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BulkError {
+    /// Connecting or negotiating failed.
+    #[error("bulk connection failed: {0}")]
+    Connect(String),
+    /// The handshake named someone else (the peer ID that answered).
+    #[error("bulk connection reached another peer ({0})")]
+    WrongPeer(String),
+    /// The peer answered but will not serve this.
+    #[error("the peer does not serve this over the bulk path")]
+    Refused,
+    /// A malformed message.
+    #[error("malformed bulk message: {0}")]
+    Malformed(&'static str),
+    /// Timed out.
+    #[error("bulk setup timed out")]
+    Timeout,
+}
+
+/// Encodes a request for `service`.
+fn request(service: &str) -> Result<Vec<u8>, BulkError> {
+    let len =
+        u8::try_from(service.len()).map_err(|_| BulkError::Malformed("service name too long"))?;
+    let mut out = vec![VERSION, len];
+    out.extend_from_slice(service.as_bytes());
+    Ok(out)
+}
+
+/// Reads a request; returns the service name.
+async fn read_request<R: AsyncRead + Unpin>(r: &mut R) -> Result<String, BulkError> {
+    let mut head = [0u8; 2];
+    r.read_exact(&mut head).await.map_err(|_| BulkError::Malformed("truncated request"))?;
+    if head[0] != VERSION {
+        return Err(BulkError::Malformed("unknown request version"));
+    }
+    let mut name = vec![0u8; usize::from(head[1])];
+    r.read_exact(&mut name).await.map_err(|_| BulkError::Malformed("truncated service name"))?;
+    String::from_utf8(name).map_err(|_| BulkError::Malformed("service name is not UTF-8"))
+}
+
+/// A service offered on the bulk path, with who may use it.
+type Offer = Arc<(ServiceSpec, AccessList)>;
+
+/// The services offered on the bulk path, by name. Filled by `service::expose`.
+#[derive(Clone, Default)]
+pub struct Registry {
+    services: Arc<Mutex<HashMap<String, Offer>>>,
+}
+
+impl Registry {
+    /// Offers `spec` to the peers `access` and its `allowed_peers` let in. Returns the entry, for
+    /// [`Registry::remove_if`].
+    pub(crate) fn insert(
+        &self,
+        spec: ServiceSpec,
+        access: AccessList,
+    ) -> Arc<(ServiceSpec, AccessList)> {
+        let entry = Arc::new((spec, access));
+        self.lock().insert(entry.0.name.clone(), entry.clone());
+        entry
+    }
+
+    /// Withdraws `name`.
+    pub(crate) fn remove(&self, name: &str) {
+        self.lock().remove(name);
+    }
+
+    /// Withdraws `entry` if it is still the one offered (a later expose of the same name stays).
+    pub(crate) fn remove_if(&self, entry: &Offer) {
+        let mut map = self.lock();
+        if map.get(&entry.0.name).is_some_and(|e| Arc::ptr_eq(e, entry)) {
+            map.remove(&entry.0.name);
+        }
+    }
+
+    fn get(&self, name: &str) -> Option<Offer> {
+        self.lock().get(name).cloned()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Offer>> {
+        self.services.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Serves bulk connections handed over by the TLS upgrade until `cancel` fires.
+pub(crate) fn spawn_acceptor(
+    mut incoming: mpsc::Receiver<Inbound>,
+    registry: Registry,
+    revocations: Revocations,
+    metrics: Metrics,
+    cancel: CancellationToken,
+    tracker: &TaskTracker,
+) {
+    let tasks = tracker.clone();
+    tracker.spawn(async move {
+        let limit = Arc::new(Semaphore::new(MAX_ACTIVE));
+        loop {
+            let next = tokio::select! {
+                biased;
+                () = cancel.cancelled() => break,
+                next = incoming.recv() => next,
+            };
+            let Some(conn) = next else { break };
+            let Ok(permit) = limit.clone().try_acquire_owned() else {
+                tracing::debug!(peer = %conn.peer, "too many bulk connections; closing one");
+                continue;
+            };
+            let conn = Inbound { io: revocations.guard(conn.peer, conn.io), ..conn };
+            let (registry, metrics, cancel) = (registry.clone(), metrics.clone(), cancel.clone());
+            tasks.spawn(async move {
+                tokio::select! {
+                    () = cancel.cancelled() => {}
+                    () = serve(conn, &registry, &metrics) => {}
+                }
+                drop(permit);
+            });
+        }
+    });
+}
+
+async fn serve(conn: Inbound, registry: &Registry, metrics: &Metrics) {
+    let Inbound { peer, mut io } = conn;
+    let name = match tokio::time::timeout(SETUP_TIMEOUT, read_request(&mut io)).await {
+        Ok(Ok(name)) => name,
+        Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "bad bulk request"),
+        Err(_) => return tracing::debug!(%peer, "bulk request timed out"),
+    };
+    let entry = registry.get(&name);
+    let Some(entry) = entry.filter(|e| may_use(&e.1, &e.0, &peer)) else {
+        metrics.auth_denials.inc();
+        tracing::warn!(target: "audit", %peer, service = %name, "auth_decision: bulk connection refused (peer not allowed or no such service)");
+        let _ = io.write_all(&[Answer::Refused as u8]).await;
+        return;
+    };
+    let spec = &entry.0;
+    let tcp = match crate::service::dial_local(spec).await {
+        Ok(tcp) => tcp,
+        Err(e) => {
+            tracing::warn!(%peer, service = %spec.name, error = %e, "local service unreachable; bulk connection refused");
+            let _ = io.write_all(&[Answer::Unavailable as u8]).await;
+            return;
+        }
+    };
+    if io.write_all(&[Answer::Ok as u8]).await.is_err() {
+        return;
+    }
+    metrics.bulk_connections.inc();
+    let active = metrics.proxy(&spec.name, Role::Server);
+    tracing::info!(%peer, service = %spec.name, path = "DIRECT/bulk", "serving stream");
+    crate::service::carry_local(io, tcp, &peer, &spec.name, &active).await;
+}
+
+/// Addresses that failed recently, so that a peer without the bulk path costs one try.
+#[derive(Clone, Default)]
+pub(crate) struct Failures(Arc<Mutex<HashMap<(PeerId, SocketAddr), Instant>>>);
+
+impl Failures {
+    fn recent(&self, key: &(PeerId, SocketAddr)) -> bool {
+        let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(key).is_some_and(|t| t.elapsed() < RETRY_AFTER)
+    }
+
+    fn record(&self, key: (PeerId, SocketAddr)) {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.retain(|_, t| t.elapsed() < RETRY_AFTER);
+        map.insert(key, Instant::now());
+    }
+}
+
+/// Opens a bulk connection to `service` on `peer` at `addr` (a TCP listen address of the peer).
+pub async fn dial(
+    tls: crate::tls::Config,
+    peer: PeerId,
+    addr: SocketAddr,
+    service: &str,
+) -> Result<ServiceIo, BulkError> {
+    let tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| BulkError::Connect(e.to_string()))?;
+    let _ = tcp.set_nodelay(true);
+    // multistream-select names the bulk path where a libp2p dial names `/tls/1.0.0`; the TLS
+    // handshake that follows is the same.
+    let (_, negotiated) = dialer_select_proto(tcp.compat(), [PROTOCOL], Version::V1Lazy)
+        .await
+        .map_err(|e| BulkError::Connect(e.to_string()))?;
+    let (found, mut io) = tls
+        .upgrade_outbound(negotiated, crate::tls::PROTOCOL)
+        .await
+        .map_err(|e| BulkError::Connect(e.to_string()))?;
+    if found != peer {
+        return Err(BulkError::WrongPeer(found.to_string()));
+    }
+    io.write_all(&request(service)?).await.map_err(|e| BulkError::Connect(e.to_string()))?;
+    let mut answer = [0u8; 1];
+    io.read_exact(&mut answer).await.map_err(|e| BulkError::Connect(e.to_string()))?;
+    if answer[0] != Answer::Ok as u8 {
+        return Err(BulkError::Refused);
+    }
+    Ok(Box::new(io))
+}
+
+/// Tries the bulk path to `service` over each direct TCP path in `paths`; `None` when there is
+/// none or every one fails (the caller then uses a yamux stream).
+pub(crate) async fn try_connect(
+    tls: &crate::tls::Config,
+    failures: &Failures,
+    revocations: &Revocations,
+    peer: PeerId,
+    paths: &[PathInfo],
+    service: &str,
+) -> Option<(ServiceIo, PathInfo)> {
+    for path in paths.iter().filter(|p| !p.relayed && !p.is_quic()) {
+        let Some(addr) = crate::netinfo::socket_of(&path.remote_addr) else { continue };
+        if failures.recent(&(peer, addr)) {
+            continue;
+        }
+        match tokio::time::timeout(SETUP_TIMEOUT, dial(tls.clone(), peer, addr, service)).await {
+            Ok(Ok(io)) => return Some((revocations.guard(peer, io), path.clone())),
+            Ok(Err(e)) => tracing::debug!(%peer, %addr, error = %e, "bulk path not available"),
+            Err(_) => tracing::debug!(%peer, %addr, "bulk path timed out"),
+        }
+        failures.record((peer, addr));
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn requests_round_trip_and_garbage_is_an_error() {
+        let bytes = request("ssh").unwrap();
+        assert_eq!(read_request(&mut bytes.as_slice()).await.unwrap(), "ssh");
+        for bad in [&[][..], &[1][..], &[2, 0][..], &[1, 5, b'a'][..], &[1, 2, 0xff, 0xfe][..]] {
+            let mut r = bad;
+            assert!(read_request(&mut r).await.is_err(), "{bad:?}");
+        }
+        assert!(request(&"x".repeat(300)).is_err());
+    }
+
+    #[test]
+    fn failures_expire_per_address() {
+        let f = Failures::default();
+        let key = (PeerId::random(), "198.18.0.1:4001".parse().unwrap());
+        assert!(!f.recent(&key));
+        f.record(key);
+        assert!(f.recent(&key));
+        assert!(!f.recent(&(key.0, "198.18.0.1:4002".parse().unwrap())));
+    }
+}
