@@ -7,6 +7,16 @@
 //! client. Cases run round-robin for `$BENCH_ROUNDS` rounds (default 3), with the order rotated
 //! each round. Results go to `bench/results/<UTC date>-<commit>.{md,json}` and `latest.{md,json}`.
 //!
+//! Besides the round-robin cases: rathole with Noise on the public path (`lab/rathole.rs`, when
+//! `$BENCH_RATHOLE` is built), and `$BENCH_CONNS` concurrent connections through one proxy
+//! (`lab/many.rs`). A PNG chart (`lab/chart.rs`) goes beside the results, and when they go to
+//! bench/results the README's benchmark block is rewritten from them (`lab/summary.rs`).
+//!
+//! `BENCH_SMOKE=1` is the CI version: a few MiB, 1 round, 200 round trips, 50 × 64 KiB
+//! concurrent connections, no rathole, results in `$BENCH_OUT` (default target/bench-smoke), no
+//! targets asserted; any failure of the harness is a non-zero exit. `BENCH_FROM_JSON=<file>`
+//! only redraws the chart (and the README block, for bench/results/latest.json) from a result.
+//!
 //! Reuses the NAT-lab test harness (`tests/netlab/*.rs`). Needs root. The binary under test is
 //! `$PEERUP_NETLAB_BIN` (scripts/bench points it at the release build).
 
@@ -38,6 +48,7 @@ mod py;
 mod ssh;
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use lab::{Lab, RESERVATION};
@@ -47,10 +58,18 @@ use ssh::Sshd;
 
 #[path = "lab/cases.rs"]
 mod cases;
+#[path = "lab/chart.rs"]
+mod chart;
+#[path = "lab/many.rs"]
+mod many;
 #[path = "lab/measure.rs"]
 mod measure;
+#[path = "lab/rathole.rs"]
+mod rathole;
 #[path = "lab/report.rs"]
 mod report;
+#[path = "lab/summary.rs"]
+mod summary;
 
 use cases::*;
 use measure::*;
@@ -59,8 +78,6 @@ use report::*;
 pub(crate) const BENCH_PY: &str = include_str!("lab/bench.py");
 pub(crate) const GIB: f64 = (1u64 << 30) as f64;
 pub(crate) const MIB: f64 = (1u64 << 20) as f64;
-/// Round trips per latency measurement.
-pub(crate) const RTT_N: u32 = 2000;
 /// How long a proxy may take to report `[DIRECT]`.
 pub(crate) const DIRECT_WINDOW: Duration = Duration::from_secs(30);
 /// For one payload transfer.
@@ -75,14 +92,81 @@ pub(crate) fn env_num(name: &str, default: u64) -> u64 {
     }
 }
 
+/// What to run, from the environment.
+pub(crate) struct Settings {
+    pub(crate) smoke: bool,
+    pub(crate) bytes: u64,
+    pub(crate) rounds: usize,
+    /// Round trips per latency measurement.
+    pub(crate) rtt_n: u64,
+    /// Connections (and bytes each) of the concurrency case.
+    pub(crate) conns: u64,
+    pub(crate) conn_bytes: u64,
+    /// Where the results go.
+    pub(crate) out: PathBuf,
+    /// Whether that is bench/results (then the README block is rewritten too).
+    pub(crate) published: bool,
+}
+
+impl Settings {
+    fn from_env() -> Settings {
+        let smoke = std::env::var("BENCH_SMOKE").is_ok_and(|v| !v.is_empty() && v != "0");
+        let pick = |full: u64, small: u64| if smoke { small } else { full };
+        let published_dir = report::workspace().join("bench/results");
+        let out = match std::env::var_os("BENCH_OUT") {
+            Some(d) if !d.is_empty() => PathBuf::from(d),
+            _ if smoke => report::workspace().join("target/bench-smoke"),
+            _ => published_dir.clone(),
+        };
+        let same = |a: &PathBuf, b: &PathBuf| {
+            a.canonicalize().ok().zip(b.canonicalize().ok()).is_some_and(|(a, b)| a == b)
+        };
+        let published = out == published_dir || same(&out, &published_dir);
+        assert!(!(smoke && published), "BENCH_SMOKE results must not go to bench/results");
+        Settings {
+            smoke,
+            bytes: env_num("BENCH_BYTES", pick(1 << 30, 4 << 20)),
+            rounds: env_num("BENCH_ROUNDS", pick(3, 1)).max(1) as usize,
+            rtt_n: env_num("BENCH_RTT_N", pick(2000, 200)).max(1),
+            conns: env_num("BENCH_CONNS", pick(1000, 50)).max(1),
+            conn_bytes: env_num("BENCH_CONN_BYTES", pick(1 << 20, 64 << 10)).max(1),
+            out,
+            published,
+        }
+    }
+}
+
 fn main() {
-    let bytes = env_num("BENCH_BYTES", 1 << 30);
-    let rounds = env_num("BENCH_ROUNDS", 3).max(1) as usize;
+    if let Some(json) = std::env::var_os("BENCH_FROM_JSON") {
+        report::redraw(std::path::Path::new(&json));
+        return;
+    }
+    let set = Settings::from_env();
+    // `run` has dropped every process and the lab by the time it returns.
+    if !run(&set) {
+        say!("[bench] FAILED: not every concurrent connection was byte-exact (results written)");
+        std::process::exit(1);
+    }
+}
+
+/// The whole benchmark; false when the concurrency case was not byte-exact.
+fn run(set: &Settings) -> bool {
+    let (bytes, rounds) = (set.bytes, set.rounds);
     let prefix = std::env::var("BENCH_PREFIX").unwrap_or_else(|_| "bn1".into());
     let tck = clk_tck();
     let started = Instant::now();
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    say!("[bench] payload {bytes} bytes, {rounds} rounds, {cores} cores, lab {prefix}");
+    say!(
+        "[bench] {}payload {bytes} bytes, {rounds} rounds, {} round trips, {} × {} bytes \
+         concurrent, {cores} cores, lab {prefix}, results to {}",
+        if set.smoke { "SMOKE run: " } else { "" },
+        set.rtt_n,
+        set.conns,
+        set.conn_bytes,
+        set.out.display()
+    );
+    // Checked before the lab is built, so a missing font fails at once rather than at the end.
+    chart::load_font().unwrap_or_else(|e| panic!("chart: {e}"));
 
     let Some(lab) = Lab::up(&prefix, &ssh::TOOLS) else {
         say!("[bench] the NAT lab is not available: nothing measured");
@@ -229,7 +313,21 @@ fn main() {
         Some(ColdSpec { client: carol, server_id: nodes[alice].id.clone(), want_direct: false });
     c.problems = warm[2].1.clone();
     cases.push(c);
-    say!("[bench] rathole: skipped (not built here)");
+    let rathole = if set.smoke {
+        Err("skipped in the smoke run (BENCH_SMOKE)".to_string())
+    } else {
+        rathole::binary().and_then(|bin| rathole::start(&lab, &bin, relay_sink_port))
+    };
+    let rathole_skip = match &rathole {
+        Ok(r) => {
+            cases.insert(3, r.case());
+            None
+        }
+        Err(reason) => {
+            say!("[bench] rathole: skipped: {reason}");
+            Some(reason.lines().next().unwrap_or_default().to_string())
+        }
+    };
 
     let setup_s = started.elapsed().as_secs_f64();
     for round in 1..=rounds {
@@ -237,23 +335,40 @@ fn main() {
         for k in 0..n {
             let case = &mut cases[(k + round - 1) % n];
             throughput(&lab, &mut proxies, case, bytes, round, tck);
-            latency(&lab, &mut proxies, case, round);
+            latency(&lab, &mut proxies, case, round, set.rtt_n);
         }
         for k in 0..n {
             cold_start(&lab, &nodes, &mut cases[(k + round - 1) % n], round);
         }
     }
 
+    for c in &mut cases {
+        c.peak_rss = Some(memory_mib(&c.tracked, "VmHWM"));
+    }
+    drop(rathole);
+
+    // Last, so that its reset of the daemon's VmHWM leaves the cases' peaks alone.
+    let concurrency = many::run(
+        &lab,
+        &nodes[pubpeer],
+        &nodes[relay_node].id,
+        &relay_d,
+        set.conns,
+        set.conn_bytes,
+    );
+
     let ctx = Context {
-        bytes,
-        rounds,
+        settings: set,
         cores,
         idle_rss,
         setup_s,
         total_s: started.elapsed().as_secs_f64(),
+        rathole_skip,
+        concurrency: &concurrency,
     };
     let (md, js) = report(&ctx, &cases);
-    write_results(&md, &js);
+    write_results(set, &md, &js);
     println!("{md}");
+    concurrency.all_exact()
     // Everything started in the lab ends here; `lab`, declared first, is dropped last (`down`).
 }

@@ -18,6 +18,11 @@ use tracing_subscriber::EnvFilter;
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     init_logging();
+    // Every proxied connection holds two sockets (three on the serving side's bulk path); the
+    // usual soft limit of 1,024 descriptors would cap a proxy at a few hundred connections.
+    if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
+        tracing::debug!(error = %e, "cannot raise the open-file limit");
+    }
     match cmd::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,

@@ -16,12 +16,20 @@
     bench.py rr --host H --port P [--n 2000] [--warmup 50]
         TCP_NODELAY; sends `R`, then n (+ warmup) 1-byte requests, each waiting for its 1-byte reply.
         Prints one JSON line {n, p50_us, p99_us, mean_us, min_us, max_us, connect_ms, error}.
+
+    bench.py many --host H --port P --conns C --bytes N [--timeout S]
+        C concurrent connections (asyncio), each a `push` of its own N bytes (a different slice of
+        the random block per connection, hashed before connecting) checked against the digest the
+        sink returns. Raises RLIMIT_NOFILE for C sockets. Prints one JSON line {conns, bytes_each,
+        ok, failed, secs, max_open, errors}; exit status 2 unless every connection was byte-exact.
 """
 
 import argparse
+import asyncio
 import hashlib
 import json
 import os
+import resource
 import socket
 import sys
 import threading
@@ -84,7 +92,7 @@ def sink(a):
     srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     srv.bind((a.host, a.port))
-    srv.listen(64)
+    srv.listen(1024)
     log(f"READY {srv.getsockname()[1]}")
     while True:
         conn, _ = srv.accept()
@@ -175,17 +183,96 @@ def rr(a):
     sys.exit(0 if out["error"] is None else 2)
 
 
+def slices(start, n):
+    """The pieces of the block, read cyclically from offset `start`, that make an n-byte payload."""
+    pos = 0
+    while pos < n:
+        off = (start + pos) % BLOCK
+        k = min(CHUNK, n - pos, BLOCK - off)
+        yield off, k
+        pos += k
+
+
+def raise_fd_limit(need):
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < need:
+        want = need if hard == resource.RLIM_INFINITY else max(need, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (need, want))
+        except (ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (min(need, hard), hard))
+
+
+async def one_push(a, i, mv, start, expected, state):
+    writer = None
+    try:
+        reader, writer = await asyncio.open_connection(a.host, a.port)
+        state["open"] += 1
+        state["max_open"] = max(state["max_open"], state["open"])
+        writer.write(b"T")
+        for off, k in slices(start, a.bytes):
+            writer.write(mv[off : off + k])
+            await writer.drain()
+        writer.write_eof()
+        got = (await reader.read()).decode(errors="replace").strip()
+        if got != expected:
+            raise OSError(f"digest mismatch: sink {got!r}, sent {expected}")
+        return None
+    except (OSError, asyncio.IncompleteReadError) as e:
+        return f"connection {i}: {type(e).__name__}: {e}"
+    finally:
+        if writer is not None:
+            state["open"] -= 1
+            writer.close()
+
+
+async def many_async(a, mv, starts, digests):
+    state = {"open": 0, "max_open": 0}
+    tasks = [
+        asyncio.create_task(one_push(a, i, mv, starts[i], digests[i], state))
+        for i in range(a.conns)
+    ]
+    done, pending = await asyncio.wait(tasks, timeout=a.timeout)
+    for t in pending:
+        t.cancel()
+    errors = [t.result() for t in done if t.result() is not None]
+    errors += [f"{len(pending)} connections still running after {a.timeout} s"] if pending else []
+    return len(done) - sum(1 for t in done if t.result() is not None), errors, state["max_open"]
+
+
+def many(a):
+    raise_fd_limit(a.conns + 64)
+    block = os.urandom(BLOCK)
+    mv = memoryview(block)
+    # Connection i starts at its own offset, so swapped or mixed-up streams fail the digest.
+    starts = [(i * 1_048_583) % BLOCK for i in range(a.conns)]
+    digests = []
+    for start in starts:
+        h = hashlib.sha256()
+        for off, k in slices(start, a.bytes):
+            h.update(mv[off : off + k])
+        digests.append(h.hexdigest())
+    t0 = time.monotonic()
+    ok, errors, max_open = asyncio.run(many_async(a, mv, starts, digests))
+    secs = time.monotonic() - t0
+    out = {"conns": a.conns, "bytes_each": a.bytes, "ok": ok, "failed": a.conns - ok}
+    out.update({"secs": secs, "max_open": max_open, "errors": errors[:10]})
+    print(json.dumps(out), flush=True)
+    sys.exit(0 if ok == a.conns else 2)
+
+
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("mode", choices=["sink", "push", "rr"])
+    p.add_argument("mode", choices=["sink", "push", "rr", "many"])
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--bytes", type=int, default=0)
     p.add_argument("--n", type=int, default=2000)
     p.add_argument("--warmup", type=int, default=50)
+    p.add_argument("--conns", type=int, default=1000)
     p.add_argument("--timeout", type=float, default=120.0)
     a = p.parse_args()
-    {"sink": sink, "push": push, "rr": rr}[a.mode](a)
+    {"sink": sink, "push": push, "rr": rr, "many": many}[a.mode](a)
 
 
 if __name__ == "__main__":

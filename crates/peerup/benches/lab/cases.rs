@@ -1,7 +1,8 @@
 //! The measurements of one case: throughput, round trips, cold start, warm-up, ssh forwarding.
 
+use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, ExitStatus};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -12,7 +13,7 @@ use crate::node::{ConnReport, Node, PathKind, Proxy, RELAY_IP};
 use crate::proc::{Proc, Stream};
 use crate::py::Client;
 use crate::ssh::Sshd;
-use crate::{DIRECT_WINDOW, GIB, RTT_N, TRANSFER};
+use crate::{DIRECT_WINDOW, GIB, TRANSFER};
 
 // ---------------------------------------------------------------------------------------------
 // The cases.
@@ -30,6 +31,23 @@ pub(crate) fn try_py(
     args: &[&str],
     timeout: Duration,
 ) -> Result<Value, String> {
+    let (status, v) = py_json(lab, host, name, args, timeout);
+    if status.success() && v["error"].is_null() {
+        Ok(v)
+    } else {
+        Err(format!("{name} failed ({status}): {v}"))
+    }
+}
+
+/// Runs `bench.py args…` in `host` and returns its exit status and the JSON line it printed last
+/// (panics when there is none).
+pub(crate) fn py_json(
+    lab: &Lab,
+    host: &str,
+    name: &str,
+    args: &[&str],
+    timeout: Duration,
+) -> (ExitStatus, Value) {
     let script = lab.script("bench.py");
     let mut all = vec![script.to_str().expect("utf-8 path")];
     all.extend(args);
@@ -40,11 +58,7 @@ pub(crate) fn try_py(
         panic!("{name}: bench.py printed no report ({status}); output:\n{}", p.tail(40))
     });
     let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{name}: {e}: {line}"));
-    if status.success() && v["error"].is_null() {
-        Ok(v)
-    } else {
-        Err(format!("{name} failed ({status}): {v}"))
-    }
+    (status, v)
 }
 
 /// A `bench.py sink` server.
@@ -107,6 +121,8 @@ pub(crate) struct Case {
     /// For proxies: `peerup proxy` start to the first `[DIRECT]` connection during warm-up.
     pub(crate) warmup_to_direct_s: Option<f64>,
     pub(crate) info: Vec<String>,
+    /// Sum of the tracked processes' VmHWM (and per process), taken after the last round.
+    pub(crate) peak_rss: Option<(f64, BTreeMap<String, f64>)>,
 }
 
 impl Case {
@@ -132,6 +148,7 @@ impl Case {
             problems: Vec::new(),
             warmup_to_direct_s: None,
             info: Vec::new(),
+            peak_rss: None,
         }
     }
 
@@ -189,10 +206,17 @@ pub(crate) fn throughput(
     case.runs.push(Run { mib_s, cpu_per_gib, path });
 }
 
-pub(crate) fn latency(lab: &Lab, proxies: &mut [Proxy], case: &mut Case, round: usize) {
+pub(crate) fn latency(
+    lab: &Lab,
+    proxies: &mut [Proxy],
+    case: &mut Case,
+    round: usize,
+    round_trips: u64,
+) {
     let mark = case.proxy.map(|(i, _)| proxies[i].proc.mark());
-    let (port, n) = (case.port.to_string(), RTT_N.to_string());
-    let args = ["rr", "--host", &case.ip, "--port", &port, "--n", &n];
+    let (port, n) = (case.port.to_string(), round_trips.to_string());
+    let warmup = (round_trips / 40).clamp(5, 50).to_string();
+    let args = ["rr", "--host", &case.ip, "--port", &port, "--n", &n, "--warmup", &warmup];
     let v =
         run_py(lab, case.host, &format!("{}-rr-{round}", case.id), &args, Duration::from_secs(120));
     let path = path_after(proxies, case, mark, &format!("round {round} latency"));
