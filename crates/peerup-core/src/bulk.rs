@@ -10,9 +10,10 @@
 //! the socket is a plain byte pipe under TLS, one connection per proxied connection.
 //!
 //! Authorization is the same as for service streams: the peer must be authorized and allowed to
-//! use the service. Peers that don't speak the protocol (older peerup, Go peer-up) answer `na`
-//! in multistream-select, and the client falls back to a yamux stream; an address that fails is
-//! not tried again for [`RETRY_AFTER`].
+//! use the service. Each peer address is probed in the background before any connection relies on
+//! it ([`Probes`]); until then, and at peers that don't speak the protocol (older peerup, Go
+//! peer-up, which answer `na` in multistream-select), connections use yamux streams. An address
+//! that fails is probed again after [`RETRY_AFTER`].
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -45,7 +46,7 @@ pub const SETUP_TIMEOUT: Duration = Duration::from_secs(3);
 /// The TCP connect alone: an address that drops SYNs (a NAT that filters new flows) costs the
 /// first proxied connection this much, once per [`RETRY_AFTER`].
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
-/// How long an address that failed is left alone.
+/// How long an address that failed is left alone before it is probed again.
 pub const RETRY_AFTER: Duration = Duration::from_secs(600);
 /// Secured sockets waiting for the acceptor.
 pub(crate) const QUEUE: usize = 1024;
@@ -71,7 +72,11 @@ impl Revocations {
             let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
             map.entry(peer).or_default().child_token()
         };
-        Box::new(Revocable { io, revoked: Box::pin(token.cancelled_owned()) })
+        Box::new(Revocable {
+            io,
+            read_revoked: Box::pin(token.clone().cancelled_owned()),
+            write_revoked: Box::pin(token.cancelled_owned()),
+        })
     }
 
     /// Ends every bulk connection with `peer`.
@@ -83,21 +88,24 @@ impl Revocations {
     }
 }
 
-/// A bulk connection that fails once its peer's access is revoked.
+/// A bulk connection that fails once its peer's access is revoked. Reading and writing may run in
+/// different tasks, so each side waits on its own future (each keeps one waker).
 struct Revocable {
     io: ServiceIo,
-    revoked: Pin<Box<WaitForCancellationFutureOwned>>,
+    read_revoked: Pin<Box<WaitForCancellationFutureOwned>>,
+    write_revoked: Pin<Box<WaitForCancellationFutureOwned>>,
 }
 
-impl Revocable {
-    fn check(&mut self, cx: &mut Context<'_>) -> std::io::Result<()> {
-        match self.revoked.as_mut().poll(cx) {
-            Poll::Ready(()) => Err(std::io::Error::new(
-                std::io::ErrorKind::ConnectionReset,
-                "the peer's access was revoked",
-            )),
-            Poll::Pending => Ok(()),
-        }
+fn check(
+    revoked: &mut Pin<Box<WaitForCancellationFutureOwned>>,
+    cx: &mut Context<'_>,
+) -> std::io::Result<()> {
+    match revoked.as_mut().poll(cx) {
+        Poll::Ready(()) => Err(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "the peer's access was revoked",
+        )),
+        Poll::Pending => Ok(()),
     }
 }
 
@@ -108,7 +116,7 @@ impl AsyncRead for Revocable {
         buf: &mut [u8],
     ) -> Poll<std::io::Result<usize>> {
         let this = self.get_mut();
-        this.check(cx)?;
+        check(&mut this.read_revoked, cx)?;
         Pin::new(&mut this.io).poll_read(cx, buf)
     }
 }
@@ -120,13 +128,13 @@ impl AsyncWrite for Revocable {
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
         let this = self.get_mut();
-        this.check(cx)?;
+        check(&mut this.write_revoked, cx)?;
         Pin::new(&mut this.io).poll_write(cx, buf)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         let this = self.get_mut();
-        this.check(cx)?;
+        check(&mut this.write_revoked, cx)?;
         Pin::new(&mut this.io).poll_flush(cx)
     }
 
@@ -279,6 +287,11 @@ async fn serve(conn: Inbound, registry: &Registry, metrics: &Metrics) {
         Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "bad bulk request"),
         Err(_) => return tracing::debug!(%peer, "bulk request timed out"),
     };
+    if name.is_empty() {
+        // A probe: the client is checking that this address takes bulk connections.
+        let _ = io.write_all(&[Answer::Ok as u8]).await;
+        return;
+    }
     let entry = registry.get(&name);
     let Some(entry) = entry.filter(|e| may_use(&e.1, &e.0, &peer)) else {
         metrics.auth_denials.inc();
@@ -304,20 +317,46 @@ async fn serve(conn: Inbound, registry: &Registry, metrics: &Metrics) {
     crate::service::carry_local(io, tcp, &peer, &spec.name, &active).await;
 }
 
-/// Addresses that failed recently, so that a peer without the bulk path costs one try.
-#[derive(Clone, Default)]
-pub(crate) struct Failures(Arc<Mutex<HashMap<(PeerId, SocketAddr), Instant>>>);
+/// What is known of the bulk path at a peer's address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Probe {
+    /// A probe is under way.
+    Running,
+    /// It answered.
+    Works,
+    /// It failed at this time.
+    Failed(Instant),
+}
 
-impl Failures {
-    fn recent(&self, key: &(PeerId, SocketAddr)) -> bool {
-        let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        map.get(key).is_some_and(|t| t.elapsed() < RETRY_AFTER)
+/// Which peer addresses take bulk connections. An address is probed in the background the first
+/// time a connection could use it; until the probe answers, connections use yamux streams, so an
+/// address that silently drops new flows (a filtering NAT in front of a hole-punched path) never
+/// delays one.
+#[derive(Clone, Default)]
+pub(crate) struct Probes(Arc<Mutex<HashMap<(PeerId, SocketAddr), Probe>>>);
+
+impl Probes {
+    fn get(&self, key: &(PeerId, SocketAddr)) -> Option<Probe> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).get(key).copied()
     }
 
-    fn record(&self, key: (PeerId, SocketAddr)) {
+    fn set(&self, key: (PeerId, SocketAddr), state: Probe) {
         let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        map.retain(|_, t| t.elapsed() < RETRY_AFTER);
-        map.insert(key, Instant::now());
+        map.retain(|_, p| !matches!(p, Probe::Failed(t) if t.elapsed() >= RETRY_AFTER));
+        map.insert(key, state);
+    }
+
+    /// Marks `key` as being probed, unless it is known or already being probed.
+    fn start(&self, key: (PeerId, SocketAddr)) -> bool {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match map.get(&key) {
+            Some(Probe::Running | Probe::Works) => false,
+            Some(Probe::Failed(t)) if t.elapsed() < RETRY_AFTER => false,
+            _ => {
+                map.insert(key, Probe::Running);
+                true
+            }
+        }
     }
 }
 
@@ -353,27 +392,55 @@ pub async fn dial(
     Ok(Box::new(io))
 }
 
-/// Tries the bulk path to `service` over each direct TCP path in `paths`; `None` when there is
-/// none or every one fails (the caller then uses a yamux stream).
+/// What [`try_connect`] needs from the node.
+pub(crate) struct Client<'a> {
+    pub(crate) tls: &'a crate::tls::Config,
+    pub(crate) probes: &'a Probes,
+    pub(crate) revocations: &'a Revocations,
+    pub(crate) tracker: &'a TaskTracker,
+    pub(crate) cancel: &'a CancellationToken,
+}
+
+/// A bulk connection to `service` over a direct TCP path in `paths` whose address is known to
+/// take them; `None` otherwise (the caller then uses a yamux stream). Addresses not probed yet are
+/// probed in the background for the next connection.
 pub(crate) async fn try_connect(
-    tls: &crate::tls::Config,
-    failures: &Failures,
-    revocations: &Revocations,
+    c: Client<'_>,
     peer: PeerId,
     paths: &[PathInfo],
     service: &str,
 ) -> Option<(ServiceIo, PathInfo)> {
     for path in paths.iter().filter(|p| !p.relayed && !p.is_quic()) {
         let Some(addr) = crate::netinfo::socket_of(&path.remote_addr) else { continue };
-        if failures.recent(&(peer, addr)) {
-            continue;
+        let key = (peer, addr);
+        if c.probes.get(&key) == Some(Probe::Works) {
+            match tokio::time::timeout(SETUP_TIMEOUT, dial(c.tls.clone(), peer, addr, service))
+                .await
+            {
+                Ok(Ok(io)) => return Some((c.revocations.guard(peer, io), path.clone())),
+                Ok(Err(e)) => tracing::debug!(%peer, %addr, error = %e, "bulk connection failed"),
+                Err(_) => tracing::debug!(%peer, %addr, "bulk connection timed out"),
+            }
+            c.probes.set(key, Probe::Failed(Instant::now()));
+        } else if c.probes.start(key) {
+            let (tls, probes, cancel) = (c.tls.clone(), c.probes.clone(), c.cancel.clone());
+            c.tracker.spawn(async move {
+                let probe = tokio::time::timeout(SETUP_TIMEOUT, dial(tls, peer, addr, ""));
+                let state = tokio::select! {
+                    () = cancel.cancelled() => return,
+                    r = probe => match r {
+                        Ok(Ok(_)) => Probe::Works,
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, %addr, error = %e, "no bulk path at this address");
+                            Probe::Failed(Instant::now())
+                        }
+                        Err(_) => Probe::Failed(Instant::now()),
+                    },
+                };
+                tracing::debug!(%peer, %addr, ?state, "bulk path probed");
+                probes.set((peer, addr), state);
+            });
         }
-        match tokio::time::timeout(SETUP_TIMEOUT, dial(tls.clone(), peer, addr, service)).await {
-            Ok(Ok(io)) => return Some((revocations.guard(peer, io), path.clone())),
-            Ok(Err(e)) => tracing::debug!(%peer, %addr, error = %e, "bulk path not available"),
-            Err(_) => tracing::debug!(%peer, %addr, "bulk path timed out"),
-        }
-        failures.record((peer, addr));
     }
     None
 }
@@ -394,12 +461,20 @@ mod tests {
     }
 
     #[test]
-    fn failures_expire_per_address() {
-        let f = Failures::default();
+    fn an_address_is_probed_once_until_its_failure_expires() {
+        let p = Probes::default();
         let key = (PeerId::random(), "198.18.0.1:4001".parse().unwrap());
-        assert!(!f.recent(&key));
-        f.record(key);
-        assert!(f.recent(&key));
-        assert!(!f.recent(&(key.0, "198.18.0.1:4002".parse().unwrap())));
+        assert!(p.start(key), "unknown: probe it");
+        assert!(!p.start(key), "already being probed");
+        p.set(key, Probe::Failed(Instant::now()));
+        assert!(!p.start(key), "failed recently");
+        let long_ago = Instant::now().checked_sub(RETRY_AFTER + Duration::from_secs(1));
+        if let Some(t) = long_ago {
+            p.set(key, Probe::Failed(t));
+            assert!(p.start(key), "failed long ago: probe again");
+        }
+        p.set(key, Probe::Works);
+        assert!(!p.start(key));
+        assert_eq!(p.get(&(key.0, "198.18.0.1:4002".parse().unwrap())), None);
     }
 }

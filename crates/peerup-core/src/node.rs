@@ -220,7 +220,9 @@ pub struct Node {
     /// TLS for the client side of bulk connections.
     bulk_tls: crate::tls::Config,
     bulk_services: crate::bulk::Registry,
-    bulk_failures: crate::bulk::Failures,
+    bulk_probes: crate::bulk::Probes,
+    tracker: TaskTracker,
+    cancel: CancellationToken,
     bulk_revocations: crate::bulk::Revocations,
     enable_bulk: bool,
     metrics: crate::metrics::Metrics,
@@ -257,7 +259,7 @@ impl Node {
             bulk_services.clone(),
             bulk_revocations.clone(),
             metrics.clone(),
-            cancel,
+            cancel.clone(),
             tracker,
         );
         let node = Self {
@@ -265,7 +267,9 @@ impl Node {
             relaying,
             bulk_tls,
             bulk_services,
-            bulk_failures: crate::bulk::Failures::default(),
+            bulk_probes: crate::bulk::Probes::default(),
+            tracker: tracker.clone(),
+            cancel,
             bulk_revocations,
             enable_bulk,
             metrics,
@@ -335,9 +339,14 @@ impl Node {
             return None;
         }
         let paths = self.paths(peer).await.ok()?;
-        let (tls, failures, revocations) =
-            (&self.bulk_tls, &self.bulk_failures, &self.bulk_revocations);
-        crate::bulk::try_connect(tls, failures, revocations, peer, &paths, service).await
+        let client = crate::bulk::Client {
+            tls: &self.bulk_tls,
+            probes: &self.bulk_probes,
+            revocations: &self.bulk_revocations,
+            tracker: &self.tracker,
+            cancel: &self.cancel,
+        };
+        crate::bulk::try_connect(client, peer, &paths, service).await
     }
 
     /// Opens a stream to `peer`, connecting first if needed (through every relay and any known

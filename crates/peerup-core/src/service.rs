@@ -121,7 +121,7 @@ pub(crate) async fn carry_local<S>(
     name: &str,
     active: &ActiveProxy,
 ) where
-    S: futures::AsyncRead + futures::AsyncWrite,
+    S: futures::AsyncRead + futures::AsyncWrite + Send + 'static,
 {
     match pipe::pipe(io, tcp).await {
         Ok((to_local, to_peer)) => {

@@ -411,24 +411,32 @@ async fn bulk_path_on_direct_connections() {
     let (client, _) = direct_node(&lab, bob_key, AccessList::open(), true).await;
     client.add_addresses(server.peer_id(), vec![server_addr.clone()]).await.unwrap();
 
-    // The first connection dials the peer and rides yamux; the next ones take the bulk path.
+    // The first connection dials the peer and rides yamux, and the bulk path is probed in the
+    // background; once the probe has answered, connections take it.
     let data: Vec<u8> =
         (0..3 * 1024 * 1024u32).map(|i| (i.wrapping_mul(2654435761) >> 11) as u8).collect();
     let (out, relayed) = echo_through(&client, server.peer_id(), &data).await;
     assert!(out == data && !relayed);
-    assert_eq!(server.metrics().bulk_connections.get(), 0);
+    assert_eq!(server.metrics().bulk_connections.get(), 0, "not before the probe answered");
+    let mut tries = 0;
+    while server.metrics().bulk_connections.get() == 0 {
+        tries += 1;
+        assert!(tries < 200, "the bulk path was never taken");
+        let (out, _) = echo_through(&client, server.peer_id(), b"until bulk").await;
+        assert_eq!(out, b"until bulk");
+    }
     for _ in 0..3 {
         let (out, _) = echo_through(&client, server.peer_id(), &data).await;
         assert!(out == data, "bulk echo differs");
     }
-    assert_eq!(server.metrics().bulk_connections.get(), 3, "the direct connections went bulk");
+    assert_eq!(server.metrics().bulk_connections.get(), 4, "the direct connections went bulk");
 
     // Revoking the peer (what the daemon does on `auth remove`) ends its open bulk connections.
     let (mut open, _) = service::connect(&client, server.peer_id(), "echo").await.unwrap();
     open.write_all(b"ping").await.unwrap();
     let mut four = [0u8; 4];
     open.read_exact(&mut four).await.unwrap();
-    assert_eq!(server.metrics().bulk_connections.get(), 4);
+    assert_eq!(server.metrics().bulk_connections.get(), 5);
     server.disconnect(bob_id).await.unwrap();
     let mut rest = Vec::new();
     let ended = tokio::time::timeout(WAIT, open.read_to_end(&mut rest)).await;

@@ -108,6 +108,8 @@ pub fn node_config(loaded: &Loaded<NodeConfig>, reserve: bool) -> Result<CoreCon
     core.enable_upnp = c.network.enable_upnp;
     core.access =
         access_list(c.security.enable_connection_gating, &c.security.authorized_keys_file)?;
+    // Troubleshooting switch: PEERUP_BULK=0 keeps every proxied connection on yamux streams.
+    core.enable_bulk = std::env::var("PEERUP_BULK").map_or(true, |v| v != "0");
     Ok(core)
 }
 
