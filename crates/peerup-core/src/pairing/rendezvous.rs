@@ -1,0 +1,322 @@
+//! The relay's side of pairing: a rendezvous of inviter and joiner on a slot, after which the relay
+//! splices their two streams so that the PAKE runs end to end through it.
+//!
+//! Slots live in memory only, so a relay restart kills every invite (fail closed). Only peers the
+//! relay authorizes may register a slot; anyone may join one, which is why the gate admits unknown
+//! peers on probation while slots are open (see [`crate::gate::Probation`]). A successful inviter
+//! asks the relay to admit its joiner ([`Message::Admit`]); the relay checks that this joiner came
+//! through this inviter's slot before it calls the binary's admit hook.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::{AsyncReadExt, AsyncWriteExt};
+use libp2p::{PeerId, Stream, StreamProtocol};
+use tokio::sync::{Semaphore, oneshot, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::code::Slot;
+use super::wire::{self, Message};
+use super::{MAX_TTL, PAIR_RENDEZVOUS};
+use crate::gate::{AccessList, Probation};
+use crate::node::Node;
+use crate::streams::IncomingStream;
+
+/// Rendezvous streams handled at once; more are dropped.
+const MAX_STREAMS: usize = 64;
+/// How long a request may take to arrive.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a joiner waits for its inviter to come back between two attempts.
+const JOIN_WAIT: Duration = Duration::from_secs(5);
+/// The longest a spliced pairing conversation may last, and the bytes it may carry each way.
+const SPLICE_TIME: Duration = Duration::from_secs(60);
+const SPLICE_BYTES: u64 = 16 * 1024;
+/// How often expired slots are dropped.
+const PRUNE_EVERY: Duration = Duration::from_secs(5);
+
+/// Called when an inviter vouches for its joiner: `(joiner, inviter)`; authorizes the joiner on
+/// the relay (the binary writes its authorized_keys).
+pub type AdmitHook = Arc<dyn Fn(PeerId, PeerId) -> Result<(), String> + Send + Sync>;
+
+/// What the rendezvous needs from the relay.
+#[derive(Clone)]
+pub struct RendezvousConfig {
+    /// The relay's access list: who may register slots.
+    pub access: AccessList,
+    /// The gate's probation, told how many slots are open.
+    pub probation: Option<Probation>,
+    /// Authorizes joiners on the relay; `None` refuses [`Message::Admit`].
+    pub admit: Option<AdmitHook>,
+}
+
+type Handoff = oneshot::Sender<(Stream, PeerId)>;
+
+struct SlotState {
+    owner: PeerId,
+    expires: Instant,
+    parked: Option<(u64, Handoff)>,
+    joiner: Option<PeerId>,
+    closed: bool,
+}
+
+#[derive(Clone)]
+struct Shared {
+    slots: Arc<Mutex<HashMap<Slot, SlotState>>>,
+    changed: watch::Sender<u64>,
+    config: RendezvousConfig,
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Slot, SlotState>> {
+        self.slots.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Drops expired slots and tells probation how many are open. Call with the lock held.
+    fn prune(&self, slots: &mut HashMap<Slot, SlotState>) {
+        let now = Instant::now();
+        slots.retain(|_, s| s.expires > now);
+        if let Some(p) = &self.config.probation {
+            p.set_open_slots(slots.values().filter(|s| !s.closed).count());
+        }
+        self.changed.send_modify(|n| *n = n.wrapping_add(1));
+    }
+}
+
+/// Serves the rendezvous protocol on `node` until `cancel` fires.
+pub fn serve(
+    node: &Node,
+    config: RendezvousConfig,
+    cancel: CancellationToken,
+    tracker: &TaskTracker,
+) {
+    let mut incoming = node.accept(StreamProtocol::new(PAIR_RENDEZVOUS));
+    let shared = Shared { slots: Arc::default(), changed: watch::Sender::new(0), config };
+    let limit = Arc::new(Semaphore::new(MAX_STREAMS));
+    let tasks = tracker.clone();
+    tracker.spawn(async move {
+        let mut prune = tokio::time::interval(PRUNE_EVERY);
+        loop {
+            tokio::select! {
+                biased;
+                () = cancel.cancelled() => break,
+                _ = prune.tick() => {
+                    let mut slots = shared.lock();
+                    shared.prune(&mut slots);
+                }
+                s = incoming.recv() => {
+                    let Some(s) = s else { break };
+                    let Ok(permit) = limit.clone().try_acquire_owned() else {
+                        tracing::warn!(peer = %s.peer, "too many pairing streams; dropped");
+                        continue;
+                    };
+                    let (shared, cancel) = (shared.clone(), cancel.clone());
+                    tasks.spawn(async move {
+                        tokio::select! {
+                            () = cancel.cancelled() => {}
+                            () = handle(&shared, s) => {}
+                        }
+                        drop(permit);
+                    });
+                }
+            }
+        }
+    });
+}
+
+async fn handle(shared: &Shared, s: IncomingStream) {
+    let IncomingStream { peer, mut stream, .. } = s;
+    let request = match tokio::time::timeout(REQUEST_TIMEOUT, wire::read(&mut stream)).await {
+        Ok(Ok(m)) => m,
+        Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "bad pairing request"),
+        Err(_) => return tracing::debug!(%peer, "pairing request timed out"),
+    };
+    let reply = match request {
+        Message::Register { slot, ttl_secs } => {
+            return register(shared, peer, stream, slot, ttl_secs).await;
+        }
+        Message::Join { slot } => return join(shared, peer, stream, slot).await,
+        Message::Admit { slot, peer: joiner } => admit(shared, peer, slot, joiner),
+        Message::Release { slot } => {
+            let mut slots = shared.lock();
+            if let Some(s) = slots.get_mut(&slot).filter(|s| s.owner == peer) {
+                s.closed = true;
+                s.parked = None;
+            }
+            shared.prune(&mut slots);
+            Message::Ok
+        }
+        _ => Message::Error("unexpected request".into()),
+    };
+    let _ = wire::write(&mut stream, &reply).await;
+    let _ = stream.close().await;
+}
+
+fn admit(shared: &Shared, inviter: PeerId, slot: Slot, joiner: PeerId) -> Message {
+    {
+        let mut slots = shared.lock();
+        let Some(s) =
+            slots.get_mut(&slot).filter(|s| s.owner == inviter && s.joiner == Some(joiner))
+        else {
+            return Message::Error("no such pairing on this relay".into());
+        };
+        s.closed = true;
+        s.parked = None;
+        shared.prune(&mut slots);
+    }
+    match &shared.config.admit {
+        Some(hook) => match hook(joiner, inviter) {
+            Ok(()) => {
+                tracing::info!(target: "audit", %joiner, %inviter, "auth_change: joiner admitted on the inviter's word");
+                Message::Ok
+            }
+            Err(e) => Message::Error(format!("the relay could not authorize the joiner: {e}")),
+        },
+        None => Message::Error("this relay does not admit joiners".into()),
+    }
+}
+
+async fn register(shared: &Shared, peer: PeerId, mut stream: Stream, slot: Slot, ttl_secs: u32) {
+    let refuse = |why: &str| Message::Error(why.into());
+    let ttl = Duration::from_secs(u64::from(ttl_secs).max(1)).min(MAX_TTL);
+    let (tx, rx) = oneshot::channel();
+    let generation = rand_generation();
+    let parked = if shared.config.access.is_authorized(&peer) {
+        let mut slots = shared.lock();
+        shared.prune(&mut slots);
+        let expires = Instant::now() + ttl;
+        let state = slots.entry(slot).or_insert(SlotState {
+            owner: peer,
+            expires,
+            parked: None,
+            joiner: None,
+            closed: false,
+        });
+        if state.owner != peer {
+            Err(refuse("this slot is taken; make a new invite"))
+        } else if state.closed {
+            Err(refuse("this invite is closed"))
+        } else {
+            state.expires = state.expires.min(expires);
+            state.parked = Some((generation, tx));
+            let expires = state.expires;
+            shared.prune(&mut slots);
+            Ok(expires)
+        }
+    } else {
+        Err(refuse("only peers this relay authorizes may invite through it"))
+    };
+    let expires = match parked {
+        Ok(e) => e,
+        Err(msg) => {
+            let _ = wire::write(&mut stream, &msg).await;
+            return;
+        }
+    };
+    if wire::write(&mut stream, &Message::Registered).await.is_err() {
+        return unpark(shared, slot, generation);
+    }
+    enum Outcome {
+        Matched(Box<Stream>, PeerId),
+        Gone,
+        Expired,
+    }
+    let outcome = {
+        let mut byte = [0u8; 1];
+        tokio::select! {
+            r = rx => match r { Ok((s, p)) => Outcome::Matched(Box::new(s), p), Err(_) => Outcome::Gone },
+            _ = stream.read(&mut byte) => Outcome::Gone,
+            () = tokio::time::sleep_until(expires) => Outcome::Expired,
+        }
+    };
+    match outcome {
+        Outcome::Matched(mut joiner, jpeer) => {
+            tracing::info!(inviter = %peer, joiner = %jpeer, "pairing rendezvous: splicing");
+            if wire::write(&mut stream, &Message::Matched).await.is_ok()
+                && wire::write(&mut joiner, &Message::Matched).await.is_ok()
+            {
+                splice(stream, *joiner).await;
+            }
+        }
+        Outcome::Gone => unpark(shared, slot, generation),
+        Outcome::Expired => {
+            unpark(shared, slot, generation);
+            let _ = wire::write(&mut stream, &refuse("the invite expired")).await;
+        }
+    }
+}
+
+fn rand_generation() -> u64 {
+    let mut b = [0u8; 8];
+    let _ = getrandom::fill(&mut b);
+    u64::from_be_bytes(b)
+}
+
+fn unpark(shared: &Shared, slot: Slot, generation: u64) {
+    let mut slots = shared.lock();
+    if let Some(s) = slots.get_mut(&slot)
+        && s.parked.as_ref().is_some_and(|(g, _)| *g == generation)
+    {
+        s.parked = None;
+    }
+}
+
+async fn join(shared: &Shared, peer: PeerId, mut stream: Stream, slot: Slot) {
+    let deadline = Instant::now() + JOIN_WAIT;
+    let mut changed = shared.changed.subscribe();
+    loop {
+        let handoff = {
+            let mut slots = shared.lock();
+            shared.prune(&mut slots);
+            match slots.get_mut(&slot) {
+                None => Err(
+                    "no invite is waiting for this code at the relay (wrong or expired code, or the inviter stopped)",
+                ),
+                Some(s) if s.closed => Err("this invite code was already used, cancelled or burnt"),
+                Some(s) => match s.parked.take() {
+                    Some((_, tx)) => {
+                        s.joiner = Some(peer);
+                        Ok(Some(tx))
+                    }
+                    None => Ok(None),
+                },
+            }
+        };
+        match handoff {
+            Err(why) => {
+                let _ = wire::write(&mut stream, &Message::Error(why.into())).await;
+                return;
+            }
+            Ok(Some(tx)) => match tx.send((stream, peer)) {
+                Ok(()) => return,
+                Err((s, _)) => stream = s, // that inviter stream just went away; wait for the next
+            },
+            Ok(None) => {
+                if tokio::time::timeout_at(deadline, changed.changed()).await.is_err() {
+                    let why =
+                        "the inviter is not answering (busy with another attempt, or stopped)";
+                    let _ = wire::write(&mut stream, &Message::Error(why.into())).await;
+                    return;
+                }
+            }
+        }
+    }
+}
+
+async fn splice(a: Stream, b: Stream) {
+    let (ar, mut aw) = a.split();
+    let (br, mut bw) = b.split();
+    let ab = async {
+        let _ = futures::io::copy(ar.take(SPLICE_BYTES), &mut bw).await;
+        let _ = bw.close().await;
+    };
+    let ba = async {
+        let _ = futures::io::copy(br.take(SPLICE_BYTES), &mut aw).await;
+        let _ = aw.close().await;
+    };
+    if tokio::time::timeout(SPLICE_TIME, futures::future::join(ab, ba)).await.is_err() {
+        tracing::debug!("pairing conversation timed out");
+    }
+}
