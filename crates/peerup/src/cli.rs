@@ -85,6 +85,20 @@ pub enum Command {
         #[command(flatten)]
         json: JsonFlag,
     },
+    /// Make a one-time pairing code for another machine (shows it, then waits for the join)
+    Invite(InviteArgs),
+    /// Pair with the machine that made a code: both sides authorize each other and name each other
+    Join(JoinArgs),
+    /// Compare a short authentication string with a peer and mark it verified
+    Verify {
+        /// Peer ID or name
+        target: String,
+        /// Mark the peer verified without asking (after comparing the code out of band)
+        #[arg(long)]
+        yes: bool,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
     /// Run a relay and two nodes on loopback and tunnel a service through them
     Demo,
     /// Print version information
@@ -145,6 +159,31 @@ fn parse_interval(s: &str) -> Result<std::time::Duration, String> {
         Ok(_) => Err("must be greater than zero".into()),
         Err(e) => Err(e.to_string()),
     }
+}
+
+#[derive(Debug, Args)]
+pub struct InviteArgs {
+    /// The name to give the joiner in names: [default: the name it announces]
+    #[arg(long, value_name = "N")]
+    pub name: Option<String>,
+    /// How long the code works (at most 1h)
+    #[arg(long, default_value = "10m", value_parser = parse_interval)]
+    pub ttl: std::time::Duration,
+    /// Print only the code on stdout (progress goes to stderr)
+    #[arg(long)]
+    pub non_interactive: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct JoinArgs {
+    /// The code [default: $PEERUP_INVITE_CODE, else a line from stdin]
+    pub code: Option<String>,
+    /// The name to give the inviter in names: [default: the name it announces]
+    #[arg(long, value_name = "N")]
+    pub name: Option<String>,
+    /// Never prompt
+    #[arg(long)]
+    pub non_interactive: bool,
 }
 
 #[derive(Debug, Args)]

@@ -5,11 +5,15 @@
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Result, bail};
 use peerup_core::authorized_keys::{AuthorizedKeys, Entry};
+use peerup_core::gate::{AccessList, Probation};
 use peerup_core::multiaddr::Protocol;
 use peerup_core::node::{Node, NodeEvent};
+use peerup_core::pairing::rendezvous::{self, AdmitHook, RendezvousConfig};
 use peerup_core::{Multiaddr, PeerId, fsutil, identity};
 use serde::Serialize;
 use tokio::sync::broadcast::error::RecvError;
@@ -85,8 +89,22 @@ pub(super) fn serve(ctx: &Ctx) -> Result<()> {
     let loaded = load(ctx)?;
     net::block_on(async move {
         let (cancel, tracker) = net::shutdown_on_signals()?;
-        let core = net::relay_node_config(&loaded)?;
+        let mut core = net::relay_node_config(&loaded)?;
+        let probation = Probation::new(PROBATION_MAX, PROBATION_TTL);
+        core.probation = Some(probation.clone());
+        let access = core.access.clone();
         let (node, mut events) = Node::spawn(core, cancel.clone(), &tracker)?;
+        let security = &loaded.config.security;
+        let rendezvous = RendezvousConfig {
+            access: access.clone(),
+            probation: Some(probation),
+            admit: Some(admit_hook(
+                access,
+                security.enable_connection_gating,
+                security.authorized_keys_file.clone(),
+            )),
+        };
+        rendezvous::serve(&node, rendezvous, cancel.clone(), &tracker);
         let mut announced = false;
         loop {
             let event = tokio::select! {
@@ -106,6 +124,28 @@ pub(super) fn serve(ctx: &Ctx) -> Result<()> {
             }
         }
         net::shutdown(&cancel, &tracker).await;
+        Ok(())
+    })
+}
+
+/// Unknown peers admitted at once while pairing slots are open, and how long each may stay.
+const PROBATION_MAX: usize = 16;
+const PROBATION_TTL: Duration = Duration::from_secs(30);
+
+/// Authorizes a joiner on the relay when its inviter (an authorized peer) vouches for it after a
+/// successful pairing: appended to the relay's authorized_keys, effective at once.
+fn admit_hook(access: AccessList, gating: bool, path: PathBuf) -> AdmitHook {
+    Arc::new(move |joiner: PeerId, inviter: PeerId| {
+        if !gating {
+            return Ok(());
+        }
+        let mut keys = AuthorizedKeys::load(&path).map_err(|e| e.to_string())?;
+        if keys.get(&joiner).is_none() {
+            let comment = format!("paired via {inviter}");
+            keys.add(Entry::new(joiner, Some(&comment))).map_err(|e| e.to_string())?;
+            keys.save(&path).map_err(|e| e.to_string())?;
+        }
+        access.replace(&keys);
         Ok(())
     })
 }

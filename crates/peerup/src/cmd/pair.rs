@@ -1,0 +1,221 @@
+//! `peerup invite` and `peerup join` (in [`join`]): pairing two nodes with a short code. The
+//! protocol is in `peerup_core::pairing`; this module finds the relay, shows the code, and records
+//! the other side in authorized_keys and `names:`.
+
+mod join;
+
+use std::net::SocketAddrV4;
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use peerup_core::authorized_keys::{AuthorizedKeys, Entry};
+use peerup_core::multiaddr::Protocol;
+use peerup_core::node::Node;
+use peerup_core::pairing::code::InviteCode;
+use peerup_core::pairing::pake::{Paired, sanitize_name};
+use peerup_core::pairing::session::{self, Invite, InviteProgress};
+use peerup_core::pairing::{MAX_TTL, new_secret};
+use peerup_core::{Multiaddr, PeerId, identity, relay_addr};
+use qrcode::QrCode;
+use qrcode::render::unicode::Dense1x2;
+
+use super::Ctx;
+use crate::cli::InviteArgs;
+use crate::config::edit::rewrite_node_file;
+use crate::config::load::{Loaded, load_node_file};
+use crate::config::schema::NodeConfig;
+use crate::output::{faint, ok, short_id, warn};
+use crate::{config, net, outln};
+
+pub(super) use join::join;
+
+/// Progress and notes for the user: stderr, so that stdout carries only results.
+macro_rules! note {
+    ($($arg:tt)*) => { anstream::eprintln!($($arg)*) };
+}
+pub(crate) use note;
+
+/// The relay's IPv4 TCP address, when the multiaddr has one (it then fits in a long code).
+fn ipv4_tcp(addr: &Multiaddr) -> Option<SocketAddrV4> {
+    let mut ip = None;
+    let mut port = None;
+    for p in addr.iter() {
+        match p {
+            Protocol::Ip4(a) if ip.is_none() => ip = Some(a),
+            Protocol::Tcp(t) if port.is_none() => port = Some(t),
+            Protocol::P2pCircuit | Protocol::Udp(_) | Protocol::Ip6(_) | Protocol::Dns(_) => {
+                return None;
+            }
+            _ => {}
+        }
+    }
+    Some(SocketAddrV4::new(ip?, port?))
+}
+
+/// This machine's name, announced to the other side.
+pub(super) fn host_name() -> String {
+    let raw = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_default();
+    sanitize_name(raw.trim().split('.').next().unwrap_or_default())
+}
+
+/// The name for `peer` in `names:`: `wanted`, else what it announced, else `peer-<id prefix>`;
+/// made unique among the existing names (`-2`, `-3`, …).
+fn pick_name(config: &NodeConfig, peer: &PeerId, wanted: Option<&str>, announced: &str) -> String {
+    let id = peer.to_string();
+    let base = wanted.map(sanitize_name).filter(|n| !n.is_empty()).unwrap_or_else(|| {
+        if announced.is_empty() {
+            format!("peer-{}", id.get(8..16).unwrap_or("x"))
+        } else {
+            announced.to_string()
+        }
+    });
+    let free = |n: &String| config.names.get(n).is_none_or(|v| *v == id);
+    std::iter::once(base.clone())
+        .chain((2..100).map(|i| format!("{base}-{i}")))
+        .find(free)
+        .unwrap_or_else(|| format!("{base}-{}", jiff::Timestamp::now().as_second()))
+}
+
+/// Records a paired peer: authorized_keys (comment = its name) and `names:`. Returns the name.
+pub(super) fn save_peer(
+    loaded: &Loaded<NodeConfig>,
+    paired: &Paired,
+    wanted: Option<&str>,
+) -> Result<String> {
+    let c = &loaded.config;
+    let name = pick_name(c, &paired.peer, wanted, &paired.name);
+    let path = &c.security.authorized_keys_file;
+    let mut keys = AuthorizedKeys::load(path)?;
+    if keys.get(&paired.peer).is_none() {
+        keys.add(Entry::new(paired.peer, Some(&name)))?;
+        keys.save(path)?;
+    }
+    let id = paired.peer.to_string();
+    if c.names.get(&name) != Some(&id) {
+        rewrite_node_file(
+            &loaded.path,
+            |t| t.add_name(&name, &id),
+            |n| n.names.get(&name) == Some(&id),
+        )
+        .with_context(|| format!("cannot add the name {name:?} to {}", loaded.path.display()))?;
+    }
+    Ok(name)
+}
+
+/// `peerup invite`.
+pub(super) fn invite(args: &InviteArgs, ctx: &Ctx) -> Result<()> {
+    if args.ttl > MAX_TTL {
+        bail!("--ttl may be at most {}", humantime::format_duration(MAX_TTL));
+    }
+    let loaded = config::load_node(ctx.config_path())?;
+    let c = &loaded.config;
+    let Some(first) = c.relay.addresses.first() else {
+        bail!("no relay configured; add one with 'peerup relay add <multiaddr>'");
+    };
+    let relay = relay_addr::parse(first, None).context("relay.addresses[0]")?;
+    let relay_id = relay_addr::peer_id_of(&relay).context("relay.addresses[0] has no /p2p/ ID")?;
+    let keypair = identity::load(&c.identity.key_file)?;
+    let (slot, password) = new_secret().context("no randomness for the code")?;
+    let code = InviteCode { relay: ipv4_tcp(&relay), slot, password }.encode();
+    let (ttl, name, quiet) = (args.ttl, args.name.clone(), args.non_interactive);
+    net::block_on(async move {
+        let (cancel, tracker) = net::shutdown_on_signals()?;
+        let mut core = net::node_config(&loaded, false)?;
+        core.listen = Vec::new();
+        core.enable_dht = false;
+        core.relays = vec![relay];
+        let (node, _) = Node::spawn(core, cancel.clone(), &tracker)?;
+        // The code is shown once the relay holds the slot, so it works from the moment it is seen.
+        let mut shown = false;
+        let progress = |p: InviteProgress| {
+            if p == InviteProgress::Waiting && !shown {
+                shown = true;
+                if let Err(e) = show_code(&code, ttl, quiet) {
+                    tracing::warn!(error = %e, "cannot print the code");
+                }
+            }
+            progress(p);
+        };
+        let inv = Invite {
+            relay: relay_id,
+            slot,
+            password,
+            keypair,
+            name: host_name(),
+            expires: tokio::time::Instant::now() + ttl,
+        };
+        let mut saved = None;
+        let save = |p: &Paired| match save_peer(&loaded, p, name.as_deref()) {
+            Ok(n) => {
+                saved = Some(n);
+                Ok(())
+            }
+            Err(e) => Err(format!("{e:#}")),
+        };
+        let result = tokio::select! {
+            () = cancel.cancelled() => Err(anyhow::anyhow!("cancelled")),
+            r = session::invite(&node, &inv, progress, save) => r.map_err(anyhow::Error::from),
+        };
+        net::shutdown(&cancel, &tracker).await;
+        let invited = result?;
+        let name = saved.unwrap_or_default();
+        let line = format!("Peer {name:?} joined and is authorized: {}", invited.paired.peer);
+        if quiet {
+            note!("{line}")
+        } else {
+            outln!("{}", ok(line))?
+        }
+        if let Err(e) = invited.admitted {
+            note!("{}", warn(format!("the relay did not authorize {name}: {e}")));
+        }
+        let hint = format!("Verify it with: peerup verify {name}");
+        if quiet {
+            note!("{hint}")
+        } else {
+            outln!("{}", faint(hint))?
+        }
+        Ok(())
+    })
+}
+
+fn progress(p: InviteProgress) {
+    match p {
+        InviteProgress::Waiting => {}
+        InviteProgress::Matched => note!("Someone is joining; checking the code…"),
+        InviteProgress::Failed { n, reason } => {
+            note!("{}", warn(format!("Attempt {n} of 3 failed: {reason}")));
+        }
+        _ => {}
+    }
+}
+
+fn show_code(code: &str, ttl: std::time::Duration, quiet: bool) -> Result<()> {
+    let ttl = humantime::format_duration(ttl);
+    if quiet {
+        outln!("{code}")?;
+        note!("Invite code valid for {ttl}; waiting for 'peerup join' on the other machine…");
+        return Ok(());
+    }
+    let qr = QrCode::new(code.as_bytes()).context("cannot encode QR code")?;
+    outln!("=== Invite code (valid for {ttl}, one use) ===")?;
+    outln!()?;
+    outln!("  {code}")?;
+    outln!()?;
+    outln!("{}", qr.render::<Dense1x2>().quiet_zone(true).build())?;
+    outln!("On the other machine:  peerup join {code}")?;
+    outln!("{}", faint("Waiting for it to join… (Ctrl-C cancels)"))?;
+    Ok(())
+}
+
+/// A short form of a peer for messages.
+pub(super) fn short(peer: &PeerId) -> String {
+    short_id(peer)
+}
+
+/// Loads the node config at `path`.
+pub(super) fn load(path: &Path) -> Result<Loaded<NodeConfig>> {
+    load_node_file(path)
+}
