@@ -261,6 +261,14 @@ mod tests {
     }
 
     #[test]
+    fn decodes_the_example_in_docs_pairing_md() {
+        let code = InviteCode::decode("1SC07-2CGYC-5FET4-HMN5Y-F0VKM-3YG63").unwrap();
+        assert_eq!(code.relay, Some("203.0.113.50:7777".parse().unwrap()));
+        assert_eq!(code.slot, 0x5eed_1234);
+        assert_eq!(code.password, Password::from_bits(0x2_a5f3_c1b9_d07e));
+    }
+
+    #[test]
     fn password_debug_is_redacted() {
         assert!(!format!("{:?}", long()).contains("1234"));
     }
