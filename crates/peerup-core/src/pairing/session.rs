@@ -174,6 +174,12 @@ pub async fn invite(
             Ok(Ok(Message::Error(e))) if e.contains("expired") => return Err(PairError::Expired),
             Ok(Ok(Message::Error(e))) => return Err(PairError::Relay(e)),
             Ok(Ok(_)) => return Err(PairError::Wire(WireError::Invalid("relay message"))),
+            // Slots live in relay memory: a relay that went away took the slot with it.
+            Ok(Err(WireError::Io(e))) => {
+                return Err(PairError::Relay(format!(
+                    "lost the slot ({e}); did the relay restart? The code no longer works"
+                )));
+            }
             Ok(Err(e)) => return Err(e.into()),
         }
         progress(InviteProgress::Matched);

@@ -10,10 +10,10 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use peerup_core::authorized_keys::{AuthorizedKeys, Entry};
 use peerup_core::multiaddr::Protocol;
-use peerup_core::node::Node;
+use peerup_core::node::{Node, NodeConfig as CoreConfig, NodeError};
 use peerup_core::pairing::code::InviteCode;
 use peerup_core::pairing::pake::{Paired, sanitize_name};
-use peerup_core::pairing::session::{self, Invite, InviteProgress};
+use peerup_core::pairing::session::{self, Invite, InviteProgress, PairError};
 use peerup_core::pairing::{MAX_TTL, new_secret};
 use peerup_core::{Multiaddr, PeerId, identity, relay_addr};
 use qrcode::QrCode;
@@ -123,9 +123,10 @@ pub(super) fn invite(args: &InviteArgs, ctx: &Ctx) -> Result<()> {
     let (ttl, name, quiet) = (args.ttl, args.name.clone(), args.non_interactive);
     net::block_on(async move {
         let (cancel, tracker) = net::shutdown_on_signals()?;
-        let mut core = net::node_config(&loaded, false)?;
-        core.listen = Vec::new();
+        // A client-only node: no listening, no DHT, no gating to load (nothing dials in).
+        let mut core = CoreConfig::new(keypair.clone());
         core.enable_dht = false;
+        core.network = loaded.config.discovery.network.clone();
         core.relays = vec![relay];
         let (node, _) = Node::spawn(core, cancel.clone(), &tracker)?;
         // The code is shown once the relay holds the slot, so it works from the moment it is seen.
@@ -157,7 +158,14 @@ pub(super) fn invite(args: &InviteArgs, ctx: &Ctx) -> Result<()> {
         };
         let result = tokio::select! {
             () = cancel.cancelled() => Err(anyhow::anyhow!("cancelled")),
-            r = session::invite(&node, &inv, progress, save) => r.map_err(anyhow::Error::from),
+            r = session::invite(&node, &inv, progress, save) => r.map_err(|e| match e {
+                PairError::Node(NodeError::ConnectionClosed) => anyhow::anyhow!(
+                    "the relay refused this node; authorize it there first: \
+                     peerup relay authorize {} (on the relay)",
+                    node.peer_id()
+                ),
+                e => e.into(),
+            }),
         };
         net::shutdown(&cancel, &tracker).await;
         let invited = result?;

@@ -252,6 +252,15 @@ fn malformed_codes_and_bad_flags_are_refused_offline() {
     let err = h.command().args(["join"]).env("PEERUP_INVITE_CODE", &code).output().unwrap();
     let err = String::from_utf8_lossy(&err.stderr);
     assert!(err.contains("short code names no relay"), "{err}");
+    // An inviter the relay does not know is told what to do.
+    let s = setup();
+    let stranger = Home::new();
+    let cfg = s.alice.read("config.yaml");
+    let relay = cfg.lines().find(|l| l.contains("/ip4/127.0.0.1/tcp/")).unwrap().trim();
+    let relay = relay.trim_start_matches("- ").trim_matches('"');
+    stranger.run(&["init", "--non-interactive", "--relay", relay]).ok();
+    let err = fails(stranger.run(&["invite", "--non-interactive"]));
+    assert!(err.contains("peerup relay authorize"), "{err}");
     let a = Home::initialized();
     let err = a.run(&["invite", "--ttl", "2h"]).fails();
     assert!(err.contains("at most"), "{err}");
