@@ -122,7 +122,8 @@ pub struct Probation {
 }
 
 impl Probation {
-    /// At most `max` unknown peers at once, each disconnected after `ttl`.
+    /// At most `max` unknown peers at once, each disconnected after `ttl` unless it has become
+    /// authorized meanwhile.
     pub fn new(max: usize, ttl: Duration) -> Self {
         Self { open_slots: Arc::default(), max, ttl }
     }
@@ -178,7 +179,11 @@ impl Gate {
     /// Whether an unknown peer may come in on probation now.
     fn admit_on_probation(&mut self, id: ConnectionId, peer: PeerId) -> bool {
         let Some(p) = &self.probation else { return false };
-        if !p.is_open() || self.on_probation.len() >= p.max {
+        // Peers that became authorized (a successful pairing) are on probation no longer.
+        let list = &self.list;
+        self.on_probation.retain(|_, (peer, _)| !list.is_allowed(peer));
+        let peers: HashSet<&PeerId> = self.on_probation.values().map(|(p, _)| p).collect();
+        if !p.is_open() || (!peers.contains(&peer) && peers.len() >= p.max) {
             return false;
         }
         self.on_probation.insert(id, (peer, tokio::time::Instant::now() + p.ttl));
@@ -263,6 +268,8 @@ impl NetworkBehaviour for Gate {
             let tick = self.tick.get_or_insert_with(|| tokio::time::interval(PROBATION_TICK));
             while tick.poll_tick(cx).is_ready() {
                 let now = tokio::time::Instant::now();
+                let list = &self.list;
+                self.on_probation.retain(|_, (peer, _)| !list.is_allowed(peer));
                 for (id, (peer, deadline)) in &self.on_probation {
                     if *deadline <= now {
                         self.to_close.push_back((*peer, *id));

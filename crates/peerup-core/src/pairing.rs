@@ -5,11 +5,13 @@
 //! - [`pake`]: SPAKE2, key confirmation over a transcript that binds both keys, identity proofs.
 //! - [`session`]: the inviter's and the joiner's side, over a node.
 //! - [`rendezvous`]: the relay's side: slots and the splice between inviter and joiner.
+//! - [`group`]: group pairing, where the relay is the PAKE peer and introduces members.
 //! - [`sas`]: short authentication strings for out-of-band verification.
 //!
 //! The design and its threat model are in `docs/pairing.md`.
 
 pub mod code;
+pub mod group;
 pub mod pake;
 pub mod rendezvous;
 pub mod sas;
@@ -18,7 +20,7 @@ pub mod wire;
 
 use std::time::Duration;
 
-pub use crate::protocols::PAIR_RENDEZVOUS;
+pub use crate::protocols::{GROUP_INTRO, PAIR_RENDEZVOUS};
 
 /// The longest an invite may live.
 pub const MAX_TTL: Duration = Duration::from_secs(3600);

@@ -10,9 +10,12 @@ use libp2p::{Multiaddr, PeerId};
 use peerup_core::authorized_keys::{AuthorizedKeys, Entry};
 use peerup_core::gate::{AccessList, Probation};
 use peerup_core::node::{Node, NodeConfig, NodeEvent};
+use peerup_core::pairing::GROUP_INTRO;
 use peerup_core::pairing::code::Password;
+use peerup_core::pairing::group::GroupSpec;
 use peerup_core::pairing::rendezvous::{self, RendezvousConfig};
 use peerup_core::pairing::session::{self, Invite, InviteProgress, Join, PairError};
+use peerup_core::pairing::wire::{self, Message};
 use peerup_core::relay::RelayLimits;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
@@ -43,6 +46,7 @@ struct Lab {
     relay: PeerId,
     relay_addr: Multiaddr,
     relay_access: AccessList,
+    rendezvous: rendezvous::Rendezvous,
     probation: Probation,
     admitted: Arc<Mutex<Vec<PeerId>>>,
 }
@@ -58,7 +62,8 @@ impl Lab {
         }
         let access = AccessList::from_keys(&keys);
         let probation = Probation::new(4, Duration::from_secs(30));
-        let mut cfg = NodeConfig::new(Keypair::generate_ed25519());
+        let relay_key = Keypair::generate_ed25519();
+        let mut cfg = NodeConfig::new(relay_key.clone());
         cfg.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
         cfg.relay_server = Some(RelayLimits::default());
         cfg.listen_addrs_are_external = true;
@@ -68,19 +73,22 @@ impl Lab {
         let (relay, mut ev) = Node::spawn(cfg, cancel.clone(), &tracker).unwrap();
         let admitted = Arc::new(Mutex::new(Vec::new()));
         let (list, seen) = (access.clone(), admitted.clone());
-        let hook: rendezvous::AdmitHook = Arc::new(move |joiner, _inviter| {
+        let keys = Arc::new(Mutex::new(keys));
+        let hook: rendezvous::AdmitHook = Arc::new(move |a: rendezvous::Admission| {
+            let joiner = a.joiner;
             seen.lock().unwrap().push(joiner);
-            let mut k = keys.clone();
+            let mut k = keys.lock().unwrap();
             k.add(Entry::new(joiner, Some("paired"))).map_err(|e| e.to_string())?;
             list.replace(&k);
             Ok(())
         });
         let rv = RendezvousConfig {
+            keypair: relay_key,
             access: access.clone(),
             probation: Some(probation.clone()),
             admit: Some(hook),
         };
-        rendezvous::serve(&relay, rv, cancel.clone(), &tracker);
+        let rendezvous = rendezvous::serve(&relay, rv, cancel.clone(), &tracker);
         let addr = match wait_for(&mut ev, |e| matches!(e, NodeEvent::Listening(_))).await {
             NodeEvent::Listening(a) => a,
             _ => unreachable!(),
@@ -89,6 +97,7 @@ impl Lab {
             relay: relay.peer_id(),
             relay_addr: addr.with(Protocol::P2p(relay.peer_id())),
             relay_access: access,
+            rendezvous,
             probation,
             admitted,
             cancel,
@@ -159,7 +168,8 @@ async fn invite_and_join_through_the_relay_then_bob_may_use_it() {
         panic!("invite ended: {:?}", inviter.await);
     }
     let joined = session::join(&bob, join(&lab, bob_key, 1234), |_| Ok(())).await.unwrap();
-    assert_eq!((joined.peer, joined.name.as_str()), (alice_id, "alice"));
+    assert_eq!((joined.paired.peer, joined.paired.name.as_str()), (alice_id, "alice"));
+    assert!(joined.group.is_none());
     let invited = inviter.await.unwrap().unwrap();
     assert_eq!((invited.paired.peer, invited.paired.name.as_str()), (bob_id, "bob"));
     assert_eq!(invited.admitted, Ok(()));
@@ -228,4 +238,60 @@ async fn wrong_codes_fail_and_the_third_burns_the_invite() {
     let err = session::join(&bob, join(&lab, bob_key, 1234), |_| Ok(())).await.unwrap_err();
     assert!(err.to_string().contains("already used"), "{err}");
     assert!(lab.admitted.lock().unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_of_three_ends_mutually_introduced() {
+    let lab = Lab::start(&[]).await;
+    let group = lab
+        .rendezvous
+        .create_group(GroupSpec { count: 3, ttl: WAIT, member_expires: None })
+        .unwrap();
+    let mut intros = Vec::new();
+    let mut ids = Vec::new();
+    for (i, (slot, password)) in group.codes.iter().enumerate() {
+        let key = Keypair::generate_ed25519();
+        ids.push(key.public().to_peer_id());
+        let (node, _) = lab.node(key.clone(), false);
+        intros.push(node.accept(libp2p::StreamProtocol::new(GROUP_INTRO)));
+        let j = Join {
+            relay: lab.relay,
+            slot: *slot,
+            password: *password,
+            keypair: key,
+            name: format!("m{i}"),
+        };
+        let joined = session::join(&node, j, |_| Ok(())).await;
+        let joined = joined.unwrap_or_else(|e| panic!("member {i}: {e}"));
+        assert_eq!(joined.paired.peer, lab.relay, "the relay is the PAKE peer");
+        let (id, members) = joined.group.unwrap();
+        assert_eq!(id, group.id);
+        let got: Vec<PeerId> = members.iter().map(|(p, _)| *p).collect();
+        assert_eq!(got, ids[..i], "member {i} learns the earlier members");
+        std::mem::forget(node); // keep it connected for the introductions
+    }
+    // The first member hears of both later ones, the second of the third.
+    for (i, rx) in intros.iter_mut().enumerate().take(2) {
+        let mut heard = std::collections::HashSet::new();
+        while heard.len() < 2 {
+            let mut s = tokio::time::timeout(WAIT, rx.recv()).await.unwrap().unwrap();
+            assert_eq!(s.peer, lab.relay);
+            match wire::read(&mut s.stream).await.unwrap() {
+                Message::Introduce { group: g, peers } => {
+                    assert_eq!(g, group.id);
+                    heard.extend(peers.into_iter().map(|(p, _)| p));
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        let others: std::collections::HashSet<PeerId> =
+            ids.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, p)| *p).collect();
+        assert_eq!(heard, others, "member {i}");
+    }
+    assert_eq!(lab.admitted.lock().unwrap().len(), 3);
+    let info = lab.rendezvous.groups();
+    assert_eq!(info.len(), 1);
+    assert_eq!(info[0].members.len(), 3);
+    assert!(lab.rendezvous.revoke(group.id));
+    assert!(lab.rendezvous.groups().is_empty());
 }

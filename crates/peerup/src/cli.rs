@@ -306,6 +306,26 @@ pub enum RelayCommand {
     /// Check a relay server's config (relay-server.yaml)
     #[command(subcommand)]
     Config(RelayConfigCommand),
+    /// Relay server: make pairing codes for a group whose members all authorize each other
+    Pair {
+        /// Codes (members) in the group, 1-8
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=8))]
+        count: u8,
+        /// How long the codes work (at most 1h)
+        #[arg(long, default_value = "1h", value_parser = parse_interval)]
+        ttl: std::time::Duration,
+        /// How long members stay authorized on the relay [default: no expiry]
+        #[arg(long, value_parser = parse_interval)]
+        expires: Option<std::time::Duration>,
+        /// List the active groups instead
+        #[arg(long, conflicts_with = "revoke")]
+        list: bool,
+        /// Revoke a group (its unused codes stop working)
+        #[arg(long, value_name = "GROUP")]
+        revoke: Option<String>,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
     /// Relay server: write relay-server.yaml, the relay key and its authorized_keys into a folder
     Setup {
         /// Folder for the relay's files [default: the --config file's folder, else .]

@@ -5,7 +5,7 @@ mod config_cmd;
 mod daemon;
 mod demo;
 mod init;
-mod pair;
+pub(crate) mod pair;
 pub(crate) mod ping;
 pub(crate) mod proxy;
 mod relay;

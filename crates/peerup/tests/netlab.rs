@@ -99,3 +99,10 @@ fn nat_relay_restart_recovers() {
 fn nat_cone_x_cone_pairing() {
     pairing::invite_join_then_proxy();
 }
+
+/// `relay pair --count 3`: alice, bob (cone NATs) and carol (symmetric NAT) join with no prior
+/// config, run their daemons, and all ping each other.
+#[test]
+fn nat_group_of_three_pairing() {
+    pairing::group_of_three();
+}

@@ -18,7 +18,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::code::Slot;
+use super::code::{Password, Slot};
+use super::group::{Group, GroupError, GroupInfo, GroupSpec, NewGroup};
 use super::wire::{self, Message};
 use super::{MAX_TTL, PAIR_RENDEZVOUS};
 use crate::gate::{AccessList, Probation};
@@ -37,13 +38,40 @@ const SPLICE_BYTES: u64 = 16 * 1024;
 /// How often expired slots are dropped.
 const PRUNE_EVERY: Duration = Duration::from_secs(5);
 
-/// Called when an inviter vouches for its joiner: `(joiner, inviter)`; authorizes the joiner on
-/// the relay (the binary writes its authorized_keys).
-pub type AdmitHook = Arc<dyn Fn(PeerId, PeerId) -> Result<(), String> + Send + Sync>;
+/// Authorizes a joiner on the relay (the binary writes its authorized_keys).
+pub type AdmitHook = Arc<dyn Fn(Admission) -> Result<(), String> + Send + Sync>;
+
+/// A joiner the relay should authorize.
+#[derive(Debug, Clone)]
+pub struct Admission {
+    /// The joiner.
+    pub joiner: PeerId,
+    /// The name it announced (group joins; empty for invites, whose names the relay never sees).
+    pub name: String,
+    /// Who vouched for it.
+    pub via: Via,
+}
+
+/// Who vouched for a joiner.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Via {
+    /// An authorized peer's invite.
+    Inviter(PeerId),
+    /// A code of one of the relay's own groups.
+    Group {
+        /// The group.
+        id: u32,
+        /// How long the membership lasts.
+        expires: Option<Duration>,
+    },
+}
 
 /// What the rendezvous needs from the relay.
 #[derive(Clone)]
 pub struct RendezvousConfig {
+    /// The relay's identity: it is the PAKE peer of group joiners.
+    pub keypair: libp2p::identity::Keypair,
     /// The relay's access list: who may register slots.
     pub access: AccessList,
     /// The gate's probation, told how many slots are open.
@@ -54,30 +82,94 @@ pub struct RendezvousConfig {
 
 type Handoff = oneshot::Sender<(Stream, PeerId)>;
 
-struct SlotState {
+pub(super) struct SlotState {
     owner: PeerId,
     expires: Instant,
     parked: Option<(u64, Handoff)>,
     joiner: Option<PeerId>,
-    closed: bool,
+    pub(super) closed: bool,
+    /// A group code: the group and the password (the relay is the PAKE peer).
+    pub(super) group: Option<(u32, Password)>,
+    /// A group join is running on this slot.
+    pub(super) busy: bool,
+    pub(super) failures: u32,
+}
+
+impl SlotState {
+    fn invite(owner: PeerId, expires: Instant) -> Self {
+        Self {
+            owner,
+            expires,
+            parked: None,
+            joiner: None,
+            closed: false,
+            group: None,
+            busy: false,
+            failures: 0,
+        }
+    }
+
+    pub(super) fn group(owner: PeerId, expires: Instant, id: u32, password: Password) -> Self {
+        Self { group: Some((id, password)), ..Self::invite(owner, expires) }
+    }
 }
 
 #[derive(Clone)]
-struct Shared {
+pub(super) struct Shared {
     slots: Arc<Mutex<HashMap<Slot, SlotState>>>,
+    groups: Arc<Mutex<HashMap<u32, Group>>>,
     changed: watch::Sender<u64>,
-    config: RendezvousConfig,
+    pub(super) config: RendezvousConfig,
+    pub(super) node: Node,
+    pub(super) tracker: TaskTracker,
+}
+
+/// A handle to the relay's rendezvous: group pairing is managed through it.
+#[derive(Clone)]
+pub struct Rendezvous {
+    shared: Shared,
+}
+
+impl Rendezvous {
+    /// Makes a group and its codes.
+    pub fn create_group(&self, spec: GroupSpec) -> Result<NewGroup, GroupError> {
+        self.shared.create_group(spec)
+    }
+
+    /// The groups that have not expired.
+    pub fn groups(&self) -> Vec<GroupInfo> {
+        let mut slots = self.shared.lock();
+        self.shared.prune(&mut slots);
+        drop(slots);
+        self.shared.list_groups()
+    }
+
+    /// Revokes a group: its unused codes stop working. Returns whether it existed.
+    pub fn revoke(&self, id: u32) -> bool {
+        self.shared.revoke_group(id)
+    }
+
+    /// Re-sends group introductions to a member that (re)connected.
+    pub fn member_connected(&self, peer: PeerId) {
+        self.shared.introduce_all(peer);
+    }
 }
 
 impl Shared {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Slot, SlotState>> {
+    pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Slot, SlotState>> {
         self.slots.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Drops expired slots and tells probation how many are open. Call with the lock held.
-    fn prune(&self, slots: &mut HashMap<Slot, SlotState>) {
+    pub(super) fn groups(&self) -> std::sync::MutexGuard<'_, HashMap<u32, Group>> {
+        self.groups.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Drops expired slots and groups and tells probation how many slots are open. Call with the
+    /// slot lock held.
+    pub(super) fn prune(&self, slots: &mut HashMap<Slot, SlotState>) {
         let now = Instant::now();
         slots.retain(|_, s| s.expires > now);
+        self.groups().retain(|_, g| g.expires > now);
         if let Some(p) = &self.config.probation {
             p.set_open_slots(slots.values().filter(|s| !s.closed).count());
         }
@@ -91,9 +183,17 @@ pub fn serve(
     config: RendezvousConfig,
     cancel: CancellationToken,
     tracker: &TaskTracker,
-) {
+) -> Rendezvous {
     let mut incoming = node.accept(StreamProtocol::new(PAIR_RENDEZVOUS));
-    let shared = Shared { slots: Arc::default(), changed: watch::Sender::new(0), config };
+    let shared = Shared {
+        slots: Arc::default(),
+        groups: Arc::default(),
+        changed: watch::Sender::new(0),
+        config,
+        node: node.clone(),
+        tracker: tracker.clone(),
+    };
+    let rendezvous = Rendezvous { shared: shared.clone() };
     let limit = Arc::new(Semaphore::new(MAX_STREAMS));
     let tasks = tracker.clone();
     tracker.spawn(async move {
@@ -124,20 +224,21 @@ pub fn serve(
             }
         }
     });
+    rendezvous
 }
 
-async fn handle(shared: &Shared, s: IncomingStream) {
-    let IncomingStream { peer, mut stream, .. } = s;
-    let request = match tokio::time::timeout(REQUEST_TIMEOUT, wire::read(&mut stream)).await {
+async fn handle(shared: &Shared, mut s: IncomingStream) {
+    let peer = s.peer;
+    let request = match tokio::time::timeout(REQUEST_TIMEOUT, wire::read(&mut s.stream)).await {
         Ok(Ok(m)) => m,
         Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "bad pairing request"),
         Err(_) => return tracing::debug!(%peer, "pairing request timed out"),
     };
     let reply = match request {
         Message::Register { slot, ttl_secs } => {
-            return register(shared, peer, stream, slot, ttl_secs).await;
+            return register(shared, peer, s.stream, slot, ttl_secs).await;
         }
-        Message::Join { slot } => return join(shared, peer, stream, slot).await,
+        Message::Join { slot } => return join(shared, s, slot).await,
         Message::Admit { slot, peer: joiner } => admit(shared, peer, slot, joiner),
         Message::Release { slot } => {
             let mut slots = shared.lock();
@@ -150,8 +251,8 @@ async fn handle(shared: &Shared, s: IncomingStream) {
         }
         _ => Message::Error("unexpected request".into()),
     };
-    let _ = wire::write(&mut stream, &reply).await;
-    let _ = stream.close().await;
+    let _ = wire::write(&mut s.stream, &reply).await;
+    let _ = s.stream.close().await;
 }
 
 fn admit(shared: &Shared, inviter: PeerId, slot: Slot, joiner: PeerId) -> Message {
@@ -166,8 +267,9 @@ fn admit(shared: &Shared, inviter: PeerId, slot: Slot, joiner: PeerId) -> Messag
         s.parked = None;
         shared.prune(&mut slots);
     }
+    let admission = Admission { joiner, name: String::new(), via: Via::Inviter(inviter) };
     match &shared.config.admit {
-        Some(hook) => match hook(joiner, inviter) {
+        Some(hook) => match hook(admission) {
             Ok(()) => {
                 tracing::info!(target: "audit", %joiner, %inviter, "auth_change: joiner admitted on the inviter's word");
                 Message::Ok
@@ -187,13 +289,7 @@ async fn register(shared: &Shared, peer: PeerId, mut stream: Stream, slot: Slot,
         let mut slots = shared.lock();
         shared.prune(&mut slots);
         let expires = Instant::now() + ttl;
-        let state = slots.entry(slot).or_insert(SlotState {
-            owner: peer,
-            expires,
-            parked: None,
-            joiner: None,
-            closed: false,
-        });
+        let state = slots.entry(slot).or_insert(SlotState::invite(peer, expires));
         if state.owner != peer {
             Err(refuse("this slot is taken; make a new invite"))
         } else if state.closed {
@@ -263,41 +359,57 @@ fn unpark(shared: &Shared, slot: Slot, generation: u64) {
     }
 }
 
-async fn join(shared: &Shared, peer: PeerId, mut stream: Stream, slot: Slot) {
+enum Next {
+    Refuse(&'static str),
+    Inviter(Handoff),
+    Group(u32, Password),
+    Wait,
+}
+
+async fn join(shared: &Shared, mut s: IncomingStream, slot: Slot) {
+    let peer = s.peer;
     let deadline = Instant::now() + JOIN_WAIT;
     let mut changed = shared.changed.subscribe();
     loop {
-        let handoff = {
+        let next = {
             let mut slots = shared.lock();
             shared.prune(&mut slots);
             match slots.get_mut(&slot) {
-                None => Err(
+                None => Next::Refuse(
                     "no invite is waiting for this code at the relay (wrong or expired code, or the inviter stopped)",
                 ),
-                Some(s) if s.closed => Err("this invite code was already used, cancelled or burnt"),
-                Some(s) => match s.parked.take() {
-                    Some((_, tx)) => {
-                        s.joiner = Some(peer);
-                        Ok(Some(tx))
+                Some(st) if st.closed => {
+                    Next::Refuse("this invite code was already used, cancelled or burnt")
+                }
+                Some(st) if st.busy => Next::Refuse("someone is using this code right now"),
+                Some(st) => match (st.group, st.parked.take()) {
+                    (Some((id, pw)), _) => {
+                        st.busy = true;
+                        Next::Group(id, pw)
                     }
-                    None => Ok(None),
+                    (None, Some((_, tx))) => {
+                        st.joiner = Some(peer);
+                        Next::Inviter(tx)
+                    }
+                    (None, None) => Next::Wait,
                 },
             }
         };
-        match handoff {
-            Err(why) => {
-                let _ = wire::write(&mut stream, &Message::Error(why.into())).await;
+        match next {
+            Next::Refuse(why) => {
+                let _ = wire::write(&mut s.stream, &Message::Error(why.into())).await;
                 return;
             }
-            Ok(Some(tx)) => match tx.send((stream, peer)) {
+            Next::Group(id, pw) => return shared.group_join(s, slot, id, pw).await,
+            Next::Inviter(tx) => match tx.send((s.stream, peer)) {
                 Ok(()) => return,
-                Err((s, _)) => stream = s, // that inviter stream just went away; wait for the next
+                Err((back, _)) => s.stream = back, // that inviter stream just went away
             },
-            Ok(None) => {
+            Next::Wait => {
                 if tokio::time::timeout_at(deadline, changed.changed()).await.is_err() {
                     let why =
                         "the inviter is not answering (busy with another attempt, or stopped)";
-                    let _ = wire::write(&mut stream, &Message::Error(why.into())).await;
+                    let _ = wire::write(&mut s.stream, &Message::Error(why.into())).await;
                     return;
                 }
             }

@@ -120,7 +120,7 @@ async fn request(node: &Node, relay: PeerId, msg: &Message) -> Result<(), PairEr
 }
 
 /// Runs the PAKE on a matched stream.
-async fn handshake(
+pub(super) async fn handshake(
     s: &mut Stream,
     role: Role,
     password: Password,
@@ -241,12 +241,22 @@ pub struct Join {
     pub name: String,
 }
 
-/// Joins through the relay. `save` records the inviter once the inviter has confirmed.
+/// A finished join.
+#[derive(Debug, Clone)]
+pub struct Joined {
+    /// The other side: the inviter, or for a group code the relay itself.
+    pub paired: Paired,
+    /// For a group code: the group and its members so far.
+    pub group: Option<(u32, Vec<(PeerId, String)>)>,
+}
+
+/// Joins through the relay. `save` records the inviter (or the group's members) once the other
+/// side has confirmed.
 pub async fn join(
     node: &Node,
     j: Join,
-    save: impl FnOnce(&Paired) -> Result<(), String>,
-) -> Result<Paired, PairError> {
+    save: impl FnOnce(&Joined) -> Result<(), String>,
+) -> Result<Joined, PairError> {
     let mut s = open(node, j.relay).await?;
     wire::write(&mut s, &Message::Join { slot: j.slot }).await?;
     match step("the relay", STEP_TIMEOUT, wire::read(&mut s)).await? {
@@ -256,12 +266,20 @@ pub async fn join(
     }
     let paired =
         handshake(&mut s, Role::Joiner, j.password, &j.relay, j.slot, j.keypair, &j.name).await?;
-    match step("the inviter to save the pairing", DONE_TIMEOUT, wire::read(&mut s)).await? {
-        Message::Done => {}
-        Message::Error(e) => return Err(PairError::Peer(e)),
-        _ => return Err(PairError::Wire(WireError::Invalid("inviter reply"))),
+    let mut group = None;
+    loop {
+        match step("the inviter to save the pairing", DONE_TIMEOUT, wire::read(&mut s)).await? {
+            Message::Done => break,
+            // Only the relay itself, as the PAKE peer, hands out a group's members.
+            Message::Members { group: id, peers } if paired.peer == j.relay && group.is_none() => {
+                group = Some((id, peers));
+            }
+            Message::Error(e) => return Err(PairError::Peer(e)),
+            _ => return Err(PairError::Wire(WireError::Invalid("inviter reply"))),
+        }
     }
     let _ = s.close().await;
-    save(&paired).map_err(PairError::Save)?;
-    Ok(paired)
+    let joined = Joined { paired, group };
+    save(&joined).map_err(PairError::Save)?;
+    Ok(joined)
 }

@@ -97,6 +97,20 @@ pub enum Message {
     },
     /// Inviter → joiner: the inviter saved the pairing (and the relay admitted the joiner).
     Done,
+    /// Relay → joiner of a group, after the handshake: the members so far (not the joiner).
+    Members {
+        /// The group.
+        group: u32,
+        /// Its members: peer ID and name.
+        peers: Vec<(PeerId, String)>,
+    },
+    /// Relay → member, on `/peerup/group-intro/1.0.0`: the other members of its group.
+    Introduce {
+        /// The group.
+        group: u32,
+        /// The other members: peer ID and name.
+        peers: Vec<(PeerId, String)>,
+    },
 }
 
 const REGISTER: u8 = 0x01;
@@ -110,6 +124,21 @@ const ERROR: u8 = 0x1f;
 const HELLO: u8 = 0x20;
 const CONFIRM: u8 = 0x21;
 const DONE: u8 = 0x22;
+const MEMBERS: u8 = 0x30;
+const INTRODUCE: u8 = 0x31;
+
+fn encode_peers(out: &mut Vec<u8>, group: u32, peers: &[(PeerId, String)]) {
+    out.extend(group.to_be_bytes());
+    out.push(peers.len().min(255) as u8);
+    for (peer, name) in peers.iter().take(255) {
+        let id = peer.to_bytes();
+        out.push(id.len().min(255) as u8);
+        out.extend(&id[..id.len().min(255)]);
+        let name = &name.as_bytes()[..name.len().min(MAX_NAME)];
+        out.push(name.len() as u8);
+        out.extend(name);
+    }
+}
 
 struct Reader<'a> {
     rest: &'a [u8],
@@ -205,6 +234,14 @@ impl Message {
                 out.extend(name.as_bytes());
             }
             Message::Done => out.push(DONE),
+            Message::Members { group, peers } => {
+                out.push(MEMBERS);
+                encode_peers(&mut out, *group, peers);
+            }
+            Message::Introduce { group, peers } => {
+                out.push(INTRODUCE);
+                encode_peers(&mut out, *group, peers);
+            }
         }
         out
     }
@@ -227,6 +264,8 @@ impl Message {
             HELLO => "hello",
             CONFIRM => "confirm",
             DONE => "done",
+            MEMBERS => "members",
+            INTRODUCE => "introduce",
             other => return Err(WireError::UnknownType(other)),
         };
         let mut r = Reader { rest: body, what };
@@ -262,6 +301,20 @@ impl Message {
                 let signature = r.short_bytes()?.to_vec();
                 let name = text(r.rest(), MAX_NAME, "name")?;
                 Message::Confirm { mac, signature, name }
+            }
+            MEMBERS | INTRODUCE => {
+                let group = r.u32()?;
+                let n = r.u8()?;
+                let mut peers = Vec::with_capacity(usize::from(n));
+                for _ in 0..n {
+                    let peer = PeerId::from_bytes(r.short_bytes()?)
+                        .map_err(|_| WireError::Invalid("peer ID"))?;
+                    peers.push((peer, text(r.short_bytes()?, MAX_NAME, "name")?));
+                }
+                match kind {
+                    MEMBERS => Message::Members { group, peers },
+                    _ => Message::Introduce { group, peers },
+                }
             }
             _ => Message::Done,
         };
@@ -316,6 +369,8 @@ mod tests {
             Message::Hello { role: 1, spake: vec![1; 33], public_key: vec![2; 36] },
             Message::Confirm { mac: [3; 32], signature: vec![4; 64], name: "bob".into() },
             Message::Done,
+            Message::Members { group: 5, peers: vec![(PeerId::random(), "alice".into())] },
+            Message::Introduce { group: 5, peers: vec![] },
         ]
     }
 
@@ -372,7 +427,7 @@ mod tests {
         }
 
         #[test]
-        fn parser_never_panics_on_known_types(kind in 0u8..0x30, rest in proptest::collection::vec(any::<u8>(), 0..120)) {
+        fn parser_never_panics_on_known_types(kind in 0u8..0x40, rest in proptest::collection::vec(any::<u8>(), 0..120)) {
             let mut bytes = vec![kind];
             bytes.extend(rest);
             let _ = Message::decode(&bytes);

@@ -3,6 +3,7 @@
 //! the other side in authorized_keys and `names:`.
 
 mod join;
+pub(crate) mod relay_pair;
 
 use std::net::SocketAddrV4;
 use std::path::Path;
@@ -79,18 +80,34 @@ fn pick_name(config: &NodeConfig, peer: &PeerId, wanted: Option<&str>, announced
         .unwrap_or_else(|| format!("{base}-{}", jiff::Timestamp::now().as_second()))
 }
 
-/// Records a paired peer: authorized_keys (comment = its name) and `names:`. Returns the name.
-pub(super) fn save_peer(
+/// Records a paired peer: authorized_keys (comment = its name, `group=` for group members) and
+/// `names:`. Returns the name.
+pub(crate) fn save_peer(
     loaded: &Loaded<NodeConfig>,
     paired: &Paired,
     wanted: Option<&str>,
+    group: Option<u32>,
 ) -> Result<String> {
     let c = &loaded.config;
+    if let Some(name) = c.names.iter().find(|(_, v)| **v == paired.peer.to_string()).map(|(k, _)| k)
+        && group.is_some()
+    {
+        // A member we know already (introduced twice): nothing to do but make sure it is allowed.
+        let path = &c.security.authorized_keys_file;
+        let keys = AuthorizedKeys::load(path)?;
+        if keys.get(&paired.peer).is_some() {
+            return Ok(name.clone());
+        }
+    }
     let name = pick_name(c, &paired.peer, wanted, &paired.name);
     let path = &c.security.authorized_keys_file;
     let mut keys = AuthorizedKeys::load(path)?;
     if keys.get(&paired.peer).is_none() {
-        keys.add(Entry::new(paired.peer, Some(&name)))?;
+        let mut entry = Entry::new(paired.peer, Some(&name));
+        if let Some(g) = group {
+            entry.set_attr("group", &format!("{g:08x}")).map_err(|e| anyhow::anyhow!("{e}"))?;
+        }
+        keys.add(entry)?;
         keys.save(path)?;
     }
     let id = paired.peer.to_string();
@@ -103,6 +120,30 @@ pub(super) fn save_peer(
         .with_context(|| format!("cannot add the name {name:?} to {}", loaded.path.display()))?;
     }
     Ok(name)
+}
+
+/// The file, next to the config, listing the groups this node joined: `<group> <relay peer ID>`.
+pub(crate) const GROUPS_FILE: &str = "groups";
+
+/// Whether this node joined `group` through `relay`.
+pub(crate) fn in_group(config_dir: &Path, group: u32, relay: &PeerId) -> bool {
+    let want = format!("{group:08x} {relay}");
+    std::fs::read_to_string(config_dir.join(GROUPS_FILE))
+        .is_ok_and(|t| t.lines().any(|l| l.trim() == want))
+}
+
+/// Records that this node joined `group` through `relay`.
+pub(crate) fn add_group(config_dir: &Path, group: u32, relay: &PeerId) -> Result<()> {
+    if in_group(config_dir, group, relay) {
+        return Ok(());
+    }
+    let path = config_dir.join(GROUPS_FILE);
+    let mut text = std::fs::read_to_string(&path).unwrap_or_else(|_| {
+        "# Groups joined with 'peerup join' (relay pair codes): <group> <relay peer ID>\n".into()
+    });
+    text.push_str(&format!("{group:08x} {relay}\n"));
+    peerup_core::fsutil::write_private_atomic(&path, text.as_bytes())?;
+    Ok(())
 }
 
 /// `peerup invite`.
@@ -149,7 +190,7 @@ pub(super) fn invite(args: &InviteArgs, ctx: &Ctx) -> Result<()> {
             expires: tokio::time::Instant::now() + ttl,
         };
         let mut saved = None;
-        let save = |p: &Paired| match save_peer(&loaded, p, name.as_deref()) {
+        let save = |p: &Paired| match save_peer(&loaded, p, name.as_deref(), None) {
             Ok(n) => {
                 saved = Some(n);
                 Ok(())
@@ -224,6 +265,6 @@ pub(super) fn short(peer: &PeerId) -> String {
 }
 
 /// Loads the node config at `path`.
-pub(super) fn load(path: &Path) -> Result<Loaded<NodeConfig>> {
+pub(crate) fn load(path: &Path) -> Result<Loaded<NodeConfig>> {
     load_node_file(path)
 }

@@ -95,7 +95,8 @@ impl Drop for Proc {
 
 /// A gated relay on 127.0.0.1 and alice, initialized with it and authorized on it.
 struct Setup {
-    _relay_home: Home,
+    relay_home: Home,
+    relay_cfg: String,
     _relay: Proc,
     alice: Home,
     alice_id: String,
@@ -131,7 +132,7 @@ fn setup() -> Setup {
         let c = alice.read("config.yaml").replace(addr.trim(), again.trim());
         std::fs::write(alice.file("config.yaml"), c).unwrap();
     }
-    Setup { _relay_home: relay_home, _relay: relay, alice, alice_id }
+    Setup { relay_home, relay_cfg: cfg, _relay: relay, alice, alice_id }
 }
 
 fn invite(s: &Setup, extra: &[&str]) -> (Proc, String) {
@@ -265,4 +266,61 @@ fn malformed_codes_and_bad_flags_are_refused_offline() {
     let err = a.run(&["invite", "--ttl", "2h"]).fails();
     assert!(err.contains("at most"), "{err}");
     assert!(!h.file("config.yaml").exists(), "a failed join leaves no config");
+}
+
+#[test]
+fn relay_pair_makes_group_codes_lists_and_revokes_them() {
+    let s = setup();
+    let pair = |args: &[&str]| {
+        let mut all = vec!["relay", "pair", "--config", &s.relay_cfg];
+        all.extend(args);
+        s.relay_home.run(&all)
+    };
+    let v: serde_json::Value =
+        serde_json::from_str(&pair(&["--count", "2", "--json"]).ok()).unwrap();
+    let codes: Vec<&str> =
+        v["codes"].as_array().unwrap().iter().map(|c| c.as_str().unwrap()).collect();
+    let group = v["group_id"].as_str().unwrap().to_string();
+    assert_eq!(codes.len(), 2);
+    assert!(codes.iter().all(|c| c.replace('-', "").len() <= 32));
+
+    let bob = Home::new();
+    let out = bob.run(&["join", codes[0]]).ok();
+    assert!(out.contains(&format!("Joined group {group}")), "{out}");
+    assert!(bob.read("groups").contains(&group));
+    let listed: serde_json::Value =
+        serde_json::from_str(&pair(&["--list", "--json"]).ok()).unwrap();
+    assert_eq!(listed[0]["used"], 1, "{listed}");
+    assert!(pair(&["--list"]).ok().contains("1/2 used"));
+
+    // The relay authorized bob with the group attribute.
+    let relay_keys = std::fs::read_to_string(
+        std::path::Path::new(&s.relay_cfg).parent().unwrap().join("relay_authorized_keys"),
+    )
+    .unwrap();
+    let bob_id = bob.run(&["whoami"]).ok().trim().to_string();
+    assert!(
+        relay_keys.lines().any(|l| l.contains(&bob_id) && l.contains(&format!("group={group}")))
+    );
+
+    assert!(pair(&["--revoke", &group]).ok().contains("revoked"));
+    let err = fails(Home::new().run(&["join", codes[1]]));
+    assert!(err.contains("no invite is open there"), "{err}");
+    let err = pair(&["--revoke", &group]).fails();
+    assert!(err.contains("group not found"), "{err}");
+    let err = pair(&["--count", "9"]).code;
+    assert_eq!(err, 2, "clap refuses more than 8");
+
+    // With a wrong cookie the relay refuses; with no relay running the CLI says so.
+    let cookie = std::path::Path::new(&s.relay_cfg).parent().unwrap().join(".relay-admin.cookie");
+    let real = std::fs::read_to_string(&cookie).unwrap();
+    std::fs::write(&cookie, "00").unwrap();
+    assert!(pair(&["--list"]).fails().contains("unauthorized"));
+    std::fs::write(&cookie, real).unwrap();
+    let lone = Home::new();
+    let dir = lone.path().join("relay");
+    lone.run(&["relay", "setup", "--dir", dir.to_str().unwrap()]).ok();
+    let cfg = dir.join("relay-server.yaml");
+    let err = lone.run(&["relay", "pair", "--config", cfg.to_str().unwrap()]).fails();
+    assert!(err.contains("relay is not running"), "{err}");
 }

@@ -99,6 +99,14 @@ impl Relay {
         run_peerup(lab, "relay", &self.home, "relay-authorize", &args).ok();
     }
 
+    /// Runs `peerup <args> --config <relay config>` on the relay host to completion.
+    #[allow(dead_code, reason = "not used by benches/lab.rs")]
+    pub fn peerup(&self, lab: &Lab, what: &str, args: &[&str]) -> Finished {
+        let mut all = args.to_vec();
+        all.extend(["--config", s(&self.config)]);
+        run_peerup(lab, "relay", &self.home, &format!("relay-{what}"), &all)
+    }
+
     /// `relay serve`, waiting for `Relay ready: <id>` on stdout.
     pub fn start(&mut self, lab: &Lab) {
         self.starts += 1;

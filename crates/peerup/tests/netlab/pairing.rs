@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::lab::{Lab, READY};
+use super::lab::{Lab, READY, RESERVATION};
 use super::node::{Node, Relay};
 use super::paths::serve_echo;
 use super::proc::Stream;
@@ -64,4 +64,62 @@ pub fn invite_join_then_proxy() {
     let (path, line, _) = proxy.path_from(mark, Duration::from_secs(10));
     say!("[pp1] bob -> alice after pairing: {path:?}: {} ({line})", t.summary());
     assert!(daemon.proc.is_running(), "alice's daemon exited");
+}
+
+/// `relay pair --count 3`; alice, bob and carol each join with one command and start their daemon;
+/// then every member pings every other one (introductions made the earlier members accept the
+/// later ones).
+pub fn group_of_three() {
+    let Some(lab) = Lab::up("pp2", &[]) else { return };
+    let mut relay = Relay::setup(&lab);
+    relay.start(&lab);
+    let out = relay.peerup(&lab, "pair", &["relay", "pair", "--count", "3", "--json"]).ok();
+    let v: serde_json::Value =
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("relay pair --json: {e}: {out}"));
+    let codes: Vec<String> = v["codes"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no codes: {v}"))
+        .iter()
+        .map(|c| c.as_str().expect("code").to_string())
+        .collect();
+    assert_eq!(codes.len(), 3, "{v}");
+    let start = Instant::now();
+    let mut members = Vec::new();
+    for (host, code) in ["alice", "bob", "carol"].into_iter().zip(&codes) {
+        let mut node = Node::bare(&lab, host);
+        let out = node.peerup(&lab, "join", &["join", code]).ok();
+        assert!(out.contains("Joined group"), "{host}: {out}");
+        node.id = node.peerup(&lab, "whoami", &["whoami"]).ok().trim().to_string();
+        let mut daemon = node.daemon(&lab);
+        daemon.wait_reservation(0, &relay.id, RESERVATION);
+        members.push((node, daemon));
+    }
+    let joined = start.elapsed();
+    let deadline = Instant::now() + PING_WINDOW;
+    for (a, _) in &members {
+        for (b, _) in members.iter().filter(|(b, _)| b.id != a.id) {
+            loop {
+                let n = a.peerup(&lab, "ping", &["ping", "-c", "1", "--json", &b.id]);
+                if n.success && n.stdout.contains("\"rtt_ms\"") {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{} cannot ping {}: {}",
+                    a.host,
+                    b.host,
+                    n.stderr
+                );
+                std::thread::sleep(Duration::from_millis(250));
+            }
+        }
+    }
+    say!(
+        "[pp2] group of 3: joins and daemons up in {:.2} s; all 6 pings answered {:.2} s after the first join",
+        joined.as_secs_f64(),
+        start.elapsed().as_secs_f64()
+    );
+    let list = relay.peerup(&lab, "pair-list", &["relay", "pair", "--list", "--json"]).ok();
+    let groups: serde_json::Value = serde_json::from_str(&list).expect("relay pair --list --json");
+    assert_eq!(groups[0]["used"], 3, "{list}");
 }

@@ -11,12 +11,12 @@ use peerup_core::node::NodeError;
 use peerup_core::node::{Node, NodeConfig as CoreConfig};
 use peerup_core::pairing::code::InviteCode;
 use peerup_core::pairing::pake::Paired;
-use peerup_core::pairing::session::{self, Join, PairError};
+use peerup_core::pairing::session::{self, Join, Joined, PairError};
 use peerup_core::{Multiaddr, identity, relay_addr};
 
 use super::super::Ctx;
 use super::super::init::{create_identity, new_node_paths, write_config};
-use super::{host_name, load, note, save_peer, short};
+use super::{add_group, host_name, load, note, save_peer, short};
 use crate::cli::JoinArgs;
 use crate::config::edit::rewrite_node_file;
 use crate::config::load::find_node_config;
@@ -96,8 +96,8 @@ pub(in crate::cmd) fn join(args: &JoinArgs, ctx: &Ctx) -> Result<()> {
             note!("Connected to relay {}; pairing…", short(&relay));
             let relay_full = dial.clone().with(Protocol::P2p(relay)).to_string();
             let mut saved = None;
-            let save = |p: &Paired| -> std::result::Result<(), String> {
-                record(&config_path, loaded.as_ref().map(|_| ()), &relay_full, p, wanted.as_deref())
+            let save = |j: &Joined| -> std::result::Result<(), String> {
+                record(&config_path, loaded.is_some(), &relay_full, j, wanted.as_deref())
                     .map(|n| saved = Some(n))
                     .map_err(|e| format!("{e:#}"))
             };
@@ -108,21 +108,35 @@ pub(in crate::cmd) fn join(args: &JoinArgs, ctx: &Ctx) -> Result<()> {
                 keypair,
                 name: host_name(),
             };
-            let paired = session::join(&node, j, save).await.map_err(|e| match e {
+            let joined = session::join(&node, j, save).await.map_err(|e| match e {
                 PairError::Node(NodeError::ConnectionClosed) => anyhow::anyhow!(
                     "the relay turned us away: no invite is open there (wrong, expired or used code)"
                 ),
                 e => e.into(),
             })?;
-            Ok::<_, anyhow::Error>((paired, saved.unwrap_or_default(), relay_full))
+            Ok::<_, anyhow::Error>((joined, saved.unwrap_or_default(), relay_full))
         };
         let result = tokio::select! {
             () = cancel.cancelled() => Err(anyhow::anyhow!("cancelled")),
             r = work => r,
         };
         net::shutdown(&cancel, &tracker).await;
-        let (paired, name, relay) = result?;
-        outln!("{}", ok(format!("Paired with {name:?}: {}", paired.peer)))?;
+        let (joined, name, relay) = result?;
+        match &joined.group {
+            None => outln!("{}", ok(format!("Paired with {name:?}: {}", joined.paired.peer)))?,
+            Some((id, members)) => {
+                outln!(
+                    "{}",
+                    ok(format!("Joined group {id:08x} on relay {}", short(&joined.paired.peer)))
+                )?;
+                match members.len() {
+                    0 => outln!("No other members yet; they will be introduced as they join.")?,
+                    n => outln!("Authorized {n} member(s): {name}")?,
+                }
+                outln!("{}", faint("Run 'peerup daemon' so that later members are introduced."))?;
+                return Ok(());
+            }
+        }
         if existing.is_none() {
             outln!("Created {} (relay {relay})", config_path.display())?;
         }
@@ -136,15 +150,16 @@ pub(in crate::cmd) fn join(args: &JoinArgs, ctx: &Ctx) -> Result<()> {
 }
 
 /// Writes the pairing down: a new config when there was none, the relay if the config lacks it,
-/// then the inviter in authorized_keys and `names:`.
+/// then the inviter (or every member of the group) in authorized_keys and `names:`. Returns the
+/// name(s) given.
 fn record(
     config_path: &std::path::Path,
-    had_config: Option<()>,
+    had_config: bool,
     relay: &str,
-    paired: &Paired,
+    joined: &Joined,
     wanted: Option<&str>,
 ) -> Result<String> {
-    if had_config.is_none() {
+    if !had_config {
         write_config(config_path, relay, "peerup join", None)?;
     }
     let loaded = load(config_path)?;
@@ -152,7 +167,7 @@ fn record(
     let known = loaded.config.relay.addresses.iter().any(|a| {
         relay_addr::parse(a, None).ok().and_then(|m| relay_addr::peer_id_of(&m)) == relay_id
     });
-    let loaded = if known {
+    let mut loaded = if known {
         loaded
     } else {
         let list = [relay.to_string()];
@@ -163,5 +178,15 @@ fn record(
         )?;
         load(config_path)?
     };
-    save_peer(&loaded, paired, wanted)
+    let Some((group, members)) = &joined.group else {
+        return save_peer(&loaded, &joined.paired, wanted, None);
+    };
+    add_group(loaded.dir(), *group, &joined.paired.peer)?;
+    let mut names = Vec::new();
+    for (peer, name) in members {
+        let member = Paired { peer: *peer, name: name.clone() };
+        names.push(save_peer(&loaded, &member, None, Some(*group))?);
+        loaded = load(config_path)?;
+    }
+    Ok(names.join(", "))
 }
