@@ -61,6 +61,12 @@ pub(crate) async fn serve(
     tracker: &TaskTracker,
 ) -> Result<()> {
     let paths = paths(dir);
+    if UnixStream::connect(&paths.socket).await.is_ok() {
+        bail!(
+            "another relay runs with this config (its admin socket {} answers)",
+            paths.socket.display()
+        );
+    }
     let listener = paths.bind().await?;
     let token = paths.new_cookie()?;
     let tasks = tracker.clone();
