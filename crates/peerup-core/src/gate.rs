@@ -5,19 +5,26 @@
 //! re-checks the same [`AccessList`] before it is served. Relays and other infrastructure peers
 //! can be let in with [`AccessList::allow_always`]. The gate can also cap inbound connections per
 //! source IP, which bounds what one host can take from a relay.
+//!
+//! A relay that holds pairing slots admits unknown peers on [`Probation`]: a few at a time, each for
+//! a short while, while at least one slot is open. They get no relay service (the relay's rate
+//! limiters refuse peers that are not allowed, see [`crate::relay`]) and only the pairing
+//! rendezvous among the application protocols.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use jiff::Timestamp;
 use libp2p::PeerId;
 use libp2p::core::transport::PortUse;
 use libp2p::core::{Endpoint, Multiaddr};
 use libp2p::swarm::{
-    ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour, THandler, THandlerInEvent,
-    THandlerOutEvent, ToSwarm, dummy,
+    CloseConnection, ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour, THandler,
+    THandlerInEvent, THandlerOutEvent, ToSwarm, dummy,
 };
 
 use crate::authorized_keys::AuthorizedKeys;
@@ -106,6 +113,34 @@ impl AccessList {
     }
 }
 
+/// Admission of unknown peers while pairing slots are open (relays only).
+#[derive(Debug, Clone)]
+pub struct Probation {
+    open_slots: Arc<AtomicUsize>,
+    max: usize,
+    ttl: Duration,
+}
+
+impl Probation {
+    /// At most `max` unknown peers at once, each disconnected after `ttl` unless it has become
+    /// authorized meanwhile.
+    pub fn new(max: usize, ttl: Duration) -> Self {
+        Self { open_slots: Arc::default(), max, ttl }
+    }
+
+    /// Tells the gate how many pairing slots are open; with none, no one is admitted.
+    pub fn set_open_slots(&self, n: usize) {
+        self.open_slots.store(n, Ordering::Relaxed);
+    }
+
+    fn is_open(&self) -> bool {
+        self.open_slots.load(Ordering::Relaxed) > 0
+    }
+}
+
+/// How often probation deadlines are checked.
+const PROBATION_TICK: Duration = Duration::from_secs(1);
+
 /// The gate behaviour.
 pub struct Gate {
     list: AccessList,
@@ -113,16 +148,46 @@ pub struct Gate {
     max_per_ip: Option<usize>,
     per_ip: HashMap<IpAddr, usize>,
     conn_ip: HashMap<ConnectionId, IpAddr>,
+    probation: Option<Probation>,
+    on_probation: HashMap<ConnectionId, (PeerId, tokio::time::Instant)>,
+    tick: Option<tokio::time::Interval>,
+    to_close: VecDeque<(PeerId, ConnectionId)>,
 }
 
 impl Gate {
-    /// A gate over `list`, optionally capping inbound connections per source IP.
+    /// A gate over `list`, optionally capping inbound connections per source IP and admitting
+    /// unknown peers on probation.
     pub fn new(
         list: AccessList,
         max_per_ip: Option<usize>,
+        probation: Option<Probation>,
         metrics: crate::metrics::Metrics,
     ) -> Self {
-        Self { list, metrics, max_per_ip, per_ip: HashMap::new(), conn_ip: HashMap::new() }
+        Self {
+            list,
+            metrics,
+            max_per_ip,
+            per_ip: HashMap::new(),
+            conn_ip: HashMap::new(),
+            probation,
+            on_probation: HashMap::new(),
+            tick: None,
+            to_close: VecDeque::new(),
+        }
+    }
+
+    /// Whether an unknown peer may come in on probation now.
+    fn admit_on_probation(&mut self, id: ConnectionId, peer: PeerId) -> bool {
+        let Some(p) = &self.probation else { return false };
+        // Peers that became authorized (a successful pairing) are on probation no longer.
+        let list = &self.list;
+        self.on_probation.retain(|_, (peer, _)| !list.is_allowed(peer));
+        let peers: HashSet<&PeerId> = self.on_probation.values().map(|(p, _)| p).collect();
+        if !p.is_open() || (!peers.contains(&peer) && peers.len() >= p.max) {
+            return false;
+        }
+        self.on_probation.insert(id, (peer, tokio::time::Instant::now() + p.ttl));
+        true
     }
 }
 
@@ -141,7 +206,9 @@ impl NetworkBehaviour for Gate {
         _local_addr: &Multiaddr,
         remote_addr: &Multiaddr,
     ) -> Result<THandler<Self>, ConnectionDenied> {
-        if !self.list.is_allowed(&peer) {
+        if !self.list.is_allowed(&peer) && self.admit_on_probation(id, peer) {
+            tracing::info!(target: "audit", %peer, addr = %remote_addr, "auth_decision: unknown peer admitted on probation (pairing)");
+        } else if !self.list.is_allowed(&peer) {
             tracing::info!(target: "audit", %peer, addr = %remote_addr, "auth_decision: inbound connection denied (not authorized)");
             self.metrics.auth_denials.inc();
             return Err(ConnectionDenied::new(GateError::NotAuthorized(peer)));
@@ -170,6 +237,9 @@ impl NetworkBehaviour for Gate {
     }
 
     fn on_swarm_event(&mut self, event: FromSwarm<'_>) {
+        if let FromSwarm::ConnectionClosed(e) = &event {
+            self.on_probation.remove(&e.connection_id);
+        }
         if let FromSwarm::ConnectionClosed(e) = event
             && let Some(ip) = self.conn_ip.remove(&e.connection_id)
             && let Some(n) = self.per_ip.get_mut(&ip)
@@ -190,8 +260,34 @@ impl NetworkBehaviour for Gate {
         match e {}
     }
 
-    fn poll(&mut self, _: &mut Context<'_>) -> Poll<ToSwarm<Self::ToSwarm, THandlerInEvent<Self>>> {
-        Poll::Pending
+    fn poll(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<ToSwarm<Self::ToSwarm, THandlerInEvent<Self>>> {
+        if self.probation.is_some() {
+            let tick = self.tick.get_or_insert_with(|| tokio::time::interval(PROBATION_TICK));
+            while tick.poll_tick(cx).is_ready() {
+                let now = tokio::time::Instant::now();
+                let list = &self.list;
+                self.on_probation.retain(|_, (peer, _)| !list.is_allowed(peer));
+                for (id, (peer, deadline)) in &self.on_probation {
+                    if *deadline <= now {
+                        self.to_close.push_back((*peer, *id));
+                    }
+                }
+                self.on_probation.retain(|_, (_, d)| *d > now);
+            }
+        }
+        match self.to_close.pop_front() {
+            Some((peer_id, id)) => {
+                tracing::debug!(peer = %peer_id, "probation over; closing the connection");
+                Poll::Ready(ToSwarm::CloseConnection {
+                    peer_id,
+                    connection: CloseConnection::One(id),
+                })
+            }
+            None => Poll::Pending,
+        }
     }
 }
 

@@ -19,6 +19,7 @@
 //! - [`netinfo`]: local addresses, NAT mapping and the reachability grade.
 //! - [`tls`]: libp2p's TLS 1.3 handshake with AES-GCM preferred.
 //! - [`mux`]: yamux with 256 KiB frames.
+//! - [`pairing`]: invite/join with short codes over SPAKE2, and SAS verification.
 //! - [`diag`]: traceroute over the path actually taken.
 //! - [`relay`]: circuit relay server limits.
 //! - [`fsutil`]: atomic, private (mode 0600) file writes and the permission check on secrets.
@@ -37,6 +38,7 @@ pub mod metrics;
 pub mod mux;
 pub mod netinfo;
 pub mod node;
+pub mod pairing;
 pub mod pingpong;
 pub mod protocols;
 pub mod relay;

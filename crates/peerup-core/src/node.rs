@@ -55,6 +55,8 @@ pub struct NodeConfig {
     pub enable_dht: bool,
     /// Run a circuit relay server with these limits.
     pub relay_server: Option<RelayLimits>,
+    /// Admit unknown peers on probation while pairing slots are open (relays).
+    pub probation: Option<crate::gate::Probation>,
     /// Cap inbound connections per source IP.
     pub max_inbound_per_ip: Option<usize>,
     /// Close connections without streams after this long.
@@ -84,6 +86,7 @@ impl NodeConfig {
             enable_dht: true,
             relay_server: None,
             max_inbound_per_ip: None,
+            probation: None,
             idle_timeout: Duration::from_secs(300),
             external_addrs: Vec::new(),
             listen_addrs_are_external: false,
@@ -119,6 +122,14 @@ pub enum NodeError {
         "the peer closed the connection before the stream opened (has it authorized this peer ID?)"
     )]
     ConnectionClosed,
+    /// Dialling an address failed.
+    #[error("cannot connect to {addr}: {reason}")]
+    Dial {
+        /// The address.
+        addr: Multiaddr,
+        /// Why.
+        reason: String,
+    },
     /// Timed out.
     #[error("timed out after {0:?}")]
     Timeout(Duration),
@@ -209,6 +220,10 @@ pub(crate) enum Command {
     },
     ExternalAddrs {
         reply: oneshot::Sender<Vec<Multiaddr>>,
+    },
+    Dial {
+        addr: Multiaddr,
+        reply: oneshot::Sender<Result<PeerId, String>>,
     },
 }
 
@@ -416,6 +431,19 @@ impl Node {
         let (reply, rx) = oneshot::channel();
         self.send(Command::ExternalAddrs { reply }).await?;
         rx.await.map_err(|_| NodeError::Closed)
+    }
+
+    /// Connects to an address whose peer ID is not known yet (a relay from an invite code) and
+    /// returns the peer ID the handshake proved.
+    pub async fn connect(&self, addr: Multiaddr) -> Result<PeerId, NodeError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Dial { addr: addr.clone(), reply }).await?;
+        match tokio::time::timeout(OPEN_STREAM_TIMEOUT, rx).await {
+            Ok(Ok(Ok(peer))) => Ok(peer),
+            Ok(Ok(Err(reason))) => Err(NodeError::Dial { addr, reason }),
+            Ok(Err(_)) => Err(NodeError::Closed),
+            Err(_) => Err(NodeError::Timeout(OPEN_STREAM_TIMEOUT)),
+        }
     }
 
     async fn send(&self, cmd: Command) -> Result<(), NodeError> {

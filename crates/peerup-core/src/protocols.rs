@@ -21,6 +21,12 @@ pub fn service_name(protocol: &str) -> Option<&str> {
 /// The default ping-pong protocol (config key `protocols.ping_pong.id`).
 pub const DEFAULT_PING_PONG: &str = "/pingpong/1.0.0";
 
+/// The pairing rendezvous at a relay (peerup only; the Go original has no equivalent).
+pub const PAIR_RENDEZVOUS: &str = "/peerup/pair-rendezvous/1.0.0";
+
+/// Group introductions, relay → member (peerup only).
+pub const GROUP_INTRO: &str = "/peerup/group-intro/1.0.0";
+
 /// Identify agent prefix of peerup nodes.
 pub const AGENT_PREFIX: &str = "peerup/";
 

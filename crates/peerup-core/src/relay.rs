@@ -7,7 +7,9 @@
 
 use std::time::Duration;
 
-use libp2p::relay;
+use libp2p::{Multiaddr, relay};
+
+use crate::gate::AccessList;
 
 /// Circuit relay server limits.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,8 +48,10 @@ impl Default for RelayLimits {
 }
 
 impl RelayLimits {
-    pub(crate) fn to_libp2p(&self) -> relay::Config {
-        relay::Config {
+    /// The libp2p config. Reservations and circuits are refused to peers `access` does not allow
+    /// (peers admitted on probation for pairing are connected but not allowed).
+    pub(crate) fn to_libp2p(&self, access: &AccessList) -> relay::Config {
+        let mut config = relay::Config {
             max_reservations: self.max_reservations,
             max_reservations_per_peer: self.max_reservations_per_peer,
             reservation_duration: self.reservation_ttl,
@@ -56,6 +60,14 @@ impl RelayLimits {
             max_circuit_duration: self.circuit_duration,
             max_circuit_bytes: self.circuit_bytes,
             ..relay::Config::default()
-        }
+        };
+        let (a, b) = (access.clone(), access.clone());
+        config
+            .reservation_rate_limiters
+            .push(Box::new(move |peer, _: &Multiaddr, _| a.is_allowed(&peer)));
+        config
+            .circuit_src_rate_limiters
+            .push(Box::new(move |peer, _: &Multiaddr, _| b.is_allowed(&peer)));
+        config
     }
 }

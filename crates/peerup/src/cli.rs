@@ -85,6 +85,20 @@ pub enum Command {
         #[command(flatten)]
         json: JsonFlag,
     },
+    /// Make a one-time pairing code for another machine (shows it, then waits for the join)
+    Invite(InviteArgs),
+    /// Pair with the machine that made a code: both sides authorize each other and name each other
+    Join(JoinArgs),
+    /// Compare a short authentication string with a peer and mark it verified
+    Verify {
+        /// Peer ID or name
+        target: String,
+        /// Mark the peer verified without asking (after comparing the code out of band)
+        #[arg(long)]
+        yes: bool,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
     /// Run a relay and two nodes on loopback and tunnel a service through them
     Demo,
     /// Print version information
@@ -145,6 +159,31 @@ fn parse_interval(s: &str) -> Result<std::time::Duration, String> {
         Ok(_) => Err("must be greater than zero".into()),
         Err(e) => Err(e.to_string()),
     }
+}
+
+#[derive(Debug, Args)]
+pub struct InviteArgs {
+    /// The name to give the joiner in names: [default: the name it announces]
+    #[arg(long, value_name = "N")]
+    pub name: Option<String>,
+    /// How long the code works (at most 1h)
+    #[arg(long, default_value = "10m", value_parser = parse_interval)]
+    pub ttl: std::time::Duration,
+    /// Print only the code on stdout (progress goes to stderr)
+    #[arg(long)]
+    pub non_interactive: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct JoinArgs {
+    /// The code [default: $PEERUP_INVITE_CODE, else a line from stdin]
+    pub code: Option<String>,
+    /// The name to give the inviter in names: [default: the name it announces]
+    #[arg(long, value_name = "N")]
+    pub name: Option<String>,
+    /// Never prompt
+    #[arg(long)]
+    pub non_interactive: bool,
 }
 
 #[derive(Debug, Args)]
@@ -267,6 +306,26 @@ pub enum RelayCommand {
     /// Check a relay server's config (relay-server.yaml)
     #[command(subcommand)]
     Config(RelayConfigCommand),
+    /// Relay server: make pairing codes for a group whose members all authorize each other
+    Pair {
+        /// Codes (members) in the group, 1-8
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=8))]
+        count: u8,
+        /// How long the codes work (at most 1h)
+        #[arg(long, default_value = "1h", value_parser = parse_interval)]
+        ttl: std::time::Duration,
+        /// How long members stay authorized on the relay [default: no expiry]
+        #[arg(long, value_parser = parse_interval)]
+        expires: Option<std::time::Duration>,
+        /// List the active groups instead
+        #[arg(long, conflicts_with = "revoke")]
+        list: bool,
+        /// Revoke a group (its unused codes stop working)
+        #[arg(long, value_name = "GROUP")]
+        revoke: Option<String>,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
     /// Relay server: write relay-server.yaml, the relay key and its authorized_keys into a folder
     Setup {
         /// Folder for the relay's files [default: the --config file's folder, else .]

@@ -5,12 +5,14 @@ mod config_cmd;
 mod daemon;
 mod demo;
 mod init;
+pub(crate) mod pair;
 pub(crate) mod ping;
 pub(crate) mod proxy;
 mod relay;
 mod relay_server;
 mod service;
 mod status;
+mod verify;
 
 use std::path::{Path, PathBuf};
 
@@ -53,6 +55,9 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Traceroute { target, json } => ping::traceroute(&target, json.json, &ctx),
         Command::Resolve { name, json } => ping::resolve(&name, json.json, &ctx),
+        Command::Invite(args) => pair::invite(&args, &ctx),
+        Command::Join(args) => pair::join(&args, &ctx),
+        Command::Verify { target, yes, json } => verify::run(&target, yes, json.json, &ctx),
         Command::Demo => demo::run(),
         Command::Version(json) => version(json.json),
     }

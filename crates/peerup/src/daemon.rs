@@ -5,11 +5,13 @@
 //! - [`client`]: what the CLI uses to talk to a running daemon.
 //! - [`metrics`]: the optional Prometheus endpoint.
 //! - [`reload`]: hot reload of authorized_keys.
+//! - [`groups`]: introductions of group members by the relay.
 //! - [`systemd`]: READY, WATCHDOG and STOPPING notifications.
 //! - This file: the socket and cookie files' lifecycle.
 
 pub mod api;
 pub mod client;
+pub mod groups;
 pub mod metrics;
 pub mod reload;
 pub mod systemd;

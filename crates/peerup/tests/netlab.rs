@@ -27,6 +27,8 @@ mod harness;
 mod lab;
 #[path = "netlab/node.rs"]
 mod node;
+#[path = "netlab/pairing.rs"]
+mod pairing;
 #[path = "netlab/paths.rs"]
 mod paths;
 #[path = "netlab/proc.rs"]
@@ -90,4 +92,17 @@ fn nat_auth_remove_cuts_tunnel() {
 #[test]
 fn nat_relay_restart_recovers() {
     paths::relay_restart_recovers();
+}
+
+/// alice (cone NAT) invites, bob (another cone NAT, no config) joins, then reaches alice's service.
+#[test]
+fn nat_cone_x_cone_pairing() {
+    pairing::invite_join_then_proxy();
+}
+
+/// `relay pair --count 3`: alice, bob (cone NATs) and carol (symmetric NAT) join with no prior
+/// config, run their daemons, and all ping each other.
+#[test]
+fn nat_group_of_three_pairing() {
+    pairing::group_of_three();
 }

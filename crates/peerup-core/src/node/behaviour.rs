@@ -57,15 +57,13 @@ pub(crate) fn build_swarm(
                 gate: Gate::new(
                     config.access.clone(),
                     config.max_inbound_per_ip,
+                    config.probation.clone(),
                     config.metrics.clone(),
                 ),
                 relay_client,
-                relay_server: Toggle::from(
-                    config
-                        .relay_server
-                        .as_ref()
-                        .map(|limits| relay::Behaviour::new(peer_id, limits.to_libp2p())),
-                ),
+                relay_server: Toggle::from(config.relay_server.as_ref().map(|limits| {
+                    relay::Behaviour::new(peer_id, limits.to_libp2p(&config.access))
+                })),
                 identify: identify::Behaviour::new(
                     identify::Config::new("/ipfs/id/1.0.0".into(), key.public())
                         .with_agent_version(config.agent.clone()),

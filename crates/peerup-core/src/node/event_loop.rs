@@ -1,13 +1,13 @@
 //! The actor that owns the swarm: it runs commands from [`super::Node`] handles, drives the swarm,
 //! keeps relay reservations, and publishes [`NodeEvent`]s.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use futures::StreamExt;
 use libp2p::multiaddr::Protocol;
-use libp2p::swarm::SwarmEvent;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
+use libp2p::swarm::{ConnectionId, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, Swarm, dcutr, identify, kad, ping, relay};
 use tokio::sync::{broadcast, mpsc};
 use tokio::time::Instant;
@@ -42,6 +42,8 @@ pub(crate) struct EventLoop {
     /// Connected peers: agents, connection times, observed addresses, RTTs.
     book: PeerBook,
     metrics: crate::metrics::Metrics,
+    /// Dials to bare addresses, answered with the peer ID once connected.
+    addr_dials: HashMap<ConnectionId, tokio::sync::oneshot::Sender<Result<PeerId, String>>>,
 }
 
 /// The same relay address over QUIC (`/udp/<port>/quic-v1`) when it is TCP. Dialing the relay over
@@ -112,6 +114,7 @@ impl EventLoop {
             deferred: Vec::new(),
             tcp_tried: HashSet::new(),
             book: PeerBook::default(),
+            addr_dials: HashMap::new(),
             metrics: config.metrics.clone(),
             swarm,
             commands,
@@ -178,6 +181,18 @@ impl EventLoop {
             Command::ExternalAddrs { reply } => {
                 let _ = reply.send(self.swarm.external_addresses().cloned().collect());
             }
+            Command::Dial { addr, reply } => {
+                let opts = DialOpts::unknown_peer_id().address(addr).build();
+                let id = opts.connection_id();
+                match self.swarm.dial(opts) {
+                    Ok(()) => {
+                        self.addr_dials.insert(id, reply);
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e.to_string()));
+                    }
+                }
+            }
         }
     }
 
@@ -212,11 +227,14 @@ impl EventLoop {
         if self.swarm.behaviour().streams.is_dialing(&peer) {
             return; // the dial under way serves every waiting request
         }
+        // A relay itself is dialled at its configured address, any other peer through every relay.
         let circuits: Vec<Multiaddr> = self
             .relays
             .iter()
-            .filter(|r| relay_addr::peer_id_of(r) != Some(peer))
-            .map(|r| r.clone().with(Protocol::P2pCircuit).with(Protocol::P2p(peer)))
+            .map(|r| match relay_addr::peer_id_of(r) == Some(peer) {
+                true => r.clone(),
+                false => r.clone().with(Protocol::P2pCircuit).with(Protocol::P2p(peer)),
+            })
             .collect();
         // `Disconnected`, not `NotDialing`: a dial already under way (a DHT lookup's) may know only
         // unreachable direct addresses, so ours, with the relay circuits, must run beside it.
@@ -325,6 +343,9 @@ impl EventLoop {
             SwarmEvent::ConnectionEstablished { peer_id, connection_id, endpoint, .. } => {
                 let addr = endpoint.get_remote_address().clone();
                 let path = PathInfo { relayed: is_relayed(&addr), remote_addr: addr };
+                if let Some(reply) = self.addr_dials.remove(&connection_id) {
+                    let _ = reply.send(Ok(peer_id));
+                }
                 self.book.connected(peer_id, connection_id, path.clone());
                 tracing::info!(peer = %peer_id, path = path.kind(), addr = %path.remote_addr, "connected");
                 self.metrics.connection(path.relayed, true);
@@ -349,7 +370,10 @@ impl EventLoop {
                 self.metrics.connection(path.relayed, false);
                 self.emit(NodeEvent::Disconnected { peer: peer_id, path });
             }
-            SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
+            SwarmEvent::OutgoingConnectionError { peer_id, error, connection_id } => {
+                if let Some(reply) = self.addr_dials.remove(&connection_id) {
+                    let _ = reply.send(Err(error.to_string().replace('\n', " ")));
+                }
                 tracing::debug!(peer = ?peer_id, %error, "outgoing connection failed");
             }
             SwarmEvent::Behaviour(event) => self.on_behaviour_event(event),

@@ -131,9 +131,7 @@ fn list(file: &AuthFile, json: bool, ctx: &Ctx) -> Result<()> {
         outln!("  {}. {}{comment}", i + 1, short_id(&p.peer_id))?;
         let mut detail = vec![p.peer_id.clone()];
         detail.extend(p.attributes.iter().map(|(k, v)| format!("{k}={v}")));
-        if p.verified.is_none() {
-            detail.push("[UNVERIFIED]".into());
-        }
+        detail.push(if p.verified.is_some() { "[VERIFIED]" } else { "[UNVERIFIED]" }.into());
         let line = faint(detail.join("  "));
         let expired = if p.expired { format!("  {}", warn("[EXPIRED]")) } else { String::new() };
         outln!("     {line}{expired}")?;

@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 use hyper::Method;
 use peerup_core::node::{Node, NodeEvent};
 use peerup_core::service::{self, ServiceSpec};
-use peerup_core::{StreamProtocol, pingpong};
+use peerup_core::{PeerId, StreamProtocol, pingpong, relay_addr};
 use tokio::sync::broadcast::error::RecvError;
 
 use super::Ctx;
@@ -168,6 +168,15 @@ async fn serve(
     if c.protocols.ping_pong.enabled {
         pingpong::serve(&node, ping_protocol.clone(), access.clone(), cancel.clone(), &tracker);
     }
+
+    let relay_ids: Vec<PeerId> = c
+        .relay
+        .addresses
+        .iter()
+        .filter_map(|a| relay_addr::parse(a, None).ok())
+        .filter_map(|a| relay_addr::peer_id_of(&a))
+        .collect();
+    crate::daemon::groups::spawn(loaded.path.clone(), relay_ids, &node, cancel.clone(), &tracker);
 
     if c.security.enable_connection_gating {
         crate::daemon::reload::spawn(

@@ -1,7 +1,7 @@
 //! `peerup init`: create a node's folder with its identity key, authorized_keys and config.
 
 use std::io::{BufRead, IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use peerup_core::authorized_keys::HEADER as AUTHORIZED_KEYS_HEADER;
@@ -29,17 +29,10 @@ pub(super) fn run(args: &InitArgs, ctx: &Ctx) -> Result<()> {
     }
     let relay = relay_address(args)?;
 
-    fsutil::create_private_dir(&dir)?;
-    let key_path = dir.join("identity.key");
-    let (key, created) = identity::load_or_generate(&key_path)?;
+    let (key_path, created) = create_identity(&dir)?;
     let auth_path = dir.join("authorized_keys");
-    if !auth_path.exists() {
-        fsutil::create_private_new(&auth_path, AUTHORIZED_KEYS_HEADER.as_bytes())?;
-    }
-    let text = template::node_config(&relay.to_string(), "peerup init", args.network.as_deref());
-    fsutil::write_private_atomic(&config_path, text.as_bytes())?;
-
-    let peer_id = identity::peer_id(&key);
+    write_config(&config_path, &relay.to_string(), "peerup init", args.network.as_deref())?;
+    let peer_id = identity::peer_id(&identity::load(&key_path)?);
     outln!("{}", ok(format!("peerup initialized in {}", dir.display())))?;
     outln!("  Config:          {}", config_path.display())?;
     let key_note = if created { "" } else { " (existing key kept)" };
@@ -56,6 +49,42 @@ pub(super) fn run(args: &InitArgs, ctx: &Ctx) -> Result<()> {
     outln!("  3. Start the node:        peerup daemon")?;
     outln!("{}", faint("Share your peer ID with the peers that should reach this node."))?;
     Ok(())
+}
+
+/// Creates `dir` (private) with an identity key (kept if present) and an empty authorized_keys;
+/// returns the key's path and whether it was created.
+pub(super) fn create_identity(dir: &Path) -> Result<(PathBuf, bool)> {
+    fsutil::create_private_dir(dir)?;
+    let key_path = dir.join("identity.key");
+    let (_, created) = identity::load_or_generate(&key_path)?;
+    let auth_path = dir.join("authorized_keys");
+    if !auth_path.exists() {
+        fsutil::create_private_new(&auth_path, AUTHORIZED_KEYS_HEADER.as_bytes())?;
+    }
+    Ok((key_path, created))
+}
+
+/// Writes a fresh node config (mode 0600) naming one relay.
+pub(super) fn write_config(
+    path: &Path,
+    relay: &str,
+    generator: &str,
+    network: Option<&str>,
+) -> Result<()> {
+    let text = template::node_config(relay, generator, network);
+    Ok(fsutil::write_private_atomic(path, text.as_bytes())?)
+}
+
+/// The folder and config file a new node gets: the folder of `--config`, else the default.
+pub(super) fn new_node_paths(ctx: &Ctx) -> Result<(PathBuf, PathBuf)> {
+    let args = InitArgs {
+        dir: None,
+        network: None,
+        relay: None,
+        relay_peer_id: None,
+        non_interactive: true,
+    };
+    target_paths(&args, ctx)
 }
 
 /// The folder and config file to create: `--dir`, else the folder of `--config`, else the default.

@@ -29,6 +29,17 @@ pub(super) fn run(cmd: RelayCommand, ctx: &Ctx) -> Result<()> {
             super::relay_server::setup(dir.as_deref(), ctx)
         }
         RelayCommand::Serve => super::relay_server::serve(ctx),
+        RelayCommand::Pair { count, ttl, expires, list, revoke, json } => {
+            let args = super::pair::relay_pair::PairArgs {
+                count: usize::from(count),
+                ttl,
+                expires,
+                list,
+                revoke,
+                json: json.json,
+            };
+            super::relay_server::pair(&args, ctx)
+        }
         RelayCommand::Info(json) => super::relay_server::info(json.json, ctx),
         RelayCommand::Authorize { peer_id, comment } => {
             super::relay_server::authorize(&peer_id, comment.as_deref(), ctx)

@@ -5,11 +5,15 @@
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Result, bail};
 use peerup_core::authorized_keys::{AuthorizedKeys, Entry};
+use peerup_core::gate::{AccessList, Probation};
 use peerup_core::multiaddr::Protocol;
 use peerup_core::node::{Node, NodeEvent};
+use peerup_core::pairing::rendezvous::{self, Admission, AdmitHook, RendezvousConfig, Via};
 use peerup_core::{Multiaddr, PeerId, fsutil, identity};
 use serde::Serialize;
 use tokio::sync::broadcast::error::RecvError;
@@ -81,12 +85,43 @@ pub(super) fn setup(dir: Option<&Path>, ctx: &Ctx) -> Result<()> {
     Ok(())
 }
 
+/// `relay pair`: group codes from the running relay (see `pair/relay_pair.rs`).
+pub(super) fn pair(args: &super::pair::relay_pair::PairArgs, ctx: &Ctx) -> Result<()> {
+    let path = config_path(ctx);
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    super::pair::relay_pair::run(dir, args)
+}
+
 pub(super) fn serve(ctx: &Ctx) -> Result<()> {
     let loaded = load(ctx)?;
     net::block_on(async move {
         let (cancel, tracker) = net::shutdown_on_signals()?;
-        let core = net::relay_node_config(&loaded)?;
+        let mut core = net::relay_node_config(&loaded)?;
+        let probation = Probation::new(PROBATION_MAX, PROBATION_TTL);
+        core.probation = Some(probation.clone());
+        let access = core.access.clone();
+        let keypair = core.keypair.clone();
         let (node, mut events) = Node::spawn(core, cancel.clone(), &tracker)?;
+        let security = &loaded.config.security;
+        let rendezvous = RendezvousConfig {
+            keypair,
+            access: access.clone(),
+            probation: Some(probation),
+            admit: Some(admit_hook(
+                access,
+                security.enable_connection_gating,
+                security.authorized_keys_file.clone(),
+            )),
+        };
+        let rendezvous = rendezvous::serve(&node, rendezvous, cancel.clone(), &tracker);
+        super::pair::relay_pair::serve(
+            loaded.dir(),
+            node.clone(),
+            rendezvous.clone(),
+            cancel.clone(),
+            &tracker,
+        )
+        .await?;
         let mut announced = false;
         loop {
             let event = tokio::select! {
@@ -101,11 +136,56 @@ pub(super) fn serve(ctx: &Ctx) -> Result<()> {
                     }
                     outln!("  {}", addr.with(Protocol::P2p(node.peer_id())))?;
                 }
+                // Members of a group hear of the members who joined while they were away.
+                Ok(NodeEvent::Identified { peer, .. }) => rendezvous.member_connected(peer),
                 Ok(_) | Err(RecvError::Lagged(_)) => {}
                 Err(RecvError::Closed) => break,
             }
         }
         net::shutdown(&cancel, &tracker).await;
+        Ok(())
+    })
+}
+
+/// Unknown peers admitted at once while pairing slots are open, and how long each may stay.
+const PROBATION_MAX: usize = 16;
+const PROBATION_TTL: Duration = Duration::from_secs(30);
+
+/// Authorizes a joiner on the relay: when its inviter (an authorized peer) vouches for it after a
+/// successful pairing, or when it used a code of one of the relay's groups (`group=` attribute,
+/// `expires=` if the group asked for it). Appended to the relay's authorized_keys, effective at once.
+fn admit_hook(access: AccessList, gating: bool, path: PathBuf) -> AdmitHook {
+    Arc::new(move |a: Admission| {
+        if !gating {
+            return Ok(());
+        }
+        let mut keys = AuthorizedKeys::load(&path).map_err(|e| e.to_string())?;
+        if keys.get(&a.joiner).is_none() {
+            let mut entry = match &a.via {
+                Via::Inviter(inviter) => {
+                    Entry::new(a.joiner, Some(&format!("paired via {inviter}")))
+                }
+                Via::Group { id, expires } => {
+                    let comment =
+                        if a.name.is_empty() { format!("group {id:08x}") } else { a.name.clone() };
+                    let mut e = Entry::new(a.joiner, Some(&comment));
+                    e.set_attr("group", &format!("{id:08x}")).map_err(|e| e.to_string())?;
+                    if let Some(d) = expires {
+                        let until = jiff::Timestamp::now()
+                            + jiff::SignedDuration::try_from(*d).map_err(|e| e.to_string())?;
+                        e.set_attr("expires", &until.to_string()).map_err(|e| e.to_string())?;
+                    }
+                    e
+                }
+                _ => Entry::new(a.joiner, None),
+            };
+            if entry.comment().is_none() {
+                entry = Entry::new(a.joiner, Some("paired"));
+            }
+            keys.add(entry).map_err(|e| e.to_string())?;
+            keys.save(&path).map_err(|e| e.to_string())?;
+        }
+        access.replace(&keys);
         Ok(())
     })
 }

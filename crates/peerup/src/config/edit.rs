@@ -1,4 +1,5 @@
-//! Comment-preserving edits of the node config text, for `service …` and `relay add|remove`.
+//! Comment-preserving edits of the node config text, for `service …`, `relay add|remove` and the
+//! `names:` that pairing adds.
 //!
 //! A serde round-trip would drop every comment a user wrote, so these functions edit lines instead.
 //! They understand the block layout that `peerup init` writes (and that people write by hand):
@@ -274,6 +275,36 @@ impl ConfigText {
         Ok(())
     }
 
+    /// Adds `name: "<peer id>"` under `names:`.
+    pub fn add_name(&mut self, name: &str, peer: &str) -> Result<()> {
+        let item =
+            |indent: usize| format!("{}{}: {}", " ".repeat(indent), quoted(name), quoted(peer));
+        let Some(names) = self.find("names", 0, 0..self.lines.len()) else {
+            if self.lines.last().is_some_and(|l| !l.trim().is_empty()) {
+                self.lines.push(String::new());
+            }
+            self.lines.push("names:".into());
+            self.lines.push(item(2));
+            return Ok(());
+        };
+        match self.value(names, "names").as_str() {
+            "" => {
+                let indent = self.child_indent(names, 0);
+                self.lines.insert(names.end, item(indent));
+            }
+            "{}" => {
+                self.lines[names.header] = "names:".into();
+                self.lines.insert(names.header + 1, item(2));
+            }
+            other => {
+                bail!(
+                    "cannot edit 'names: {other}' (flow style); rewrite it as a block mapping first"
+                )
+            }
+        }
+        Ok(())
+    }
+
     /// Removes one relay address; the list becomes `addresses: []` when emptied.
     pub fn remove_relay_address(&mut self, addr: &str) -> Result<()> {
         let Some(relay) = self.find("relay", 0, 0..self.lines.len()) else {
@@ -302,6 +333,27 @@ impl ConfigText {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn add_name_to_empty_block_and_missing_sections() {
+        let id = "12D3KooWNq8c1fNjXwhRoWxSXT419bumWQFoTbowCwHEa96RJRg6";
+        for (before, after) in [
+            (
+                "version: 1\nnames: {}  # friends\n",
+                format!("version: 1\nnames:\n  \"bob\": \"{id}\"\n"),
+            ),
+            ("version: 1\n", format!("version: 1\n\nnames:\n  \"bob\": \"{id}\"\n")),
+            (
+                "names:\n    a: \"x\"\n# tail\n",
+                format!("names:\n    a: \"x\"\n    \"bob\": \"{id}\"\n# tail\n"),
+            ),
+        ] {
+            let mut t = ConfigText::new(before);
+            t.add_name("bob", id).unwrap();
+            assert_eq!(t.render(), after);
+        }
+        assert!(ConfigText::new("names: {a: b}\n").add_name("bob", id).is_err());
+    }
 
     const BASE: &str = "\
 # my config

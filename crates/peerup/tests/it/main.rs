@@ -6,5 +6,6 @@ mod config;
 mod daemon_api;
 mod init;
 mod network;
+mod pairing;
 mod service;
 mod util;

@@ -99,6 +99,14 @@ impl Relay {
         run_peerup(lab, "relay", &self.home, "relay-authorize", &args).ok();
     }
 
+    /// Runs `peerup <args> --config <relay config>` on the relay host to completion.
+    #[allow(dead_code, reason = "not used by benches/lab.rs")]
+    pub fn peerup(&self, lab: &Lab, what: &str, args: &[&str]) -> Finished {
+        let mut all = args.to_vec();
+        all.extend(["--config", s(&self.config)]);
+        run_peerup(lab, "relay", &self.home, &format!("relay-{what}"), &all)
+    }
+
     /// `relay serve`, waiting for `Relay ready: <id>` on stdout.
     pub fn start(&mut self, lab: &Lab) {
         self.starts += 1;
@@ -153,6 +161,23 @@ impl Node {
         let id = peer_id_in(&out).unwrap_or_else(|| panic!("{host}: whoami printed no ID: {out}"));
         relay.authorize(lab, &id);
         Node { host: host.into(), home, config, id }
+    }
+
+    /// A node folder in `host` with nothing in it yet (for `join`, which creates the config).
+    #[allow(dead_code, reason = "not used by benches/lab.rs")]
+    pub fn bare(lab: &Lab, host: &str) -> Node {
+        let home = lab.work().join(format!("{host}-home"));
+        std::fs::create_dir_all(&home).expect("node home");
+        let config = home.join("peerup").join("config.yaml");
+        Node { host: host.into(), home, config, id: String::new() }
+    }
+
+    /// Starts `peerup <args> --config <config>` in the background.
+    #[allow(dead_code, reason = "not used by benches/lab.rs")]
+    pub fn spawn(&self, lab: &Lab, what: &str, args: &[&str]) -> Proc {
+        let mut all = args.to_vec();
+        all.extend(["--config", s(&self.config)]);
+        spawn_peerup(lab, &self.host, &self.home, &format!("{}-{what}", self.host), &all)
     }
 
     /// Runs `peerup <args> --config <config>` to completion.

@@ -1,0 +1,297 @@
+//! Pairing through a gated relay on loopback: the rendezvous, probation for unknown joiners (who
+//! still get no reservation and no circuit), a wrong code and the burn after three.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use libp2p::identity::Keypair;
+use libp2p::multiaddr::Protocol;
+use libp2p::{Multiaddr, PeerId};
+use peerup_core::authorized_keys::{AuthorizedKeys, Entry};
+use peerup_core::gate::{AccessList, Probation};
+use peerup_core::node::{Node, NodeConfig, NodeEvent};
+use peerup_core::pairing::GROUP_INTRO;
+use peerup_core::pairing::code::Password;
+use peerup_core::pairing::group::GroupSpec;
+use peerup_core::pairing::rendezvous::{self, RendezvousConfig};
+use peerup_core::pairing::session::{self, Invite, InviteProgress, Join, PairError};
+use peerup_core::pairing::wire::{self, Message};
+use peerup_core::relay::RelayLimits;
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+async fn wait_for(
+    rx: &mut broadcast::Receiver<NodeEvent>,
+    mut pred: impl FnMut(&NodeEvent) -> bool,
+) -> NodeEvent {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            match rx.recv().await {
+                Ok(e) if pred(&e) => return e,
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(e) => panic!("event channel closed: {e}"),
+            }
+        }
+    })
+    .await
+    .expect("timed out waiting for a node event")
+}
+
+struct Lab {
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+    relay: PeerId,
+    relay_addr: Multiaddr,
+    relay_access: AccessList,
+    rendezvous: rendezvous::Rendezvous,
+    probation: Probation,
+    admitted: Arc<Mutex<Vec<PeerId>>>,
+}
+
+impl Lab {
+    /// A gated relay that authorizes `members`, with probation and the rendezvous.
+    async fn start(members: &[PeerId]) -> Self {
+        let cancel = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let mut keys = AuthorizedKeys::default();
+        for p in members {
+            keys.add(Entry::new(*p, None)).unwrap();
+        }
+        let access = AccessList::from_keys(&keys);
+        let probation = Probation::new(4, Duration::from_secs(30));
+        let relay_key = Keypair::generate_ed25519();
+        let mut cfg = NodeConfig::new(relay_key.clone());
+        cfg.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
+        cfg.relay_server = Some(RelayLimits::default());
+        cfg.listen_addrs_are_external = true;
+        cfg.enable_dht = false;
+        cfg.access = access.clone();
+        cfg.probation = Some(probation.clone());
+        let (relay, mut ev) = Node::spawn(cfg, cancel.clone(), &tracker).unwrap();
+        let admitted = Arc::new(Mutex::new(Vec::new()));
+        let (list, seen) = (access.clone(), admitted.clone());
+        let keys = Arc::new(Mutex::new(keys));
+        let hook: rendezvous::AdmitHook = Arc::new(move |a: rendezvous::Admission| {
+            let joiner = a.joiner;
+            seen.lock().unwrap().push(joiner);
+            let mut k = keys.lock().unwrap();
+            k.add(Entry::new(joiner, Some("paired"))).map_err(|e| e.to_string())?;
+            list.replace(&k);
+            Ok(())
+        });
+        let rv = RendezvousConfig {
+            keypair: relay_key,
+            access: access.clone(),
+            probation: Some(probation.clone()),
+            admit: Some(hook),
+        };
+        let rendezvous = rendezvous::serve(&relay, rv, cancel.clone(), &tracker);
+        let addr = match wait_for(&mut ev, |e| matches!(e, NodeEvent::Listening(_))).await {
+            NodeEvent::Listening(a) => a,
+            _ => unreachable!(),
+        };
+        Self {
+            relay: relay.peer_id(),
+            relay_addr: addr.with(Protocol::P2p(relay.peer_id())),
+            relay_access: access,
+            rendezvous,
+            probation,
+            admitted,
+            cancel,
+            tracker,
+        }
+    }
+
+    fn node(&self, key: Keypair, reserve: bool) -> (Node, broadcast::Receiver<NodeEvent>) {
+        let mut cfg = NodeConfig::new(key);
+        cfg.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
+        cfg.relays = vec![self.relay_addr.clone()];
+        cfg.enable_dht = false;
+        cfg.reserve = reserve;
+        Node::spawn(cfg, self.cancel.clone(), &self.tracker).unwrap()
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+fn invite(lab: &Lab, key: Keypair, pw: u64, ttl: Duration) -> Invite {
+    Invite {
+        relay: lab.relay,
+        slot: 77,
+        password: Password::from_bits(pw),
+        keypair: key,
+        name: "alice".into(),
+        expires: tokio::time::Instant::now() + ttl,
+    }
+}
+
+fn join(lab: &Lab, key: Keypair, pw: u64) -> Join {
+    Join {
+        relay: lab.relay,
+        slot: 77,
+        password: Password::from_bits(pw),
+        keypair: key,
+        name: "bob".into(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invite_and_join_through_the_relay_then_bob_may_use_it() {
+    let (alice_key, bob_key) = (Keypair::generate_ed25519(), Keypair::generate_ed25519());
+    let (alice_id, bob_id) = (alice_key.public().to_peer_id(), bob_key.public().to_peer_id());
+    let lab = Lab::start(&[alice_id]).await;
+    let (alice, _) = lab.node(alice_key.clone(), false);
+    let (bob, _) = lab.node(bob_key.clone(), false);
+    let inv = invite(&lab, alice_key, 1234, WAIT);
+    let (waiting_tx, mut waiting_rx) = tokio::sync::mpsc::channel(4);
+    let inviter = tokio::spawn(async move {
+        session::invite(
+            &alice,
+            &inv,
+            |p| {
+                if p == InviteProgress::Waiting {
+                    let _ = waiting_tx.try_send(());
+                }
+            },
+            |_| Ok(()),
+        )
+        .await
+    });
+    if waiting_rx.recv().await.is_none() {
+        panic!("invite ended: {:?}", inviter.await);
+    }
+    let joined = session::join(&bob, join(&lab, bob_key, 1234), |_| Ok(())).await.unwrap();
+    assert_eq!((joined.paired.peer, joined.paired.name.as_str()), (alice_id, "alice"));
+    assert!(joined.group.is_none());
+    let invited = inviter.await.unwrap().unwrap();
+    assert_eq!((invited.paired.peer, invited.paired.name.as_str()), (bob_id, "bob"));
+    assert_eq!(invited.admitted, Ok(()));
+    assert_eq!(*lab.admitted.lock().unwrap(), vec![bob_id]);
+    assert!(lab.relay_access.is_allowed(&bob_id), "the relay now authorizes bob");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_peer_on_probation_gets_no_reservation_and_no_circuit() {
+    let member_key = Keypair::generate_ed25519();
+    let member = member_key.public().to_peer_id();
+    let lab = Lab::start(&[member]).await;
+    let (_m, mut mev) = lab.node(member_key, true);
+    wait_for(&mut mev, |e| matches!(e, NodeEvent::ReservationAccepted { .. })).await;
+
+    // No slot open: an unknown peer cannot even connect.
+    let (stranger, mut sev) = lab.node(Keypair::generate_ed25519(), true);
+    wait_for(&mut sev, |e| matches!(e, NodeEvent::ReservationLost { .. })).await;
+
+    // With a slot open it is admitted on probation, but the reservation is refused...
+    lab.probation.set_open_slots(1);
+    let (stranger2, mut sev2) = lab.node(Keypair::generate_ed25519(), true);
+    let relay = lab.relay;
+    wait_for(&mut sev2, |e| matches!(e, NodeEvent::Identified { peer, .. } if *peer == relay))
+        .await;
+    match wait_for(&mut sev2, |e| {
+        matches!(e, NodeEvent::ReservationLost { .. } | NodeEvent::ReservationAccepted { .. })
+    })
+    .await
+    {
+        NodeEvent::ReservationLost { reason, .. } => {
+            assert!(!reason.is_empty());
+        }
+        other => panic!("an unknown peer got a reservation: {other:?}"),
+    }
+    // ...and so is a circuit to the member.
+    let err = stranger2
+        .open_stream(member, libp2p::StreamProtocol::new("/pingpong/1.0.0"))
+        .await
+        .expect_err("an unknown peer opened a circuit");
+    assert!(!err.to_string().is_empty());
+    drop(stranger);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_codes_fail_and_the_third_burns_the_invite() {
+    let alice_key = Keypair::generate_ed25519();
+    let lab = Lab::start(&[alice_key.public().to_peer_id()]).await;
+    let (alice, _) = lab.node(alice_key.clone(), false);
+    let inv = invite(&lab, alice_key, 1234, WAIT);
+    let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+    let inviter = tokio::spawn(async move {
+        session::invite(&alice, &inv, |p| drop(tx.try_send(p)), |_| Ok(())).await
+    });
+    let bob_key = Keypair::generate_ed25519();
+    let (bob, _) = lab.node(bob_key.clone(), false);
+    for n in 1..=3 {
+        while rx.recv().await.unwrap() != InviteProgress::Waiting {}
+        let err = session::join(&bob, join(&lab, bob_key.clone(), 999), |_| Ok(()))
+            .await
+            .expect_err("a wrong code paired");
+        assert!(err.to_string().contains("does not match"), "attempt {n}: {err}");
+    }
+    assert!(matches!(inviter.await.unwrap(), Err(PairError::Burnt)));
+    // The right code no longer works.
+    let err = session::join(&bob, join(&lab, bob_key, 1234), |_| Ok(())).await.unwrap_err();
+    assert!(err.to_string().contains("already used"), "{err}");
+    assert!(lab.admitted.lock().unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_of_three_ends_mutually_introduced() {
+    let lab = Lab::start(&[]).await;
+    let group = lab
+        .rendezvous
+        .create_group(GroupSpec { count: 3, ttl: WAIT, member_expires: None })
+        .unwrap();
+    let mut intros = Vec::new();
+    let mut ids = Vec::new();
+    for (i, (slot, password)) in group.codes.iter().enumerate() {
+        let key = Keypair::generate_ed25519();
+        ids.push(key.public().to_peer_id());
+        let (node, _) = lab.node(key.clone(), false);
+        intros.push(node.accept(libp2p::StreamProtocol::new(GROUP_INTRO)));
+        let j = Join {
+            relay: lab.relay,
+            slot: *slot,
+            password: *password,
+            keypair: key,
+            name: format!("m{i}"),
+        };
+        let joined = session::join(&node, j, |_| Ok(())).await;
+        let joined = joined.unwrap_or_else(|e| panic!("member {i}: {e}"));
+        assert_eq!(joined.paired.peer, lab.relay, "the relay is the PAKE peer");
+        let (id, members) = joined.group.unwrap();
+        assert_eq!(id, group.id);
+        let got: Vec<PeerId> = members.iter().map(|(p, _)| *p).collect();
+        assert_eq!(got, ids[..i], "member {i} learns the earlier members");
+        std::mem::forget(node); // keep it connected for the introductions
+    }
+    // The first member hears of both later ones, the second of the third.
+    for (i, rx) in intros.iter_mut().enumerate().take(2) {
+        let mut heard = std::collections::HashSet::new();
+        while heard.len() < 2 {
+            let mut s = tokio::time::timeout(WAIT, rx.recv()).await.unwrap().unwrap();
+            assert_eq!(s.peer, lab.relay);
+            match wire::read(&mut s.stream).await.unwrap() {
+                Message::Introduce { group: g, peers } => {
+                    assert_eq!(g, group.id);
+                    heard.extend(peers.into_iter().map(|(p, _)| p));
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        let others: std::collections::HashSet<PeerId> =
+            ids.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, p)| *p).collect();
+        assert_eq!(heard, others, "member {i}");
+    }
+    assert_eq!(lab.admitted.lock().unwrap().len(), 3);
+    let info = lab.rendezvous.groups();
+    assert_eq!(info.len(), 1);
+    assert_eq!(info[0].members.len(), 3);
+    assert!(lab.rendezvous.revoke(group.id));
+    assert!(lab.rendezvous.groups().is_empty());
+}
