@@ -15,9 +15,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use futures::AsyncReadExt as _;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
 use tokio_util::compat::{FuturesAsyncReadCompatExt, FuturesAsyncWriteCompatExt};
-use tokio_util::task::AbortOnDropHandle;
 
 /// The first buffer of each direction.
 pub const MIN_BUFFER: usize = 8 * 1024;
@@ -63,77 +61,43 @@ impl Drop for Growth<'_> {
 }
 
 /// Copies `r` to `w` until `r` ends, then shuts `w` down. Returns the bytes copied.
-///
-/// Reading and writing run in two tasks with two buffers handed back and forth, so that the next
-/// read (a socket copy) overlaps the current write (TLS encryption and a socket copy) on another
-/// core, as yamux's connection task did for streams.
-async fn one_way<R, W>(mut r: R, w: W) -> std::io::Result<u64>
+async fn one_way<R, W>(mut r: R, mut w: W) -> std::io::Result<u64>
 where
     R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin,
 {
-    let (full_tx, full_rx) = mpsc::channel::<(Vec<u8>, usize, bool)>(1);
-    let (empty_tx, mut empty_rx) = mpsc::channel::<Vec<u8>>(2);
-    let writer = AbortOnDropHandle::new(tokio::spawn(write_all_of(w, full_rx, empty_tx)));
-    let mut spare = vec![vec![0u8; MIN_BUFFER], vec![0u8; MIN_BUFFER]];
+    let mut buf = vec![0u8; MIN_BUFFER];
     let mut growth = Growth::new(&GROWN, GROWTH_BUDGET);
     let mut total = 0u64;
     loop {
-        let mut buf = match spare.pop() {
-            Some(b) => b,
-            None => match empty_rx.recv().await {
-                Some(b) => b,
-                None => break, // the writer stopped: its result says why
-            },
-        };
         let n = r.read(&mut buf).await?;
         if n == 0 {
-            break;
+            w.shutdown().await?;
+            return Ok(total);
         }
-        total += n as u64;
-        let grow = n == buf.len() && buf.len() < MAX_BUFFER && growth.take(buf.len());
-        if full_tx.send((buf, n, grow)).await.is_err() {
-            break;
-        }
-    }
-    drop(full_tx);
-    match writer.await {
-        Ok(Ok(())) => Ok(total),
-        Ok(Err(e)) => Err(e),
-        Err(e) => Err(std::io::Error::other(e)),
-    }
-}
-
-/// The writing half of [`one_way`]: writes each filled buffer, grows it if asked, hands it back;
-/// shuts `w` down when the reader is done.
-async fn write_all_of<W>(
-    mut w: W,
-    mut full: mpsc::Receiver<(Vec<u8>, usize, bool)>,
-    empty: mpsc::Sender<Vec<u8>>,
-) -> std::io::Result<()>
-where
-    W: AsyncWrite + Unpin,
-{
-    while let Some((mut buf, n, grow)) = full.recv().await {
         w.write_all(&buf[..n]).await?;
-        if grow {
+        total += n as u64;
+        if n == buf.len() && buf.len() < MAX_BUFFER && growth.take(buf.len()) {
             buf.resize(buf.len() * 2, 0);
         }
-        let _ = empty.send(buf).await;
     }
-    w.shutdown().await
 }
 
 /// Forwards until both directions are closed. Returns (bytes stream→tcp, bytes tcp→stream).
-pub async fn pipe<S>(stream: S, tcp: TcpStream) -> std::io::Result<(u64, u64)>
+pub async fn pipe<S>(stream: S, mut tcp: TcpStream) -> std::io::Result<(u64, u64)>
 where
-    S: futures::AsyncRead + futures::AsyncWrite + Send + 'static,
+    S: futures::AsyncRead + futures::AsyncWrite,
 {
     // Small writes (keystrokes, request/response protocols) go out at once, as ssh does.
     let _ = tcp.set_nodelay(true);
     let (stream_r, stream_w) = stream.split();
-    let (tcp_r, tcp_w) = tcp.into_split();
-    tokio::try_join!(one_way(stream_r.compat(), tcp_w), one_way(tcp_r, stream_w.compat_write()))
+    let (tcp_r, tcp_w) = tcp.split();
+    let result = tokio::try_join!(
+        one_way(stream_r.compat(), tcp_w),
+        one_way(tcp_r, stream_w.compat_write())
+    );
+    let _ = tcp.shutdown().await;
+    result
 }
 
 #[cfg(test)]
