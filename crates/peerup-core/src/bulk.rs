@@ -27,7 +27,7 @@ use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use libp2p::PeerId;
 use libp2p::core::upgrade::OutboundConnectionUpgrade;
 use multistream_select::{Version, dialer_select_proto};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::compat::TokioAsyncReadCompatExt;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tokio_util::task::TaskTracker;
@@ -52,6 +52,10 @@ pub const RETRY_AFTER: Duration = Duration::from_secs(600);
 pub(crate) const QUEUE: usize = 1024;
 /// Bulk connections served at once.
 const MAX_ACTIVE: usize = 1024;
+/// Bulk connections a node opens at once; beyond that, connections use yamux streams. Each bulk
+/// connection has its own TLS state and buffers, so a thousand small connections are cheaper
+/// multiplexed, while the first few dozen (the ones that move bulk data) get the fast path.
+pub const MAX_CLIENT_BULK: usize = 64;
 
 /// A bidirectional byte stream: a yamux stream or a bulk connection.
 pub trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
@@ -67,7 +71,12 @@ pub(crate) struct Revocations(Arc<Mutex<HashMap<PeerId, CancellationToken>>>);
 
 impl Revocations {
     /// Wraps a bulk connection with `peer` so that [`Revocations::revoke`] ends it.
-    pub(crate) fn guard(&self, peer: PeerId, io: ServiceIo) -> ServiceIo {
+    pub(crate) fn guard(
+        &self,
+        peer: PeerId,
+        io: ServiceIo,
+        slot: Option<OwnedSemaphorePermit>,
+    ) -> ServiceIo {
         let token = {
             let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
             map.entry(peer).or_default().child_token()
@@ -76,6 +85,7 @@ impl Revocations {
             io,
             read_revoked: Box::pin(token.clone().cancelled_owned()),
             write_revoked: Box::pin(token.cancelled_owned()),
+            _slot: slot,
         })
     }
 
@@ -94,6 +104,8 @@ struct Revocable {
     io: ServiceIo,
     read_revoked: Pin<Box<WaitForCancellationFutureOwned>>,
     write_revoked: Pin<Box<WaitForCancellationFutureOwned>>,
+    /// The client's bulk slot, held while the connection lives.
+    _slot: Option<OwnedSemaphorePermit>,
 }
 
 fn check(
@@ -267,7 +279,7 @@ pub(crate) fn spawn_acceptor(
                 tracing::debug!(peer = %conn.peer, "too many bulk connections; closing one");
                 continue;
             };
-            let conn = Inbound { io: revocations.guard(conn.peer, conn.io), ..conn };
+            let conn = Inbound { io: revocations.guard(conn.peer, conn.io, None), ..conn };
             let (registry, metrics, cancel) = (registry.clone(), metrics.clone(), cancel.clone());
             tasks.spawn(async move {
                 tokio::select! {
@@ -308,10 +320,11 @@ async fn serve(conn: Inbound, registry: &Registry, metrics: &Metrics) {
             return;
         }
     };
+    // Counted before the answer, so that a client holding the answer sees it counted.
+    metrics.bulk_connections.inc();
     if io.write_all(&[Answer::Ok as u8]).await.is_err() {
         return;
     }
-    metrics.bulk_connections.inc();
     let active = metrics.proxy(&spec.name, Role::Server);
     tracing::info!(%peer, service = %spec.name, path = "DIRECT/bulk", "serving stream");
     crate::service::carry_local(io, tcp, &peer, &spec.name, &active).await;
@@ -395,6 +408,7 @@ pub async fn dial(
 /// What [`try_connect`] needs from the node.
 pub(crate) struct Client<'a> {
     pub(crate) tls: &'a crate::tls::Config,
+    pub(crate) slots: &'a Arc<Semaphore>,
     pub(crate) probes: &'a Probes,
     pub(crate) revocations: &'a Revocations,
     pub(crate) tracker: &'a TaskTracker,
@@ -414,10 +428,15 @@ pub(crate) async fn try_connect(
         let Some(addr) = crate::netinfo::socket_of(&path.remote_addr) else { continue };
         let key = (peer, addr);
         if c.probes.get(&key) == Some(Probe::Works) {
+            let Ok(slot) = c.slots.clone().try_acquire_owned() else {
+                return None; // every bulk slot is taken: a yamux stream it is
+            };
             match tokio::time::timeout(SETUP_TIMEOUT, dial(c.tls.clone(), peer, addr, service))
                 .await
             {
-                Ok(Ok(io)) => return Some((c.revocations.guard(peer, io), path.clone())),
+                Ok(Ok(io)) => {
+                    return Some((c.revocations.guard(peer, io, Some(slot)), path.clone()));
+                }
                 Ok(Err(e)) => tracing::debug!(%peer, %addr, error = %e, "bulk connection failed"),
                 Err(_) => tracing::debug!(%peer, %addr, "bulk connection timed out"),
             }

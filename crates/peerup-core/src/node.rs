@@ -11,6 +11,7 @@ mod event_loop;
 mod peers;
 mod reservations;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use libp2p::identity::Keypair;
@@ -236,6 +237,7 @@ pub struct Node {
     bulk_tls: crate::tls::Config,
     bulk_services: crate::bulk::Registry,
     bulk_probes: crate::bulk::Probes,
+    bulk_slots: Arc<tokio::sync::Semaphore>,
     tracker: TaskTracker,
     cancel: CancellationToken,
     bulk_revocations: crate::bulk::Revocations,
@@ -283,6 +285,7 @@ impl Node {
             bulk_tls,
             bulk_services,
             bulk_probes: crate::bulk::Probes::default(),
+            bulk_slots: Arc::new(tokio::sync::Semaphore::new(crate::bulk::MAX_CLIENT_BULK)),
             tracker: tracker.clone(),
             cancel,
             bulk_revocations,
@@ -356,6 +359,7 @@ impl Node {
         let paths = self.paths(peer).await.ok()?;
         let client = crate::bulk::Client {
             tls: &self.bulk_tls,
+            slots: &self.bulk_slots,
             probes: &self.bulk_probes,
             revocations: &self.bulk_revocations,
             tracker: &self.tracker,

@@ -431,12 +431,27 @@ async fn bulk_path_on_direct_connections() {
     }
     assert_eq!(server.metrics().bulk_connections.get(), 4, "the direct connections went bulk");
 
+    // At most MAX_CLIENT_BULK bulk connections at once; more connections ride yamux streams.
+    let mut held = Vec::new();
+    for _ in 0..peerup_core::bulk::MAX_CLIENT_BULK {
+        held.push(service::connect(&client, server.peer_id(), "echo").await.unwrap().0);
+    }
+    let (mut extra, _) = service::connect(&client, server.peer_id(), "echo").await.unwrap();
+    extra.write_all(b"x").await.unwrap();
+    let mut one = [0u8; 1];
+    extra.read_exact(&mut one).await.unwrap();
+    let cap = peerup_core::bulk::MAX_CLIENT_BULK as u64;
+    // The server counts a bulk connection before it answers, so these are settled.
+    let count = server.metrics().bulk_connections.get();
+    assert_eq!(count, 4 + cap, "the first {cap} went bulk, the extra one did not");
+    drop((held, extra));
+
     // Revoking the peer (what the daemon does on `auth remove`) ends its open bulk connections.
     let (mut open, _) = service::connect(&client, server.peer_id(), "echo").await.unwrap();
     open.write_all(b"ping").await.unwrap();
     let mut four = [0u8; 4];
     open.read_exact(&mut four).await.unwrap();
-    assert_eq!(server.metrics().bulk_connections.get(), 5);
+    assert_eq!(server.metrics().bulk_connections.get(), 5 + cap);
     server.disconnect(bob_id).await.unwrap();
     let mut rest = Vec::new();
     let ended = tokio::time::timeout(WAIT, open.read_to_end(&mut rest)).await;

@@ -22,7 +22,7 @@ pub const MIN_BUFFER: usize = 8 * 1024;
 /// The largest buffer of each direction.
 pub const MAX_BUFFER: usize = 256 * 1024;
 /// Bytes all pipes of the process may hold beyond their first buffers.
-pub const GROWTH_BUDGET: usize = 32 * 1024 * 1024;
+pub const GROWTH_BUDGET: usize = 16 * 1024 * 1024;
 
 static GROWN: AtomicUsize = AtomicUsize::new(0);
 
