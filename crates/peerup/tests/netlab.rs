@@ -100,7 +100,7 @@ fn nat_cone_x_cone_pairing() {
     pairing::invite_join_then_proxy();
 }
 
-/// `relay pair --count 3`: alice, bob (cone NATs) and carol (symmetric NAT) join with no prior
+/// `relay pair --count 3`: alice, bob (cone NATs) and dave (double NAT, CGNAT) join with no prior
 /// config, run their daemons, and all ping each other.
 #[test]
 fn nat_group_of_three_pairing() {
