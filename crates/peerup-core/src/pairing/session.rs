@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use futures::AsyncWriteExt;
+use futures::{AsyncReadExt, AsyncWriteExt};
 use libp2p::identity::Keypair;
 use libp2p::{PeerId, Stream, StreamProtocol};
 use tokio::time::Instant;
@@ -18,6 +18,10 @@ use crate::node::{Node, NodeError};
 const STEP_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long the joiner waits for the inviter to save the pairing.
 const DONE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the inviter waits for the joiner to close the stream after `Done`: the joiner closes
+/// only once it has read `Done`, so the inviter's process does not exit (and drop its connection)
+/// while `Done` is still on its way through the relay.
+const LINGER: Duration = Duration::from_secs(5);
 
 /// Pairing failed.
 #[derive(Debug, thiserror::Error)]
@@ -205,6 +209,9 @@ pub async fn invite(
                 let admitted = request(node, inv.relay, &admit).await.map_err(|e| e.to_string());
                 wire::write(&mut s, &Message::Done).await?;
                 let _ = s.close().await;
+                let mut rest = Vec::new();
+                let _ =
+                    tokio::time::timeout(LINGER, (&mut s).take(4096).read_to_end(&mut rest)).await;
                 return Ok(Invited { paired, admitted });
             }
             Err(e) => {
