@@ -19,24 +19,9 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-const WAIT: Duration = Duration::from_secs(20);
-
-async fn wait_for(
-    rx: &mut broadcast::Receiver<NodeEvent>,
-    mut pred: impl FnMut(&NodeEvent) -> bool,
-) -> NodeEvent {
-    tokio::time::timeout(WAIT, async {
-        loop {
-            match rx.recv().await {
-                Ok(e) if pred(&e) => return e,
-                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
-                Err(e) => panic!("event channel closed: {e}"),
-            }
-        }
-    })
-    .await
-    .expect("timed out waiting for a node event")
-}
+#[path = "support/events.rs"]
+mod events;
+use events::{WAIT, wait_for};
 
 fn keys_of(peers: &[PeerId]) -> AuthorizedKeys {
     let mut k = AuthorizedKeys::default();

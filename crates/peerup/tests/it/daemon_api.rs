@@ -283,19 +283,7 @@ fn echo_server() -> String {
 fn connect_carries_bytes_and_disconnect_closes_the_listener() {
     // A relay on loopback (gating off, so no authorization round-trip is needed).
     let relay_home = Home::new();
-    let dir = relay_home.path().join("relay");
-    relay_home.run(&["relay", "setup", "--dir", dir.to_str().unwrap()]).ok();
-    let cfg = dir.join("relay-server.yaml");
-    let text = std::fs::read_to_string(&cfg).unwrap();
-    let start = text.find("  listen_addresses:").unwrap();
-    let end = text[start..].find("\n\n").unwrap() + start;
-    let text = format!(
-        "{}  listen_addresses:\n    - \"/ip4/127.0.0.1/tcp/0\"{}",
-        &text[..start],
-        &text[end..]
-    )
-    .replace("enable_connection_gating: true", "enable_connection_gating: false");
-    std::fs::write(&cfg, text).unwrap();
+    let cfg = crate::util::loopback_relay_config(&relay_home, false);
     let mut relay = Daemon::spawn(
         &relay_home,
         &["relay", "serve", "--config", cfg.to_str().unwrap()],

@@ -104,18 +104,7 @@ struct Setup {
 
 fn setup() -> Setup {
     let relay_home = Home::new();
-    let dir = relay_home.path().join("relay");
-    relay_home.run(&["relay", "setup", "--dir", dir.to_str().unwrap()]).ok();
-    let cfg = dir.join("relay-server.yaml");
-    let text = std::fs::read_to_string(&cfg).unwrap();
-    let start = text.find("  listen_addresses:").unwrap();
-    let end = text[start..].find("\n\n").unwrap() + start;
-    let text = format!(
-        "{}  listen_addresses:\n    - \"/ip4/127.0.0.1/tcp/0\"{}",
-        &text[..start],
-        &text[end..]
-    );
-    std::fs::write(&cfg, text).unwrap();
+    let cfg = crate::util::loopback_relay_config(&relay_home, true);
     let alice = Home::new();
     let cfg = cfg.to_str().unwrap().to_string();
     let mut relay = Proc::spawn(&relay_home, &["relay", "serve", "--config", &cfg]);

@@ -120,3 +120,24 @@ impl Home {
         err
     }
 }
+
+/// Sets up a relay in `home`'s `relay/` folder listening on 127.0.0.1 port 0 (with gating as
+/// given), and returns its config file.
+pub fn loopback_relay_config(home: &Home, gating: bool) -> PathBuf {
+    let dir = home.path().join("relay");
+    home.run(&["relay", "setup", "--dir", dir.to_str().unwrap()]).ok();
+    let cfg = dir.join("relay-server.yaml");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let start = text.find("  listen_addresses:").unwrap();
+    let end = text[start..].find("\n\n").unwrap() + start;
+    let mut text = format!(
+        "{}  listen_addresses:\n    - \"/ip4/127.0.0.1/tcp/0\"{}",
+        &text[..start],
+        &text[end..]
+    );
+    if !gating {
+        text = text.replace("enable_connection_gating: true", "enable_connection_gating: false");
+    }
+    std::fs::write(&cfg, text).unwrap();
+    cfg
+}
