@@ -359,6 +359,11 @@ impl Probes {
         map.insert(key, state);
     }
 
+    /// Forgets every result (the network changed).
+    pub(crate) fn clear(&self) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+
     /// Marks `key` as being probed, unless it is known or already being probed.
     fn start(&self, key: (PeerId, SocketAddr)) -> bool {
         let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());

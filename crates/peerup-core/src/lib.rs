@@ -17,6 +17,7 @@
 //! - [`service`]: exposing local TCP services and reaching a peer's; [`pingpong`]: ping.
 //! - [`metrics`]: Prometheus metrics of the node.
 //! - [`netinfo`]: local addresses, NAT mapping and the reachability grade.
+//! - [`netwatch`]: noticing that the machine's addresses changed.
 //! - [`tls`]: libp2p's TLS 1.3 handshake with AES-GCM preferred.
 //! - [`mux`]: yamux with 256 KiB frames.
 //! - [`pairing`]: invite/join with short codes over SPAKE2, and SAS verification.
@@ -37,6 +38,7 @@ pub mod label;
 pub mod metrics;
 pub mod mux;
 pub mod netinfo;
+pub mod netwatch;
 pub mod node;
 pub mod pairing;
 pub mod pingpong;

@@ -27,10 +27,14 @@ use crate::streams::{IncomingStream, OpenStreamError, PathInfo, StreamControl};
 
 /// Commands waiting for the swarm task.
 const COMMAND_QUEUE: usize = 64;
+/// Address changes waiting for the swarm task.
+const NETWORK_QUEUE: usize = 8;
 /// Events kept for slow subscribers before they start missing some.
 const EVENT_QUEUE: usize = 256;
 /// How long opening a stream may take, dialing included.
 pub const OPEN_STREAM_TIMEOUT: Duration = Duration::from_secs(45);
+/// Attempts to open a stream when the connection under it dies.
+const OPEN_STREAM_ATTEMPTS: u32 = 2;
 
 /// Everything a node needs; built by the binary from its config file.
 #[derive(Clone)]
@@ -70,6 +74,9 @@ pub struct NodeConfig {
     pub metrics: crate::metrics::Metrics,
     /// Offer and use the bulk path ([`crate::bulk`]) on direct TCP connections. Default on.
     pub enable_bulk: bool,
+    /// Watch the machine's addresses and reconnect when they change ([`crate::netwatch`]).
+    /// Default on.
+    pub watch_network: bool,
 }
 
 impl NodeConfig {
@@ -93,6 +100,7 @@ impl NodeConfig {
             listen_addrs_are_external: false,
             metrics: crate::metrics::Metrics::default(),
             enable_bulk: true,
+            watch_network: true,
         }
     }
 }
@@ -191,6 +199,8 @@ pub enum NodeEvent {
         /// The address it observed for us.
         observed: Multiaddr,
     },
+    /// The machine's addresses changed; the node reconnects if some are gone.
+    NetworkChanged(crate::netwatch::AddressChange),
 }
 
 pub(crate) enum Command {
@@ -267,8 +277,21 @@ impl Node {
             .map_err(|e| NodeError::Transport(e.to_string()))?;
         let bulk_services = crate::bulk::Registry::default();
         let (bulk_tx, bulk_rx) = mpsc::channel(crate::bulk::QUEUE);
-        let actor =
-            event_loop::EventLoop::new(config, streams.clone(), rx, events.clone(), bulk_tx)?;
+        let bulk_probes = crate::bulk::Probes::default();
+        let network = config.watch_network.then(|| {
+            let (tx, rx) = mpsc::channel(NETWORK_QUEUE);
+            crate::netwatch::spawn(tx, cancel.clone(), tracker);
+            rx
+        });
+        let actor = event_loop::EventLoop::new(
+            config,
+            streams.clone(),
+            rx,
+            events.clone(),
+            bulk_tx,
+            bulk_probes.clone(),
+            network,
+        )?;
         tracker.spawn(actor.run(cancel.clone()));
         let bulk_revocations = crate::bulk::Revocations::default();
         crate::bulk::spawn_acceptor(
@@ -284,7 +307,7 @@ impl Node {
             relaying,
             bulk_tls,
             bulk_services,
-            bulk_probes: crate::bulk::Probes::default(),
+            bulk_probes,
             bulk_slots: Arc::new(tokio::sync::Semaphore::new(crate::bulk::MAX_CLIENT_BULK)),
             tracker: tracker.clone(),
             cancel,
@@ -375,13 +398,28 @@ impl Node {
         peer: PeerId,
         protocol: StreamProtocol,
     ) -> Result<(Stream, PathInfo), NodeError> {
-        let (reply, rx) = oneshot::channel();
-        self.send(Command::OpenStream { peer, protocol, reply }).await?;
-        match tokio::time::timeout(OPEN_STREAM_TIMEOUT, rx).await {
-            Ok(Ok(result)) => Ok(result?),
-            // The connection (and its handler, which held the reply) went away.
-            Ok(Err(_)) => Err(NodeError::ConnectionClosed),
-            Err(_) => Err(NodeError::Timeout(OPEN_STREAM_TIMEOUT)),
+        let deadline = tokio::time::Instant::now() + OPEN_STREAM_TIMEOUT;
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let (reply, rx) = oneshot::channel();
+            self.send(Command::OpenStream { peer, protocol: protocol.clone(), reply }).await?;
+            let result = match tokio::time::timeout_at(deadline, rx).await {
+                Ok(Ok(result)) => result.map_err(NodeError::from),
+                // The connection (and its handler, which held the reply) went away.
+                Ok(Err(_)) => Err(NodeError::ConnectionClosed),
+                Err(_) => return Err(NodeError::Timeout(OPEN_STREAM_TIMEOUT)),
+            };
+            match result {
+                // A connection that died under the request (closed after its pings went
+                // unanswered, typically because an address changed): once more, on a new one.
+                Err(
+                    NodeError::ConnectionClosed | NodeError::OpenStream(OpenStreamError::Io(_)),
+                ) if attempts < OPEN_STREAM_ATTEMPTS => {
+                    tracing::debug!(%peer, "stream open failed on a dying connection; trying again");
+                }
+                other => return other,
+            }
         }
     }
 

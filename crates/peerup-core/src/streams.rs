@@ -51,6 +51,16 @@ pub struct PathInfo {
 }
 
 impl PathInfo {
+    /// The path of a connection from its endpoint. A relayed connection we accepted names the
+    /// peer alone as its remote address (`/p2p/<id>`); its local address is the relay's circuit,
+    /// which is what the path shows then.
+    pub(crate) fn of(local_addr: Option<&Multiaddr>, remote_addr: &Multiaddr) -> Self {
+        match local_addr {
+            Some(local) if is_relayed(local) => Self { remote_addr: local.clone(), relayed: true },
+            _ => Self { remote_addr: remote_addr.clone(), relayed: is_relayed(remote_addr) },
+        }
+    }
+
     /// Whether the connection runs over QUIC.
     pub fn is_quic(&self) -> bool {
         self.remote_addr.iter().any(|p| matches!(p, libp2p::multiaddr::Protocol::QuicV1))
@@ -211,6 +221,14 @@ impl Behaviour {
         }
     }
 
+    /// Offers `addr` (our public address as a peer observed it) to hole punching: DCUtR takes its
+    /// candidates only from these announcements, and identify stops making them once an address
+    /// is confirmed as external, so a fresh observation (after a network change, say) would
+    /// otherwise never reach it.
+    pub(crate) fn announce_candidate(&mut self, addr: Multiaddr) {
+        self.pending.push_back(ToSwarm::NewExternalAddrCandidate(addr));
+    }
+
     /// Every connection to `peer`.
     pub(crate) fn paths(&self, peer: &PeerId) -> Vec<PathInfo> {
         self.connections
@@ -219,8 +237,10 @@ impl Behaviour {
             .unwrap_or_default()
     }
 
+    /// The best-ranked connection, the newest among equals: after a network change the old one
+    /// may be dead without knowing it yet.
     fn best(&self, peer: &PeerId) -> Option<&(ConnectionId, PathInfo)> {
-        self.connections.get(peer)?.iter().min_by_key(|(_, p)| p.rank())
+        self.connections.get(peer)?.iter().rev().min_by_key(|(_, p)| p.rank())
     }
 
     /// Opens a stream now if connected, else queues it until a connection exists. Returns
@@ -275,8 +295,7 @@ impl Behaviour {
         }
     }
 
-    fn new_handler(&mut self, peer: PeerId, id: ConnectionId, remote_addr: &Multiaddr) -> Handler {
-        let path = PathInfo { remote_addr: remote_addr.clone(), relayed: is_relayed(remote_addr) };
+    fn new_handler(&mut self, peer: PeerId, id: ConnectionId, path: PathInfo) -> Handler {
         self.connections.entry(peer).or_default().push((id, path.clone()));
         Handler::new(peer, path, self.control.clone())
     }
@@ -300,10 +319,10 @@ impl NetworkBehaviour for Behaviour {
         &mut self,
         id: ConnectionId,
         peer: PeerId,
-        _local_addr: &Multiaddr,
+        local_addr: &Multiaddr,
         remote_addr: &Multiaddr,
     ) -> Result<THandler<Self>, ConnectionDenied> {
-        Ok(self.new_handler(peer, id, remote_addr))
+        Ok(self.new_handler(peer, id, PathInfo::of(Some(local_addr), remote_addr)))
     }
 
     fn handle_established_outbound_connection(
@@ -314,7 +333,7 @@ impl NetworkBehaviour for Behaviour {
         _role_override: Endpoint,
         _port_use: PortUse,
     ) -> Result<THandler<Self>, ConnectionDenied> {
-        Ok(self.new_handler(peer, id, addr))
+        Ok(self.new_handler(peer, id, PathInfo::of(None, addr)))
     }
 
     fn on_swarm_event(&mut self, event: FromSwarm<'_>) {

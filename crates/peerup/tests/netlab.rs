@@ -25,6 +25,8 @@ macro_rules! say {
 mod harness;
 #[path = "netlab/lab.rs"]
 mod lab;
+#[path = "netlab/network.rs"]
+mod network;
 #[path = "netlab/node.rs"]
 mod node;
 #[path = "netlab/pairing.rs"]
@@ -105,4 +107,10 @@ fn nat_cone_x_cone_pairing() {
 #[test]
 fn nat_group_of_three_pairing() {
     pairing::group_of_three();
+}
+
+/// alice's LAN is renumbered under her running daemon: tunnels work again within 15 s.
+#[test]
+fn nat_address_change_recovers() {
+    network::address_change_recovers();
 }

@@ -12,6 +12,12 @@ use super::{NodeConfig, NodeError};
 use crate::gate::Gate;
 use crate::{protocols, streams};
 
+/// How often every connection is pinged: its RTT, and whether it still works (a connection whose
+/// pings go unanswered for a while is closed: `node/event_loop/network.rs`).
+const PING_EVERY: Duration = Duration::from_secs(2);
+/// A ping unanswered for this long has failed.
+const PING_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Every protocol a node speaks.
 #[derive(NetworkBehaviour)]
 pub(crate) struct Behaviour {
@@ -69,7 +75,7 @@ pub(crate) fn build_swarm(
                         .with_agent_version(config.agent.clone()),
                 ),
                 ping: ping::Behaviour::new(
-                    ping::Config::new().with_interval(Duration::from_secs(15)),
+                    ping::Config::new().with_interval(PING_EVERY).with_timeout(PING_TIMEOUT),
                 ),
                 autonat: autonat::Behaviour::new(
                     peer_id,

@@ -1,5 +1,9 @@
 //! The actor that owns the swarm: it runs commands from [`super::Node`] handles, drives the swarm,
 //! keeps relay reservations, and publishes [`NodeEvent`]s.
+//!
+//! - [`network`]: reacting to address changes and dead connections.
+
+mod network;
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -44,6 +48,15 @@ pub(crate) struct EventLoop {
     metrics: crate::metrics::Metrics,
     /// Dials to bare addresses, answered with the peer ID once connected.
     addr_dials: HashMap<ConnectionId, tokio::sync::oneshot::Sender<Result<PeerId, String>>>,
+    /// Our public QUIC addresses as peers observed them, offered to hole punching and waiting to
+    /// be confirmed as external.
+    announced: HashSet<Multiaddr>,
+    /// External addresses from the config (the others were observed by peers).
+    configured_external: Vec<Multiaddr>,
+    /// Which peer addresses take bulk connections; forgotten when the network changes.
+    bulk_probes: crate::bulk::Probes,
+    /// Changes of the machine's addresses, when watched.
+    network: Option<mpsc::Receiver<crate::netwatch::AddressChange>>,
 }
 
 /// The same relay address over QUIC (`/udp/<port>/quic-v1`) when it is TCP. Dialing the relay over
@@ -65,6 +78,26 @@ fn quic_twin(addr: &Multiaddr) -> Option<Multiaddr> {
     swapped.then_some(out)
 }
 
+/// The path of a connection, from its endpoint.
+fn path_of(endpoint: &libp2p::core::ConnectedPoint) -> PathInfo {
+    match endpoint {
+        libp2p::core::ConnectedPoint::Listener { local_addr, send_back_addr } => {
+            PathInfo::of(Some(local_addr), send_back_addr)
+        }
+        libp2p::core::ConnectedPoint::Dialer { address, .. } => PathInfo::of(None, address),
+    }
+}
+
+/// The next address change; pending forever when addresses are not watched.
+async fn next_change(
+    network: &mut Option<mpsc::Receiver<crate::netwatch::AddressChange>>,
+) -> Option<crate::netwatch::AddressChange> {
+    match network {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 fn strip_p2p(addr: &Multiaddr) -> Multiaddr {
     addr.iter().filter(|p| !matches!(p, Protocol::P2p(_))).collect()
 }
@@ -76,6 +109,8 @@ impl EventLoop {
         commands: mpsc::Receiver<Command>,
         events: broadcast::Sender<NodeEvent>,
         bulk: mpsc::Sender<crate::bulk::Inbound>,
+        bulk_probes: crate::bulk::Probes,
+        network: Option<mpsc::Receiver<crate::netwatch::AddressChange>>,
     ) -> Result<Self, NodeError> {
         let mut swarm = build_swarm(&config, control, bulk)?;
         for addr in &config.listen {
@@ -97,24 +132,21 @@ impl EventLoop {
                 if let Some(k) = swarm.behaviour_mut().kad.as_mut() {
                     k.add_address(&id, strip_p2p(relay));
                 }
-                // Connect to relays right away (over TCP and QUIC): reservations, DHT bootstrap
-                // and learning our public address all start from here.
-                for addr in std::iter::once(relay.clone()).chain(quic_twin(relay)) {
-                    if let Err(e) = swarm.dial(addr.clone()) {
-                        tracing::debug!(%addr, error = %e, "relay dial failed");
-                    }
-                }
             }
         }
         let reservations = config.reserve.then(|| Reservations::new(&config.relays));
         let relay_ids = config.relays.iter().filter_map(relay_addr::peer_id_of).collect();
-        Ok(Self {
+        let mut this = Self {
             relay_ids,
             ready_relays: HashSet::new(),
             deferred: Vec::new(),
             tcp_tried: HashSet::new(),
             book: PeerBook::default(),
             addr_dials: HashMap::new(),
+            configured_external: config.external_addrs.clone(),
+            announced: HashSet::new(),
+            bulk_probes,
+            network,
             metrics: config.metrics.clone(),
             swarm,
             commands,
@@ -122,7 +154,11 @@ impl EventLoop {
             relays: config.relays,
             reservations,
             listen_addrs_are_external: config.listen_addrs_are_external,
-        })
+        };
+        // Connect to relays right away (over TCP and QUIC): reservations, DHT bootstrap and
+        // learning our public address all start from here.
+        this.dial_relays();
+        Ok(this)
     }
 
     pub(crate) async fn run(mut self, cancel: CancellationToken) {
@@ -138,6 +174,10 @@ impl EventLoop {
                     None => handles_gone = true,
                 },
                 event = self.swarm.select_next_some() => self.on_swarm_event(event),
+                change = next_change(&mut self.network) => match change {
+                    Some(change) => self.on_network_change(change),
+                    None => self.network = None,
+                },
                 _ = tick.tick() => self.on_tick(),
             }
         }
@@ -283,6 +323,7 @@ impl EventLoop {
     }
 
     fn on_tick(&mut self) {
+        self.close_silent();
         self.dial_deferred(false);
         self.retry_reservations();
     }
@@ -341,10 +382,12 @@ impl EventLoop {
                 }
             }
             SwarmEvent::ConnectionEstablished { peer_id, connection_id, endpoint, .. } => {
-                let addr = endpoint.get_remote_address().clone();
-                let path = PathInfo { relayed: is_relayed(&addr), remote_addr: addr };
+                let path = path_of(&endpoint);
                 if let Some(reply) = self.addr_dials.remove(&connection_id) {
                     let _ = reply.send(Ok(peer_id));
+                }
+                if path.relayed && endpoint.is_listener() {
+                    self.on_relayed_inbound(peer_id);
                 }
                 self.book.connected(peer_id, connection_id, path.clone());
                 tracing::info!(peer = %peer_id, path = path.kind(), addr = %path.remote_addr, "connected");
@@ -364,8 +407,7 @@ impl EventLoop {
                     self.ready_relays.remove(&peer_id);
                     self.tcp_tried.remove(&peer_id);
                 }
-                let addr = endpoint.get_remote_address().clone();
-                let path = PathInfo { relayed: is_relayed(&addr), remote_addr: addr };
+                let path = path_of(&endpoint);
                 tracing::debug!(peer = %peer_id, path = path.kind(), cause = ?cause, "connection closed");
                 self.metrics.connection(path.relayed, false);
                 self.emit(NodeEvent::Disconnected { peer: peer_id, path });
@@ -375,6 +417,9 @@ impl EventLoop {
                     let _ = reply.send(Err(error.to_string().replace('\n', " ")));
                 }
                 tracing::debug!(peer = ?peer_id, %error, "outgoing connection failed");
+            }
+            SwarmEvent::NewExternalAddrCandidate { address } if self.announced.remove(&address) => {
+                self.swarm.add_external_address(address);
             }
             SwarmEvent::Behaviour(event) => self.on_behaviour_event(event),
             _ => {}
@@ -402,6 +447,7 @@ impl EventLoop {
                 info,
             }) => {
                 let observed = info.observed_addr.clone();
+                tracing::debug!(peer = %peer_id, %observed, "identified");
                 self.book.identified(
                     peer_id,
                     connection_id,
@@ -411,8 +457,14 @@ impl EventLoop {
                 // Our public QUIC address as a relay or peer sees it: what DCUtR offers the
                 // other side. TCP observations name a throwaway source port, so they are skipped.
                 let is_quic = observed.iter().any(|p| matches!(p, Protocol::QuicV1));
-                if is_quic && !is_relayed(&observed) {
-                    self.swarm.add_external_address(observed.clone());
+                if is_quic
+                    && !is_relayed(&observed)
+                    && !self.swarm.external_addresses().any(|a| *a == observed)
+                {
+                    // A candidate first, so that hole punching offers it (the swarm hides
+                    // confirmed addresses from DCUtR), then confirmed when it comes back.
+                    self.announced.insert(observed.clone());
+                    self.swarm.behaviour_mut().streams.announce_candidate(observed.clone());
                 }
                 if let Some(k) = self.swarm.behaviour_mut().kad.as_mut()
                     && info.protocols.iter().any(|p| p.as_ref().ends_with("/kad/1.0.0"))
@@ -455,8 +507,14 @@ impl EventLoop {
                     });
                 }
             },
-            BehaviourEvent::Ping(ping::Event { peer, result: Ok(rtt), .. }) => {
-                self.book.rtt(peer, rtt);
+            BehaviourEvent::Ping(ping::Event { peer, connection, result: Ok(rtt) }) => {
+                self.book.pong(peer, connection, rtt);
+            }
+            BehaviourEvent::Ping(ping::Event { peer, connection, result: Err(e) }) => {
+                if matches!(e, ping::Failure::Unsupported) {
+                    self.book.unjudged(peer, connection);
+                }
+                tracing::debug!(%peer, error = %e, "ping failed");
             }
             BehaviourEvent::RelayServer(e) => tracing::debug!(event = ?e, "relay"),
             other => tracing::trace!(event = ?other, "behaviour event"),

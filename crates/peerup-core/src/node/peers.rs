@@ -6,6 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use libp2p::swarm::ConnectionId;
 use libp2p::{Multiaddr, PeerId};
+use tokio::time::Instant;
 
 use crate::streams::PathInfo;
 
@@ -38,6 +39,9 @@ struct Entry {
     agent: Option<String>,
     last_rtt: Option<Duration>,
     conns: HashMap<ConnectionId, ConnectionState>,
+    /// When each connection's pings were last answered (or it opened); `None` once it is not
+    /// judged by them (the peer does not answer pings, or it is being closed already).
+    liveness: HashMap<ConnectionId, Option<Instant>>,
 }
 
 /// Connected peers, kept by the swarm task.
@@ -49,16 +53,41 @@ pub(crate) struct PeerBook {
 impl PeerBook {
     pub(crate) fn connected(&mut self, peer: PeerId, id: ConnectionId, path: PathInfo) {
         let state = ConnectionState { path, since: SystemTime::now(), observed: None };
-        self.peers.entry(peer).or_default().conns.insert(id, state);
+        let e = self.peers.entry(peer).or_default();
+        e.conns.insert(id, state);
+        e.liveness.insert(id, Some(Instant::now()));
     }
 
     pub(crate) fn closed(&mut self, peer: PeerId, id: ConnectionId) {
         if let Some(e) = self.peers.get_mut(&peer) {
             e.conns.remove(&id);
+            e.liveness.remove(&id);
             if e.conns.is_empty() {
                 self.peers.remove(&peer);
             }
         }
+    }
+
+    /// The peer's direct connections whose pings have gone unanswered for longer than `max`.
+    pub(crate) fn direct_silent(
+        &self,
+        peer: &PeerId,
+        now: Instant,
+        max: Duration,
+    ) -> Vec<ConnectionId> {
+        let Some(e) = self.peers.get(peer) else { return Vec::new() };
+        e.conns
+            .iter()
+            .filter(|(id, c)| {
+                !c.path.relayed
+                    && e.liveness
+                        .get(id)
+                        .copied()
+                        .flatten()
+                        .is_some_and(|t| now.saturating_duration_since(t) > max)
+            })
+            .map(|(id, _)| *id)
+            .collect()
     }
 
     pub(crate) fn identified(
@@ -76,10 +105,35 @@ impl PeerBook {
         }
     }
 
-    pub(crate) fn rtt(&mut self, peer: PeerId, rtt: Duration) {
+    /// A ping on connection `id` was answered after `rtt`.
+    pub(crate) fn pong(&mut self, peer: PeerId, id: ConnectionId, rtt: Duration) {
         if let Some(e) = self.peers.get_mut(&peer) {
             e.last_rtt = Some(rtt);
+            if let Some(l @ Some(_)) = e.liveness.get_mut(&id) {
+                *l = Some(Instant::now());
+            }
         }
+    }
+
+    /// The peer does not answer pings on `id`: its silence says nothing.
+    pub(crate) fn unjudged(&mut self, peer: PeerId, id: ConnectionId) {
+        if let Some(l) = self.peers.get_mut(&peer).and_then(|e| e.liveness.get_mut(&id)) {
+            *l = None;
+        }
+    }
+
+    /// Connections whose pings have gone unanswered for longer than `max`; each is returned once.
+    pub(crate) fn silent(&mut self, now: Instant, max: Duration) -> Vec<(PeerId, ConnectionId)> {
+        let mut out = Vec::new();
+        for (peer, e) in &mut self.peers {
+            for (id, l) in &mut e.liveness {
+                if l.is_some_and(|t| now.saturating_duration_since(t) > max) {
+                    *l = None;
+                    out.push((*peer, *id));
+                }
+            }
+        }
+        out
     }
 
     pub(crate) fn snapshot(&self) -> Vec<PeerState> {
@@ -119,7 +173,7 @@ mod tests {
             "peerup/0.1.0".into(),
             "/ip4/198.18.0.11/udp/4001/quic-v1".parse().unwrap(),
         );
-        book.rtt(peer, Duration::from_millis(3));
+        book.pong(peer, b, Duration::from_millis(3));
         let snap = book.snapshot();
         assert_eq!(snap.len(), 1);
         assert_eq!(snap[0].agent.as_deref(), Some("peerup/0.1.0"));
@@ -131,7 +185,33 @@ mod tests {
         book.closed(peer, b);
         assert!(book.snapshot().is_empty());
         // Events for unknown peers are ignored.
-        book.rtt(peer, Duration::from_millis(1));
+        book.pong(peer, a, Duration::from_millis(1));
         assert!(book.snapshot().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn silent_connections_are_reported_once_and_unjudged_ones_never() {
+        let mut book = PeerBook::default();
+        let peer = PeerId::random();
+        let (a, b, c) = (
+            ConnectionId::new_unchecked(1),
+            ConnectionId::new_unchecked(2),
+            ConnectionId::new_unchecked(3),
+        );
+        book.connected(peer, a, path("/ip4/198.18.0.1/tcp/7777"));
+        book.connected(peer, b, path("/ip4/198.18.0.1/udp/7777/quic-v1"));
+        book.connected(peer, c, path("/ip4/198.18.0.11/tcp/4001"));
+        book.unjudged(peer, c);
+        let max = Duration::from_secs(8);
+        tokio::time::advance(Duration::from_secs(5)).await;
+        book.pong(peer, a, Duration::from_millis(2));
+        assert!(book.silent(Instant::now(), max).is_empty(), "nobody silent for 8 s yet");
+        let quiet = Duration::from_secs(3);
+        assert_eq!(book.direct_silent(&peer, Instant::now(), quiet), vec![b], "direct, unjudged");
+        tokio::time::advance(Duration::from_secs(4)).await;
+        assert_eq!(book.silent(Instant::now(), max), vec![(peer, b)], "b never answered");
+        assert!(book.silent(Instant::now(), max).is_empty(), "reported once");
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert_eq!(book.silent(Instant::now(), max), vec![(peer, a)], "a went quiet after 5 s");
     }
 }

@@ -102,6 +102,13 @@ impl Reservations {
         Some(*id)
     }
 
+    /// The network changed: the next attempts start again from the shortest wait.
+    pub(crate) fn reset_backoff(&mut self) {
+        for r in self.relays.values_mut() {
+            r.backoff = FIRST_RETRY;
+        }
+    }
+
     fn schedule(r: &mut Relay, now: Instant) {
         r.retry_at = Some(now + r.backoff);
         r.backoff = (r.backoff * 2).min(MAX_RETRY);

@@ -248,6 +248,7 @@ async fn serve(
                 outln!("Reservation lost on relay {relay} ({reason}); reconnecting")?;
             }
             Ok(NodeEvent::HolePunched { peer }) => outln!("Direct connection with {peer}")?,
+            Ok(NodeEvent::NetworkChanged(change)) => outln!("Network change: {change}")?,
             Ok(_) | Err(RecvError::Lagged(_)) => {}
             Err(RecvError::Closed) => break,
         }

@@ -1,7 +1,7 @@
 //! The peerup processes of a lab: the `Relay` server and `Node`s with their daemon, proxy and ping.
 //!
 //! Every peerup command runs inside its host's namespace with its own temporary `HOME` and config
-//! folder, `RUST_LOG=info` and `NO_COLOR=1`.
+//! folder, `RUST_LOG=info` (or `$PEERUP_NETLAB_LOG`) and `NO_COLOR=1`.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -23,7 +23,8 @@ fn peerup_bin() -> PathBuf {
 fn env_for(home: &Path) -> [(&'static str, String); 4] {
     [
         ("HOME", home.to_str().expect("utf-8 path").to_string()),
-        ("RUST_LOG", "info".into()),
+        // `PEERUP_NETLAB_LOG=info,libp2p_dcutr=debug` when investigating.
+        ("RUST_LOG", std::env::var("PEERUP_NETLAB_LOG").unwrap_or_else(|_| "info".into())),
         ("NO_COLOR", "1".into()),
         ("RUST_BACKTRACE", "1".into()),
     ]

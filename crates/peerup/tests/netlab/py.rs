@@ -65,6 +65,15 @@ pub struct Transfer {
 }
 
 impl Transfer {
+    /// Whether `size` bytes went out and the same bytes came back.
+    pub fn is_exact(&self, size: u64) -> bool {
+        self.error.is_none()
+            && self.bytes == size
+            && self.recv_bytes == size
+            && self.sent_sha256.is_some()
+            && self.sent_sha256 == self.recv_sha256
+    }
+
     /// Asserts that `size` bytes went out and the same bytes came back.
     #[track_caller]
     pub fn assert_exact(&self, size: u64, what: &str) {

@@ -1,0 +1,102 @@
+//! What the node does when the machine's addresses change ([`crate::netwatch`]), and when a
+//! connection stops answering pings.
+//!
+//! An address that disappears takes every connection that used it with it, but nothing on this
+//! host says which connections those are (a QUIC socket is bound to the wildcard address, a TCP
+//! dial's source address is chosen by the kernel), and the other side's NAT will not let packets
+//! from a new public address into an old connection anyway. So when an address goes away the node
+//! starts afresh at once instead of waiting for timeouts: it forgets the public addresses peers
+//! observed, closes its connections, dials the relays again (a new reservation, and the relays
+//! observe the new public address that hole punching needs), and dials the peers it was connected
+//! to once a relay is ready, so that their side learns of the move and hole punching runs again.
+//! New addresses alone change nothing that works; the relays are asked again so that they
+//! observe the new address.
+
+use libp2p::PeerId;
+use tokio::time::Instant;
+
+use super::{EventLoop, RELAY_READY_WAIT, quic_twin};
+
+/// How long a connection's pings may go unanswered before it is closed (pings go every 2 s).
+const SILENCE: std::time::Duration = std::time::Duration::from_secs(8);
+/// A connection whose pings have gone unanswered this long is suspect (pings go every 2 s).
+const QUIET: std::time::Duration = std::time::Duration::from_secs(3);
+use crate::netwatch::AddressChange;
+use crate::node::NodeEvent;
+
+impl EventLoop {
+    pub(super) fn on_network_change(&mut self, change: AddressChange) {
+        self.emit(NodeEvent::NetworkChanged(change.clone()));
+        self.bulk_probes.clear();
+        if let Some(res) = self.reservations.as_mut() {
+            res.reset_backoff();
+        }
+        if change.removed.is_empty() {
+            tracing::info!(%change, "new local addresses; asking the relays again");
+            self.dial_relays();
+            return;
+        }
+        let peers: Vec<PeerId> =
+            self.swarm.connected_peers().filter(|p| !self.relay_ids.contains(p)).copied().collect();
+        tracing::info!(%change, peers = peers.len(), "local addresses gone; reconnecting to the relays and peers");
+        let observed: Vec<_> = self
+            .swarm
+            .external_addresses()
+            .filter(|a| !self.configured_external.contains(a))
+            .cloned()
+            .collect();
+        for addr in &observed {
+            self.swarm.remove_external_address(addr);
+        }
+        let everyone: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
+        for peer in everyone {
+            let _ = self.swarm.disconnect_peer_id(peer);
+        }
+        self.ready_relays.clear();
+        self.tcp_tried.clear();
+        self.dial_relays();
+        let go_anyway = Instant::now() + RELAY_READY_WAIT;
+        for peer in peers {
+            if !self.deferred.iter().any(|(p, _)| *p == peer) {
+                self.deferred.push((peer, go_anyway));
+            }
+        }
+    }
+
+    /// Dials every relay at its configured address and over QUIC.
+    pub(super) fn dial_relays(&mut self) {
+        let addrs: Vec<_> = self
+            .relays
+            .iter()
+            .flat_map(|r| std::iter::once(r.clone()).chain(quic_twin(r)))
+            .collect();
+        for addr in addrs {
+            if let Err(e) = self.swarm.dial(addr.clone()) {
+                tracing::debug!(%addr, error = %e, "relay dial failed");
+            }
+        }
+    }
+
+    /// A peer that comes in through a relay while we hold a direct connection to it that has
+    /// stopped answering pings has moved (it dials through relays only when it has no working
+    /// connection to us): close the old one now rather than after [`SILENCE`], so that new
+    /// streams take the new path. A direct connection that still answers is left alone (the
+    /// same identity may run in two processes, a daemon and a `peerup ping`, say).
+    pub(super) fn on_relayed_inbound(&mut self, peer: PeerId) {
+        for id in self.book.direct_silent(&peer, Instant::now(), QUIET) {
+            tracing::info!(%peer, "peer came back through a relay; closing its silent direct connection");
+            self.swarm.close_connection(id);
+        }
+    }
+
+    /// Closes connections whose pings have gone unanswered for [`SILENCE`] (a NAT forgot them,
+    /// the other side moved), so that streams stop choosing them and the peer is dialled afresh
+    /// when needed. libp2p's ping reports only the second failure in a row, which on a dead
+    /// connection comes after a stream negotiation timeout too: far too late.
+    pub(super) fn close_silent(&mut self) {
+        for (peer, id) in self.book.silent(Instant::now(), SILENCE) {
+            tracing::info!(%peer, "connection stopped answering pings; closing it");
+            self.swarm.close_connection(id);
+        }
+    }
+}
