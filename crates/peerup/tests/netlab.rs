@@ -21,6 +21,8 @@ macro_rules! say {
     }};
 }
 
+#[path = "netlab/config_apply.rs"]
+mod config_apply;
 #[path = "netlab/harness.rs"]
 mod harness;
 #[path = "netlab/lab.rs"]
@@ -105,4 +107,11 @@ fn nat_cone_x_cone_pairing() {
 #[test]
 fn nat_group_of_three_pairing() {
     pairing::group_of_three();
+}
+
+/// alice (cone NAT) applies a config with a broken relay and does not confirm it: her daemon reverts
+/// by itself, reserves on the relay again, and bob and carol reach her service again.
+#[test]
+fn nat_unconfirmed_broken_relay_reverts() {
+    config_apply::broken_relay_reverts();
 }
