@@ -232,3 +232,35 @@ fn daemon_killed_during_a_pending_apply_reverts_on_start() {
     });
     wait_for("the old services back", WAIT, || services(&home).is_empty().then_some(()));
 }
+
+#[test]
+fn relay_config_is_archived_and_an_unconfirmed_apply_reverts() {
+    let home = Home::new();
+    let cfg = crate::util::loopback_relay_config(&home, true);
+    let c = cfg.to_str().unwrap();
+    let list = |home: &Home| -> Vec<Value> {
+        let out =
+            home.run(&["relay", "config", "rollback", "--list", "--json", "--config", c]).ok();
+        serde_json::from_str::<Value>(&out).unwrap().as_array().cloned().unwrap_or_default()
+    };
+    let mut relay = Daemon::spawn(&home, &["relay", "serve", "--config", c], &[], "Relay ready:");
+    wait_for("the relay's archive", WAIT, || (list(&home).len() == 1).then_some(()));
+    assert!(cfg.with_file_name(".relay-server.last-good.yaml").exists());
+
+    let before = std::fs::read_to_string(&cfg).unwrap();
+    let new = cfg.with_file_name("new.yaml");
+    std::fs::write(&new, before.replace("max_reservations: ", "max_reservations: 1")).unwrap();
+    let bad = cfg.with_file_name("bad.yaml");
+    std::fs::write(&bad, "resources:\n  reservation_ttl: soon\n").unwrap();
+    let err = home.run(&["relay", "config", "apply", bad.to_str().unwrap(), "--config", c]).fails();
+    assert!(err.contains("is invalid") && err.contains("reservation_ttl"), "{err}");
+    let n = new.to_str().unwrap();
+    home.run(&["relay", "config", "apply", "--config", c, n, "--confirm-timeout", "1s"]).ok();
+    assert_ne!(std::fs::read_to_string(&cfg).unwrap(), before);
+    wait_for("the relay's revert", WAIT, || {
+        (std::fs::read_to_string(&cfg).unwrap() == before).then_some(())
+    });
+    assert!(relay.is_running(), "a revert to the config it runs needs no restart");
+    let err = home.run(&["relay", "config", "confirm", "--config", c]).fails();
+    assert!(err.contains("no config apply pending"), "{err}");
+}

@@ -29,7 +29,7 @@ impl Daemon {
     }
 
     /// Starts `peerup <args>` in `home` and waits for a stdout line starting with `ready`.
-    fn spawn(home: &Home, args: &[&str], env: &[(&str, &str)], ready: &str) -> Daemon {
+    pub(crate) fn spawn(home: &Home, args: &[&str], env: &[(&str, &str)], ready: &str) -> Daemon {
         let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("peerup"))
             .args(args)
             .env_clear()
