@@ -236,6 +236,19 @@ pub(crate) enum Command {
         addr: Multiaddr,
         reply: oneshot::Sender<Result<PeerId, String>>,
     },
+    SetRelays {
+        relays: Vec<Multiaddr>,
+        reply: oneshot::Sender<RelayChange>,
+    },
+}
+
+/// What [`Node::set_relays`] changed, by relay peer ID.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RelayChange {
+    /// Relays now used (dialled, and reserved on when the node reserves).
+    pub added: Vec<PeerId>,
+    /// Relays no longer used: their reservation is dropped and their connections closed.
+    pub removed: Vec<PeerId>,
 }
 
 /// A handle to a running node.
@@ -486,6 +499,17 @@ impl Node {
             Ok(Err(_)) => Err(NodeError::Closed),
             Err(_) => Err(NodeError::Timeout(OPEN_STREAM_TIMEOUT)),
         }
+    }
+
+    /// Replaces the relays the node uses (each address with `/p2p/<id>`), at run time: removed
+    /// relays lose their reservation and connections, new ones are dialled and reserved on like at
+    /// start. A relay whose address changed counts as removed and added. The caller lets new relays
+    /// through its access list (see [`AccessList::allow_always`]), as [`Node::spawn`] does for the
+    /// configured ones.
+    pub async fn set_relays(&self, relays: Vec<Multiaddr>) -> Result<RelayChange, NodeError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::SetRelays { relays, reply }).await?;
+        rx.await.map_err(|_| NodeError::Closed)
     }
 
     async fn send(&self, cmd: Command) -> Result<(), NodeError> {

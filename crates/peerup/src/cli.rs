@@ -255,8 +255,37 @@ pub enum AuthCommand {
 pub enum ConfigCommand {
     /// Check the config and report every invalid value
     Validate,
-    /// Print the config with defaults filled in and paths resolved
+    /// Print the config with defaults filled in and paths resolved, its archives and any pending apply
     Show,
+    /// Restore a last-known-good config (archived on every successful daemon start)
+    Rollback(RollbackArgs),
+    /// Replace the config with FILE after checking it; reverted unless confirmed in time
+    Apply(ApplyArgs),
+    /// Keep the config of a pending apply (stops the automatic revert)
+    Confirm,
+}
+
+/// `config rollback` and `relay config rollback`.
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    /// Which archive: 1 = newest … 5 = oldest
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=5))]
+    pub to: u8,
+    /// List the archives instead
+    #[arg(long, conflicts_with = "to")]
+    pub list: bool,
+    #[command(flatten)]
+    pub json: JsonFlag,
+}
+
+/// `config apply` and `relay config apply`.
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// The new config file
+    pub file: PathBuf,
+    /// Revert unless `config confirm` comes within this time (e.g. 5m, 30s)
+    #[arg(long, value_name = "D", default_value = "5m", value_parser = parse_interval)]
+    pub confirm_timeout: std::time::Duration,
 }
 
 #[derive(Debug, Subcommand)]
@@ -368,6 +397,12 @@ pub enum RelayCommand {
 pub enum RelayConfigCommand {
     /// Check the relay config [default: ./relay-server.yaml] and report every invalid value
     Validate,
+    /// Restore a last-known-good relay config (archived on every successful `relay serve`)
+    Rollback(RollbackArgs),
+    /// Replace the relay config with FILE after checking it; reverted unless confirmed in time
+    Apply(ApplyArgs),
+    /// Keep the relay config of a pending apply (stops the automatic revert)
+    Confirm,
 }
 
 #[cfg(test)]
@@ -400,5 +435,43 @@ mod tests {
             }
             other => panic!("parsed as {other:?}"),
         }
+    }
+
+    #[test]
+    fn apply_flags_in_any_position() {
+        for args in [
+            &["peerup", "config", "apply", "new.yaml", "--confirm-timeout", "30s"][..],
+            &["peerup", "config", "apply", "--confirm-timeout", "30s", "new.yaml"][..],
+            &[
+                "peerup",
+                "--config",
+                "c.yaml",
+                "config",
+                "apply",
+                "--confirm-timeout=30s",
+                "new.yaml",
+            ],
+            &[
+                "peerup",
+                "config",
+                "--config",
+                "c.yaml",
+                "apply",
+                "new.yaml",
+                "--confirm-timeout",
+                "30s",
+            ],
+        ] {
+            let cli = Cli::try_parse_from(args).unwrap();
+            match cli.command {
+                Command::Config(ConfigCommand::Apply(a)) => {
+                    assert_eq!(a.file, PathBuf::from("new.yaml"), "{args:?}");
+                    assert_eq!(a.confirm_timeout, std::time::Duration::from_secs(30));
+                }
+                other => panic!("{args:?} parsed as {other:?}"),
+            }
+        }
+        let e = Cli::try_parse_from(["peerup", "config", "apply", "x", "--confirm-timeout", "0s"]);
+        assert!(e.is_err(), "a zero timeout is refused");
     }
 }

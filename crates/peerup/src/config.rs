@@ -2,8 +2,10 @@
 //!
 //! The core crate never sees YAML; commands load a file here and hand typed values to it.
 
+pub mod archive;
 pub mod edit;
 pub mod load;
+pub mod pending;
 pub mod relay_schema;
 pub mod relay_template;
 pub mod schema;

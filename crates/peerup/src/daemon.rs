@@ -5,6 +5,7 @@
 //! - [`client`]: what the CLI uses to talk to a running daemon.
 //! - [`metrics`]: the optional Prometheus endpoint.
 //! - [`reload`]: hot reload of authorized_keys.
+//! - [`live`]: config changes applied to the running daemon, and the commit-confirmed revert.
 //! - [`groups`]: introductions of group members by the relay.
 //! - [`systemd`]: READY, WATCHDOG and STOPPING notifications.
 //! - This file: the socket and cookie files' lifecycle.
@@ -12,6 +13,7 @@
 pub mod api;
 pub mod client;
 pub mod groups;
+pub mod live;
 pub mod metrics;
 pub mod reload;
 pub mod systemd;

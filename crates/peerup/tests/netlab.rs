@@ -21,6 +21,8 @@ macro_rules! say {
     }};
 }
 
+#[path = "netlab/config_apply.rs"]
+mod config_apply;
 #[path = "netlab/harness.rs"]
 mod harness;
 #[path = "netlab/lab.rs"]
@@ -113,4 +115,11 @@ fn nat_group_of_three_pairing() {
 #[test]
 fn nat_address_change_recovers() {
     network::address_change_recovers();
+}
+
+/// alice (cone NAT) applies a config with a broken relay and does not confirm it: her daemon reverts
+/// by itself, reserves on the relay again, and bob and carol reach her service again.
+#[test]
+fn nat_unconfirmed_broken_relay_reverts() {
+    config_apply::broken_relay_reverts();
 }

@@ -24,6 +24,8 @@ use super::{Command, NodeConfig, NodeError, NodeEvent};
 use crate::relay_addr;
 use crate::streams::{OpenRequest, PathInfo, StreamControl, ip_of, is_relayed};
 
+mod relays;
+
 /// How often due reservation retries and deferred dials are checked.
 const RETRY_TICK: Duration = Duration::from_millis(250);
 /// How long a dial waits for a relay to be connected and identified before going ahead anyway.
@@ -232,6 +234,9 @@ impl EventLoop {
                         let _ = reply.send(Err(e.to_string()));
                     }
                 }
+            }
+            Command::SetRelays { relays, reply } => {
+                let _ = reply.send(self.set_relays(relays));
             }
         }
     }

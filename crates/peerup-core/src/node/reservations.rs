@@ -49,6 +49,23 @@ impl Reservations {
         Self { relays }
     }
 
+    /// Starts keeping a reservation on a relay added at run time (first attempt as at start).
+    pub(crate) fn add(&mut self, id: PeerId, addr: Multiaddr, now: Instant) {
+        let r = Relay {
+            addr,
+            listener: None,
+            reserved: false,
+            backoff: FIRST_RETRY,
+            retry_at: Some(now + FIRST_ATTEMPT_FALLBACK),
+        };
+        self.relays.insert(id, r);
+    }
+
+    /// Stops keeping a reservation on a relay; returns its circuit listener to close.
+    pub(crate) fn remove(&mut self, id: PeerId) -> Option<ListenerId> {
+        self.relays.remove(&id).and_then(|r| r.listener)
+    }
+
     /// Relays due for a (re)try: their circuit listen address. The caller listens and reports
     /// the listener with [`Self::listening`].
     pub(crate) fn due(&mut self, now: Instant) -> Vec<(PeerId, Multiaddr)> {
@@ -142,5 +159,27 @@ mod tests {
         assert!(res.due(almost).is_empty(), "backoff doubled to 2 s");
         assert_eq!(res.due(later + Duration::from_secs(2)).len(), 1);
         res.accepted(id);
+    }
+
+    #[test]
+    fn relays_come_and_go_at_run_time() {
+        let (a, b) = (PeerId::random(), PeerId::random());
+        let addr =
+            |id: PeerId| -> Multiaddr { format!("/ip4/127.0.0.1/tcp/1/p2p/{id}").parse().unwrap() };
+        let mut res = Reservations::new(&[addr(a)]);
+        let now = Instant::now();
+        res.relay_ready(a, now);
+        assert_eq!(res.due(now).len(), 1);
+        let l = ListenerId::next();
+        res.listening(a, l);
+        assert_eq!(res.remove(a), Some(l), "the caller closes the circuit listener");
+        assert_eq!(res.closed(l, now), None, "a removed relay is not retried");
+        res.add(b, addr(b), now);
+        assert!(res.due(now).is_empty(), "a new relay waits for identify like at start");
+        res.relay_ready(b, now);
+        let due = res.due(now);
+        assert_eq!(due.len(), 1);
+        assert!(due[0].1.to_string().contains(&b.to_string()));
+        assert_eq!(res.remove(a), None);
     }
 }

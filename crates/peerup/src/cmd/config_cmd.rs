@@ -1,4 +1,8 @@
-//! `peerup config validate|show`.
+//! `peerup config validate|show|rollback|apply|confirm`, and `relay config validate`.
+
+mod changes;
+
+pub(crate) use changes::Kind;
 
 use std::path::Path;
 
@@ -6,14 +10,25 @@ use anyhow::{Result, bail};
 use peerup_core::identity;
 
 use super::Ctx;
-use crate::cli::ConfigCommand;
-use crate::config::load::{RELAY_CONFIG_FILE, load_relay_file};
+use crate::cli::{ConfigCommand, RelayConfigCommand};
+use crate::config::load::{RELAY_CONFIG_FILE, find_node_config, load_relay_file};
 use crate::config::validate::{Problem, validate_node, validate_relay};
 use crate::config::{self};
 use crate::outln;
 use crate::output::{ok, warn};
 
 pub(super) fn run(cmd: ConfigCommand, ctx: &Ctx) -> Result<()> {
+    // These work on the file as bytes, so a config that no longer loads can still be repaired.
+    match &cmd {
+        ConfigCommand::Rollback(args) => {
+            return changes::rollback(Kind::Node, &find_node_config(ctx.config_path())?, args);
+        }
+        ConfigCommand::Apply(args) => {
+            return changes::apply(Kind::Node, &find_node_config(ctx.config_path())?, args);
+        }
+        ConfigCommand::Confirm => return changes::confirm(&find_node_config(ctx.config_path())?),
+        ConfigCommand::Validate | ConfigCommand::Show => {}
+    }
     let loaded = config::load_node(ctx.config_path())?;
     let path = loaded.path.display();
     match cmd {
@@ -38,8 +53,23 @@ pub(super) fn run(cmd: ConfigCommand, ctx: &Ctx) -> Result<()> {
             options.prefer_block_scalars = false;
             let yaml = serde_saphyr::to_string_with_options(&loaded.config, options)?;
             outln!("{}", yaml.trim_end())?;
-            Ok(())
+            changes::show_state(&loaded.path)
         }
+        ConfigCommand::Rollback(_) | ConfigCommand::Apply(_) | ConfigCommand::Confirm => Ok(()),
+    }
+}
+
+/// `peerup relay config rollback|apply|confirm` on `--config` or `./relay-server.yaml`.
+pub(super) fn relay_changes(cmd: RelayConfigCommand, ctx: &Ctx) -> Result<()> {
+    let path = ctx.config_path().unwrap_or(Path::new(RELAY_CONFIG_FILE));
+    if !path.exists() {
+        bail!("relay config not found: {} (create one with 'peerup relay setup')", path.display());
+    }
+    match cmd {
+        RelayConfigCommand::Validate => validate_relay_config(ctx),
+        RelayConfigCommand::Rollback(args) => changes::rollback(Kind::Relay, path, &args),
+        RelayConfigCommand::Apply(args) => changes::apply(Kind::Relay, path, &args),
+        RelayConfigCommand::Confirm => changes::confirm(path),
     }
 }
 

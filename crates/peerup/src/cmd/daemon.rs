@@ -7,14 +7,17 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use hyper::Method;
 use peerup_core::node::{Node, NodeEvent};
-use peerup_core::service::{self, ServiceSpec};
 use peerup_core::{PeerId, StreamProtocol, pingpong, relay_addr};
 use tokio::sync::broadcast::error::RecvError;
 
 use super::Ctx;
 use crate::cli::DaemonCommand;
+use crate::config::load::Loaded;
+use crate::config::pending;
+use crate::config::schema::NodeConfig;
 use crate::config::{self, validate::validate_node};
-use crate::daemon::api::{self, ApiState, ServiceInfo};
+use crate::daemon::api::{self, ApiState};
+use crate::daemon::live::{self, Live};
 use crate::daemon::{ApiPaths, client};
 use crate::net;
 use crate::outln;
@@ -126,11 +129,20 @@ pub(super) fn dispatch(cmd: Option<DaemonCommand>, ctx: &Ctx) -> Result<()> {
 }
 
 fn run(ctx: &Ctx) -> Result<()> {
-    let loaded = config::load_node(ctx.config_path())?;
-    if let Err(problems) = validate_node(&loaded.config) {
-        let list: Vec<String> = problems.iter().map(ToString::to_string).collect();
-        bail!("invalid config {}: {}", loaded.path.display(), list.join("; "));
-    }
+    let path = config::load::find_node_config(ctx.config_path())?;
+    // A change left unconfirmed past its deadline (the daemon was down or killed) is undone first.
+    live::revert_if_expired(&path)?;
+    let loaded = match prepare(&path) {
+        Ok(l) => l,
+        // A pending change that cannot even start is undone now rather than at its deadline.
+        Err(e) if pending::marker_path(&path).exists() => {
+            tracing::error!(error = %format!("{e:#}"), "the config of the pending apply cannot start; reverting it now");
+            pending::revert(&path)?;
+            tracing::warn!(target: "audit", config = %path.display(), "config_revert: pending apply failed to start");
+            prepare(&path)?
+        }
+        Err(e) => return Err(e),
+    };
     net::block_on(async move {
         // The socket first: a second daemon stops here, before touching anything else.
         let api_paths = ApiPaths::in_dir(loaded.dir());
@@ -141,9 +153,33 @@ fn run(ctx: &Ctx) -> Result<()> {
     })
 }
 
+/// Loads and checks the config as a start needs it.
+fn prepare(path: &std::path::Path) -> Result<Loaded<NodeConfig>> {
+    let loaded = config::load::load_node_file(path)?;
+    if let Err(problems) = validate_node(&loaded.config) {
+        let list: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        bail!("invalid config {}: {}", loaded.path.display(), list.join("; "));
+    }
+    Ok(loaded)
+}
+
+/// Archives the config the daemon started with as last-known-good, unless it is a change still
+/// waiting for `config confirm` (that one is archived when confirmed).
+fn archive_started(path: &std::path::Path, started_with: &[u8]) {
+    if pending::marker_path(path).exists() {
+        tracing::info!("config not archived as last-known-good: its apply is not confirmed yet");
+        return;
+    }
+    match config::archive::archive(path, started_with) {
+        Ok(Some(a)) => tracing::info!(archive = %a.display(), "config archived as last-known-good"),
+        Ok(None) => tracing::debug!("config unchanged since the newest archive"),
+        Err(e) => tracing::warn!(error = %format!("{e:#}"), "cannot archive the config"),
+    }
+}
+
 /// Runs the node and the API until SIGINT/SIGTERM or `POST /v1/shutdown`.
 async fn serve(
-    loaded: &crate::config::load::Loaded<crate::config::schema::NodeConfig>,
+    loaded: &Loaded<NodeConfig>,
     api_paths: &ApiPaths,
     listener: tokio::net::UnixListener,
 ) -> Result<()> {
@@ -153,16 +189,17 @@ async fn serve(
     let (node, mut events) = Node::spawn(core, cancel.clone(), &tracker)?;
     outln!("Peer ID: {}", node.peer_id())?;
 
+    let started_with = std::fs::read(&loaded.path)
+        .with_context(|| format!("cannot read {}", loaded.path.display()))?;
     let c = &loaded.config;
-    for (name, svc) in c.services.iter().filter(|(_, s)| s.enabled) {
-        let spec = ServiceSpec {
-            name: name.clone(),
-            local_address: svc.local_address.clone(),
-            allowed_peers: net::allowed_peers(name, svc.allowed_peers.as_ref())?,
-        };
-        service::expose(&node, spec, access.clone(), cancel.clone(), &tracker)?;
-        outln!("Exposing service {name} -> {}", svc.local_address)?;
-    }
+    let live = Live::start(
+        c.clone(),
+        &loaded.path,
+        node.clone(),
+        access.clone(),
+        cancel.clone(),
+        tracker.clone(),
+    )?;
     let ping_protocol = StreamProtocol::try_from_owned(c.protocols.ping_pong.id.clone())
         .context("protocols.ping_pong.id")?;
     if c.protocols.ping_pong.enabled {
@@ -178,33 +215,12 @@ async fn serve(
         .collect();
     crate::daemon::groups::spawn(loaded.path.clone(), relay_ids, &node, cancel.clone(), &tracker);
 
-    if c.security.enable_connection_gating {
-        crate::daemon::reload::spawn(
-            &c.security.authorized_keys_file,
-            access.clone(),
-            node.clone(),
-            cancel.clone(),
-            &tracker,
-        );
-    }
-
     let state = ApiState {
         node: node.clone(),
         access: access.clone(),
-        keys_path: c.security.authorized_keys_file.clone(),
         gating: c.security.enable_connection_gating,
-        services: Arc::new(
-            c.services
-                .iter()
-                .map(|(name, s)| ServiceInfo {
-                    name: name.clone(),
-                    protocol: peerup_core::protocols::service(name),
-                    local_address: s.local_address.clone(),
-                    enabled: s.enabled,
-                })
-                .collect(),
-        ),
-        names: Arc::new(c.names.clone()),
+        view: live.view(),
+        live: live.clone(),
         ping_protocol,
         started: Instant::now(),
         cancel: cancel.clone(),
@@ -234,6 +250,10 @@ async fn serve(
     });
     outln!("API: {}", api_paths.socket.display())?;
     crate::daemon::systemd::ready(node.clone(), cancel.clone(), &tracker);
+    if std::fs::read(&loaded.path).ok().as_deref() == Some(started_with.as_slice()) {
+        archive_started(&loaded.path, &started_with);
+    }
+    live.spawn_watch(cancel.clone(), &tracker);
 
     loop {
         let event = tokio::select! {

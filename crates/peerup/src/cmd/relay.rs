@@ -6,7 +6,7 @@ use peerup_core::{PeerId, relay_addr};
 use serde::Serialize;
 
 use super::Ctx;
-use crate::cli::{RelayCommand, RelayConfigCommand};
+use crate::cli::RelayCommand;
 use crate::config::{self, edit::rewrite_node_file};
 use crate::outln;
 use crate::output::{self, faint, ok, warn};
@@ -22,9 +22,7 @@ pub(super) fn run(cmd: RelayCommand, ctx: &Ctx) -> Result<()> {
         RelayCommand::Add { addresses, peer_id } => add(&addresses, peer_id.as_deref(), ctx),
         RelayCommand::List(json) => list(json.json, ctx),
         RelayCommand::Remove { address, force } => remove(&address, force, ctx),
-        RelayCommand::Config(RelayConfigCommand::Validate) => {
-            super::config_cmd::validate_relay_config(ctx)
-        }
+        RelayCommand::Config(cmd) => super::config_cmd::relay_changes(cmd, ctx),
         RelayCommand::Setup { dir, non_interactive: _ } => {
             super::relay_server::setup(dir.as_deref(), ctx)
         }

@@ -19,6 +19,8 @@ use serde::Serialize;
 use tokio::sync::broadcast::error::RecvError;
 
 use super::Ctx;
+
+mod changes;
 use crate::config::load::{Loaded, RELAY_CONFIG_FILE, load_relay_file};
 use crate::config::relay_schema::RelayConfig;
 use crate::config::relay_template::{RELAY_AUTHORIZED_KEYS, RELAY_CONFIG};
@@ -93,13 +95,29 @@ pub(super) fn pair(args: &super::pair::relay_pair::PairArgs, ctx: &Ctx) -> Resul
 }
 
 pub(super) fn serve(ctx: &Ctx) -> Result<()> {
-    let loaded = load(ctx)?;
+    let path = config_path(ctx);
+    if path.exists() {
+        changes::revert_if_expired(&path)?;
+    }
+    let loaded = match load(ctx) {
+        Ok(l) => l,
+        Err(e) if changes::revert_failed_start(&path, &e)? => load(ctx)?,
+        Err(e) => return Err(e),
+    };
+    let started_with = std::fs::read(&loaded.path)?;
     net::block_on(async move {
         let (cancel, tracker) = net::shutdown_on_signals()?;
         let mut core = net::relay_node_config(&loaded)?;
         let probation = Probation::new(PROBATION_MAX, PROBATION_TTL);
         core.probation = Some(probation.clone());
         let access = core.access.clone();
+        let restart = changes::spawn_watch(
+            loaded.path.clone(),
+            loaded.config.clone(),
+            access.clone(),
+            cancel.clone(),
+            &tracker,
+        );
         let keypair = core.keypair.clone();
         let (node, mut events) = Node::spawn(core, cancel.clone(), &tracker)?;
         let security = &loaded.config.security;
@@ -132,6 +150,7 @@ pub(super) fn serve(ctx: &Ctx) -> Result<()> {
                 Ok(NodeEvent::Listening(addr)) => {
                     if !announced {
                         outln!("Relay ready: {}", node.peer_id())?;
+                        changes::archive_started(&loaded.path, &started_with);
                         announced = true;
                     }
                     outln!("  {}", addr.with(Protocol::P2p(node.peer_id())))?;
@@ -143,6 +162,12 @@ pub(super) fn serve(ctx: &Ctx) -> Result<()> {
             }
         }
         net::shutdown(&cancel, &tracker).await;
+        if restart.get() {
+            bail!(
+                "relay config {} was reverted and needs a restart; exiting so the supervisor restarts the relay",
+                loaded.path.display()
+            );
+        }
         Ok(())
     })
 }

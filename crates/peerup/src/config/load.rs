@@ -77,7 +77,16 @@ pub fn load_node(explicit: Option<&Path>) -> Result<Loaded<NodeConfig>> {
 
 /// Loads a node config file.
 pub fn load_node_file(path: &Path) -> Result<Loaded<NodeConfig>> {
-    let mut loaded = load_file::<NodeConfig>(path, |c| c.version)?;
+    resolve_node(load_file::<NodeConfig>(path, |c| c.version)?)
+}
+
+/// Parses node config text as if it were the file `path` (its relative paths resolve against
+/// `path`'s folder); the file itself is not read.
+pub fn node_from_text(text: &str, path: &Path) -> Result<Loaded<NodeConfig>> {
+    resolve_node(from_text::<NodeConfig>(text, path, |c| c.version)?)
+}
+
+fn resolve_node(mut loaded: Loaded<NodeConfig>) -> Result<Loaded<NodeConfig>> {
     let dir = loaded.dir().to_path_buf();
     let c = &mut loaded.config;
     c.identity.key_file = resolve(&dir, &c.identity.key_file);
@@ -88,7 +97,15 @@ pub fn load_node_file(path: &Path) -> Result<Loaded<NodeConfig>> {
 /// Loads a relay config file. Its paths resolve against its own folder too (the Go original used
 /// the working directory, which broke when run from anywhere else).
 pub fn load_relay_file(path: &Path) -> Result<Loaded<RelayConfig>> {
-    let mut loaded = load_file::<RelayConfig>(path, |c| c.version)?;
+    resolve_relay(load_file::<RelayConfig>(path, |c| c.version)?)
+}
+
+/// Parses relay config text as if it were the file `path` (see [`node_from_text`]).
+pub fn relay_from_text(text: &str, path: &Path) -> Result<Loaded<RelayConfig>> {
+    resolve_relay(from_text::<RelayConfig>(text, path, |c| c.version)?)
+}
+
+fn resolve_relay(mut loaded: Loaded<RelayConfig>) -> Result<Loaded<RelayConfig>> {
     let dir = loaded.dir().to_path_buf();
     let c = &mut loaded.config;
     c.identity.key_file = resolve(&dir, &c.identity.key_file);
@@ -107,8 +124,16 @@ fn load_file<T: DeserializeOwned + Default>(
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read config {}", path.display()))?;
     peerup_core::fsutil::check_private(path)?;
+    from_text(&text, path, version)
+}
+
+fn from_text<T: DeserializeOwned + Default>(
+    text: &str,
+    path: &Path,
+    version: impl Fn(&T) -> u32,
+) -> Result<Loaded<T>> {
     let (config, unknown_keys) =
-        parse_yaml::<T>(&text).with_context(|| format!("invalid config {}", path.display()))?;
+        parse_yaml::<T>(text).with_context(|| format!("invalid config {}", path.display()))?;
     let v = version(&config);
     if v > CONFIG_VERSION {
         bail!(

@@ -2,8 +2,6 @@
 //! constant time); answers are `{"data": …}` on success and `{"error": "…"}` otherwise. Bad input
 //! is a 4xx, never a 500; empty lists are `[]`.
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -57,14 +55,12 @@ pub struct ApiState {
     pub node: Node,
     /// The live access list (reloaded on auth changes).
     pub access: AccessList,
-    /// The authorized_keys file.
-    pub keys_path: PathBuf,
     /// Whether connection gating is on.
     pub gating: bool,
-    /// The configured services.
-    pub services: Arc<Vec<ServiceInfo>>,
-    /// The config's names.
-    pub names: Arc<BTreeMap<String, String>>,
+    /// The config's services, names and authorized_keys file, as last applied.
+    pub view: crate::daemon::live::View,
+    /// Applies config changes (`POST /v1/config/reload`).
+    pub live: Arc<crate::daemon::live::Live>,
     /// The ping-pong protocol.
     pub ping_protocol: StreamProtocol,
     /// When the daemon started.
@@ -122,6 +118,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/ping", post(ping))
         .route("/v1/traceroute", post(traceroute))
         .route("/v1/shutdown", post(shutdown))
+        .route("/v1/config/reload", post(config_reload))
         .route("/v1/connect", post(connect))
         .route("/v1/connect/{id}", delete(disconnect))
         .route("/v1/expose", post(expose))
@@ -153,13 +150,13 @@ async fn require_cookie(State(s): State<ApiState>, req: Request, next: Next) -> 
 }
 
 async fn services(State(s): State<ApiState>) -> Response {
-    let mut list: Vec<ServiceInfo> = s.services.to_vec();
+    let mut list: Vec<ServiceInfo> = s.view.services();
     list.extend(s.runtime().exposed.values().map(|(_, info)| info.clone()));
     data(list)
 }
 
 fn load_keys(s: &ApiState) -> Result<AuthorizedKeys, ApiError> {
-    AuthorizedKeys::load(&s.keys_path)
+    AuthorizedKeys::load(&s.view.keys_path())
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
 }
 
@@ -202,7 +199,7 @@ async fn auth_add(State(s): State<ApiState>, bytes: Bytes) -> Result<Response, A
         AuthorizedKeysError::Duplicate(_) => ApiError(StatusCode::CONFLICT, e.to_string()),
         other => ApiError(StatusCode::INTERNAL_SERVER_ERROR, other.to_string()),
     })?;
-    keys.save(&s.keys_path)
+    keys.save(&s.view.keys_path())
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     s.access.replace(&keys);
     tracing::info!(target: "audit", %peer, "auth_change: added");
@@ -220,7 +217,7 @@ async fn auth_remove(
         AuthorizedKeysError::NotFound(_) => ApiError(StatusCode::NOT_FOUND, e.to_string()),
         other => ApiError(StatusCode::INTERNAL_SERVER_ERROR, other.to_string()),
     })?;
-    keys.save(&s.keys_path)
+    keys.save(&s.view.keys_path())
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     s.access.replace(&keys);
     // Revoking access also ends what the peer has open.
@@ -230,7 +227,7 @@ async fn auth_remove(
 }
 
 pub(super) fn resolve_name(s: &ApiState, name: &str) -> Result<(PeerId, &'static str), ApiError> {
-    if let Some(id) = s.names.get(name) {
+    if let Some(id) = s.view.names().get(name) {
         return Ok((parse_peer(id)?, "local_config"));
     }
     name.parse().map(|p| (p, "peer_id")).map_err(|_| {
@@ -316,6 +313,16 @@ async fn traceroute(State(s): State<ApiState>, bytes: Bytes) -> Result<Response,
         ));
     }
     Ok(data(crate::cmd::ping::trace_json(&req.peer, peer, &trace)))
+}
+
+/// Re-reads the config file and applies what changed (what `config apply` asks for).
+async fn config_reload(State(s): State<ApiState>) -> Result<Response, ApiError> {
+    let report = s
+        .live
+        .reload()
+        .await
+        .map_err(|e| ApiError(StatusCode::UNPROCESSABLE_ENTITY, format!("{e:#}")))?;
+    Ok(data(report))
 }
 
 async fn shutdown(State(s): State<ApiState>) -> Response {

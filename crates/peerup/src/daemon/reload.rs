@@ -22,7 +22,8 @@ pub struct KeysWatch {
     peers: Vec<PeerId>,
 }
 
-fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
+/// A file's modification time and size, to notice changes.
+pub(crate) fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
     let m = std::fs::metadata(path).ok()?;
     Some((m.modified().ok()?, m.len()))
 }

@@ -14,13 +14,13 @@ use crate::util::{Home, PEER_A, PEER_B};
 const WAIT: Duration = Duration::from_secs(20);
 
 /// A daemon started in a test home; killed on drop.
-struct Daemon {
+pub(crate) struct Daemon {
     child: Child,
     lines: mpsc::Receiver<String>,
 }
 
 impl Daemon {
-    fn start(home: &Home) -> Daemon {
+    pub(crate) fn start(home: &Home) -> Daemon {
         Self::start_with(home, &[])
     }
 
@@ -29,7 +29,7 @@ impl Daemon {
     }
 
     /// Starts `peerup <args>` in `home` and waits for a stdout line starting with `ready`.
-    fn spawn(home: &Home, args: &[&str], env: &[(&str, &str)], ready: &str) -> Daemon {
+    pub(crate) fn spawn(home: &Home, args: &[&str], env: &[(&str, &str)], ready: &str) -> Daemon {
         let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("peerup"))
             .args(args)
             .env_clear()
@@ -63,6 +63,11 @@ impl Daemon {
         }
     }
 
+    /// Whether the process still runs.
+    pub(crate) fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
     /// Waits for the process to exit by itself.
     fn wait_exit(&mut self) -> bool {
         for _ in 0..200 {
@@ -83,7 +88,13 @@ impl Drop for Daemon {
 }
 
 /// One HTTP/1.1 request over the socket; returns the status and the parsed JSON body.
-fn call(home: &Home, token: Option<&str>, method: &str, path: &str, body: &str) -> (u16, Value) {
+pub(crate) fn call(
+    home: &Home,
+    token: Option<&str>,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> (u16, Value) {
     let (status, text) = call_raw(home, token, method, path, body);
     (status, serde_json::from_str(&text).unwrap_or_else(|e| panic!("non-JSON body {text:?}: {e}")))
 }
@@ -487,7 +498,10 @@ fn documented_endpoints_exist_and_bad_bodies_are_4xx() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 14, "documented operations besides shutdown (all 15 of the original)");
+    assert_eq!(
+        checked, 15,
+        "documented operations besides shutdown (the original 15, and config/reload)"
+    );
     let (code, v) = call(&home, t, "POST", "/v1/shutdown", "");
     assert_eq!((code, v["data"]["status"].as_str()), (200, Some("shutting down")));
 }

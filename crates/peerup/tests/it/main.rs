@@ -3,6 +3,7 @@
 
 mod auth;
 mod config;
+mod config_apply;
 mod daemon_api;
 mod init;
 mod network;

@@ -173,6 +173,12 @@ impl Node {
         Node { host: host.into(), home, config, id: String::new() }
     }
 
+    /// The node's config file.
+    #[allow(dead_code, reason = "not used by benches/lab.rs")]
+    pub fn config(&self) -> &Path {
+        &self.config
+    }
+
     /// Starts `peerup <args> --config <config>` in the background.
     #[allow(dead_code, reason = "not used by benches/lab.rs")]
     pub fn spawn(&self, lab: &Lab, what: &str, args: &[&str]) -> Proc {

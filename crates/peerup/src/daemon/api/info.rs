@@ -60,7 +60,7 @@ pub(super) async fn status(State(s): State<ApiState>) -> Result<Response, ApiErr
         "listen_addresses": local,
         "relay_addresses": relay,
         "external_addresses": external.iter().map(ToString::to_string).collect::<Vec<_>>(),
-        "services_count": s.services.iter().filter(|x| x.enabled).count(),
+        "services_count": s.view.services().iter().filter(|x| x.enabled).count(),
         "has_global_ipv4": findings.has_global_v4(),
         "has_global_ipv6": findings.has_global_v6(),
         "nat_type": mapping.as_str(),

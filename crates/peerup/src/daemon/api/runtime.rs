@@ -91,7 +91,7 @@ pub(super) async fn expose(State(s): State<ApiState>, bytes: Bytes) -> Result<Re
     crate::config::validate::check_local_address(&req.local_address).map_err(|e| {
         ApiError::bad(format!("invalid local_address {:?}: {e}", req.local_address))
     })?;
-    let taken = s.services.iter().any(|x| x.name == req.name && x.enabled)
+    let taken = s.view.services().iter().any(|x| x.name == req.name && x.enabled)
         || s.runtime().exposed.contains_key(&req.name);
     if taken {
         return Err(ApiError(
