@@ -77,7 +77,16 @@ pub fn load_node(explicit: Option<&Path>) -> Result<Loaded<NodeConfig>> {
 
 /// Loads a node config file.
 pub fn load_node_file(path: &Path) -> Result<Loaded<NodeConfig>> {
-    let mut loaded = load_file::<NodeConfig>(path, |c| c.version)?;
+    load_node_with(path, true)
+}
+
+/// Loads the node config even if others may read it (`peerup doctor` reports that instead).
+pub fn load_node_unchecked(explicit: Option<&Path>) -> Result<Loaded<NodeConfig>> {
+    load_node_with(&find_node_config(explicit)?, false)
+}
+
+fn load_node_with(path: &Path, check_mode: bool) -> Result<Loaded<NodeConfig>> {
+    let mut loaded = load_file::<NodeConfig>(path, |c| c.version, check_mode)?;
     let dir = loaded.dir().to_path_buf();
     let c = &mut loaded.config;
     c.identity.key_file = resolve(&dir, &c.identity.key_file);
@@ -88,7 +97,7 @@ pub fn load_node_file(path: &Path) -> Result<Loaded<NodeConfig>> {
 /// Loads a relay config file. Its paths resolve against its own folder too (the Go original used
 /// the working directory, which broke when run from anywhere else).
 pub fn load_relay_file(path: &Path) -> Result<Loaded<RelayConfig>> {
-    let mut loaded = load_file::<RelayConfig>(path, |c| c.version)?;
+    let mut loaded = load_file::<RelayConfig>(path, |c| c.version, true)?;
     let dir = loaded.dir().to_path_buf();
     let c = &mut loaded.config;
     c.identity.key_file = resolve(&dir, &c.identity.key_file);
@@ -103,10 +112,13 @@ fn resolve(dir: &Path, p: &Path) -> PathBuf {
 fn load_file<T: DeserializeOwned + Default>(
     path: &Path,
     version: impl Fn(&T) -> u32,
+    check_mode: bool,
 ) -> Result<Loaded<T>> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read config {}", path.display()))?;
-    peerup_core::fsutil::check_private(path)?;
+    if check_mode {
+        peerup_core::fsutil::check_private(path)?;
+    }
     let (config, unknown_keys) =
         parse_yaml::<T>(&text).with_context(|| format!("invalid config {}", path.display()))?;
     let v = version(&config);
