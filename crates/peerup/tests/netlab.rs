@@ -21,6 +21,8 @@ macro_rules! say {
     }};
 }
 
+#[path = "netlab/doctor.rs"]
+mod doctor;
 #[path = "netlab/harness.rs"]
 mod harness;
 #[path = "netlab/lab.rs"]
@@ -105,4 +107,11 @@ fn nat_cone_x_cone_pairing() {
 #[test]
 fn nat_group_of_three_pairing() {
     pairing::group_of_three();
+}
+
+/// `doctor --json`: alice (cone) endpoint-independent, carol (symmetric) endpoint-dependent, dave
+/// double NAT behind CGNAT, pubpeer public; each with the grade that follows.
+#[test]
+fn nat_doctor_four_hosts() {
+    doctor::four_hosts();
 }

@@ -14,7 +14,7 @@ use crate::util::{Home, PEER_A, PEER_B};
 const WAIT: Duration = Duration::from_secs(20);
 
 /// A daemon started in a test home; killed on drop.
-struct Daemon {
+pub(crate) struct Daemon {
     child: Child,
     lines: mpsc::Receiver<String>,
 }
@@ -29,7 +29,7 @@ impl Daemon {
     }
 
     /// Starts `peerup <args>` in `home` and waits for a stdout line starting with `ready`.
-    fn spawn(home: &Home, args: &[&str], env: &[(&str, &str)], ready: &str) -> Daemon {
+    pub(crate) fn spawn(home: &Home, args: &[&str], env: &[(&str, &str)], ready: &str) -> Daemon {
         let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("peerup"))
             .args(args)
             .env_clear()
@@ -53,7 +53,7 @@ impl Daemon {
         d
     }
 
-    fn wait_line(&mut self, prefix: &str) -> String {
+    pub(crate) fn wait_line(&mut self, prefix: &str) -> String {
         loop {
             match self.lines.recv_timeout(WAIT) {
                 Ok(l) if l.starts_with(prefix) => return l,

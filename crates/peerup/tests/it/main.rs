@@ -4,6 +4,7 @@
 mod auth;
 mod config;
 mod daemon_api;
+mod doctor;
 mod init;
 mod network;
 mod pairing;
