@@ -22,6 +22,7 @@
 //! - [`mux`]: yamux with 256 KiB frames.
 //! - [`pairing`]: invite/join with short codes over SPAKE2, and SAS verification.
 //! - [`diag`]: traceroute over the path actually taken.
+//! - [`doctor`]: `peerup doctor`'s probes: relays over TCP and QUIC, NAT mapping, hops, UPnP.
 //! - [`relay`]: circuit relay server limits.
 //! - [`fsutil`]: atomic, private (mode 0600) file writes and the permission check on secrets.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
@@ -31,6 +32,7 @@
 pub mod authorized_keys;
 pub mod bulk;
 pub mod diag;
+pub mod doctor;
 pub mod fsutil;
 pub mod gate;
 pub mod identity;

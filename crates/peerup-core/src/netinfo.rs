@@ -1,5 +1,6 @@
 //! What this machine's network looks like from here: its addresses, the NAT's mapping behaviour
-//! as peers observe it, and the reachability grade that sums them up.
+//! as peers observe it, the NATs on the way out (from the addresses of the first hops), and the
+//! reachability grade that sums them up. [`crate::doctor`] measures; this module classifies.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
@@ -108,6 +109,40 @@ pub fn classify_mapping(local: &[IpAddr], observed: &[SocketAddr]) -> NatMapping
     }
 }
 
+/// What the first hops of the path out say about the NATs in front of this machine.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Upstream {
+    /// Hops with a private or CGNAT address before the first public one: each is (most likely)
+    /// a NAT, since a private network ends at one.
+    pub nat_hops: usize,
+    /// One of those hops is in 100.64.0.0/10, the range reserved for carrier-grade NAT.
+    pub cgnat: bool,
+}
+
+impl Upstream {
+    /// Two or more NATs in a row.
+    pub fn double_nat(&self) -> bool {
+        self.nat_hops >= 2
+    }
+}
+
+/// Reads the addresses of the hops that answered a TTL-limited probe, in TTL order (hops that
+/// did not answer left out), up to the first public one: everything after it is the internet.
+pub fn classify_hops(hops: &[IpAddr]) -> Upstream {
+    let mut up = Upstream::default();
+    for hop in hops {
+        match hop {
+            IpAddr::V4(v4) if is_cgnat(*v4) => {
+                up.nat_hops += 1;
+                up.cgnat = true;
+            }
+            IpAddr::V4(v4) if v4.is_private() => up.nat_hops += 1,
+            _ => break,
+        }
+    }
+    up
+}
+
 /// The A–F reachability grade with its reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reachability {
@@ -128,6 +163,11 @@ pub struct Findings {
     pub mapping: Option<NatMapping>,
     /// Whether a peer observed us from outside at all.
     pub has_external: bool,
+    /// A carrier-grade NAT was seen beyond this machine: a hop or the observed address in
+    /// 100.64.0.0/10 (an interface address in it counts too, see [`Self::behind_cgnat`]).
+    pub cgnat_upstream: bool,
+    /// Two or more NATs in a row (see [`Upstream::double_nat`]).
+    pub double_nat: bool,
 }
 
 impl Findings {
@@ -141,9 +181,30 @@ impl Findings {
         self.addresses.iter().any(|ip| matches!(ip, IpAddr::V6(v6) if is_global_v6(*v6)))
     }
 
-    /// Whether an interface sits in the carrier-grade NAT range.
+    /// Whether an interface sits in the carrier-grade NAT range, or one was seen upstream.
     pub fn behind_cgnat(&self) -> bool {
-        self.addresses.iter().any(|ip| matches!(ip, IpAddr::V4(v4) if is_cgnat(*v4)))
+        self.cgnat_upstream
+            || self.addresses.iter().any(|ip| matches!(ip, IpAddr::V4(v4) if is_cgnat(*v4)))
+    }
+
+    /// The facts behind the grade, one short sentence each, the deciding one first.
+    pub fn reasons(&self) -> Vec<String> {
+        let grade = self.grade();
+        let mut out = vec![grade.description.clone()];
+        let mut add = |cond: bool, s: &str| {
+            if cond && !out.iter().any(|o| o == s) {
+                out.push(s.to_string());
+            }
+        };
+        add(self.has_global_v6(), "Public IPv6 detected");
+        add(self.has_global_v4(), "Public IPv4 detected");
+        add(!self.has_global_v4() && !self.has_global_v6(), "No public address on any interface");
+        add(self.behind_cgnat(), "Carrier-grade NAT (100.64.0.0/10) detected");
+        add(self.double_nat, "Double NAT detected");
+        if let Some(m) = self.mapping.filter(|m| *m != NatMapping::Unknown) {
+            out.push(format!("NAT mapping: {}", m.as_str()));
+        }
+        out
     }
 
     /// The grade; the first matching rule wins.
@@ -163,18 +224,25 @@ impl Findings {
             );
         }
         match self.mapping {
-            Some(NatMapping::None) => {
-                return r('B', "Good", "Peers see this host's own address (no NAT)");
-            }
-            Some(NatMapping::EndpointIndependent) => {
-                return r('B', "Good", "Hole-punchable NAT (endpoint-independent mapping)");
-            }
             Some(NatMapping::EndpointDependent) => {
                 return r(
                     'D',
                     "Poor",
                     "Symmetric NAT (endpoint-dependent mapping): the relay carries traffic",
                 );
+            }
+            _ if self.double_nat => {
+                return r(
+                    'C',
+                    "Fair",
+                    "Double NAT: hole punching works only if both NATs map endpoint-independently",
+                );
+            }
+            Some(NatMapping::None) => {
+                return r('B', "Good", "Peers see this host's own address (no NAT)");
+            }
+            Some(NatMapping::EndpointIndependent) => {
+                return r('B', "Good", "Hole-punchable NAT (endpoint-independent mapping)");
             }
             _ => {}
         }
@@ -247,6 +315,43 @@ mod tests {
         };
         assert_eq!(cgnat.grade().grade, 'D');
         assert_eq!(Findings::default().grade().grade, 'F');
+    }
+
+    #[test]
+    fn hops_tell_single_double_and_carrier_nat() {
+        let ips = |v: &[&str]| v.iter().map(|s| s.parse().unwrap()).collect::<Vec<IpAddr>>();
+        // pubpeer: no hop answered before the relay.
+        assert_eq!(classify_hops(&[]), Upstream::default());
+        // alice: her home router, then the internet.
+        let one = classify_hops(&ips(&["192.168.1.1", "198.18.0.1"]));
+        assert_eq!(one, Upstream { nat_hops: 1, cgnat: false });
+        assert!(!one.double_nat());
+        // dave: home router, then the carrier's NAT.
+        let dave = classify_hops(&ips(&["192.168.4.1", "100.64.0.1"]));
+        assert!(dave.double_nat() && dave.cgnat);
+        // Private hops after the first public one are the ISP's business, not ours.
+        let isp = classify_hops(&ips(&["192.168.1.1", "203.0.113.1", "10.0.0.1"]));
+        assert_eq!(isp.nat_hops, 1);
+    }
+
+    #[test]
+    fn double_nat_and_upstream_cgnat_grades() {
+        let lan =
+            Findings { addresses: vec!["192.168.4.2".parse().unwrap()], ..Default::default() };
+        let dave = Findings {
+            mapping: Some(NatMapping::EndpointIndependent),
+            cgnat_upstream: true,
+            double_nat: true,
+            ..lan.clone()
+        };
+        assert_eq!(dave.grade().grade, 'D');
+        let reasons = dave.reasons();
+        assert!(reasons[0].starts_with("CGNAT"), "{reasons:?}");
+        assert!(reasons.iter().any(|r| r == "Double NAT detected"), "{reasons:?}");
+        let double = Findings { cgnat_upstream: false, ..dave.clone() };
+        assert_eq!(double.grade().grade, 'C');
+        let sym = Findings { mapping: Some(NatMapping::EndpointDependent), ..double };
+        assert_eq!(sym.grade().grade, 'D');
     }
 
     #[test]

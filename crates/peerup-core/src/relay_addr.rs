@@ -73,6 +73,42 @@ pub fn peer_id_of(addr: &Multiaddr) -> Option<PeerId> {
     })
 }
 
+/// The same relay address over QUIC (`/udp/<port>/quic-v1`) when it is TCP. Dialing the relay over
+/// QUIC as well teaches a node its public QUIC address, which is what hole punching needs (QUIC
+/// dials from its listening socket; TCP does not).
+pub fn quic_twin(addr: &Multiaddr) -> Option<Multiaddr> {
+    let mut out = Multiaddr::empty();
+    let mut swapped = false;
+    for p in addr.iter() {
+        match p {
+            Protocol::Tcp(port) if !swapped => {
+                out.push(Protocol::Udp(port));
+                out.push(Protocol::QuicV1);
+                swapped = true;
+            }
+            other => out.push(other),
+        }
+    }
+    swapped.then_some(out)
+}
+
+/// The same relay address over TCP when it is QUIC (`/udp/<port>/quic-v1` becomes `/tcp/<port>`).
+pub fn tcp_twin(addr: &Multiaddr) -> Option<Multiaddr> {
+    let mut out = Multiaddr::empty();
+    let mut swapped = false;
+    for p in addr.iter() {
+        match p {
+            Protocol::Udp(port) if !swapped => {
+                out.push(Protocol::Tcp(port));
+                swapped = true;
+            }
+            Protocol::QuicV1 if swapped => {}
+            other => out.push(other),
+        }
+    }
+    (swapped && addr.iter().any(|p| matches!(p, Protocol::QuicV1))).then_some(out)
+}
+
 fn parse_multiaddr(input: &str, peer_id: Option<PeerId>) -> Result<Multiaddr, RelayAddrError> {
     let mut addr: Multiaddr = input.parse().map_err(|e: libp2p::multiaddr::Error| {
         RelayAddrError::InvalidMultiaddr { input: input.to_string(), reason: e.to_string() }
@@ -116,6 +152,22 @@ fn split_host_port(input: &str) -> Result<(IpAddr, u16), RelayAddrError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn twins_swap_tcp_and_quic() {
+        let tcp: Multiaddr =
+            "/ip4/198.18.0.1/tcp/7777/p2p/12D3KooWNq8c1fNjXwhRoWxSXT419bumWQFoTbowCwHEa96RJRg6"
+                .parse()
+                .unwrap();
+        let quic = quic_twin(&tcp).unwrap();
+        assert_eq!(
+            quic.to_string(),
+            "/ip4/198.18.0.1/udp/7777/quic-v1/p2p/12D3KooWNq8c1fNjXwhRoWxSXT419bumWQFoTbowCwHEa96RJRg6"
+        );
+        assert_eq!(tcp_twin(&quic), Some(tcp.clone()));
+        assert!(quic_twin(&quic).is_none());
+        assert!(tcp_twin(&tcp).is_none());
+    }
 
     const ID: &str = "12D3KooWNq8c1fNjXwhRoWxSXT419bumWQFoTbowCwHEa96RJRg6";
 

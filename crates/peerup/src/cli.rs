@@ -99,10 +99,22 @@ pub enum Command {
         #[command(flatten)]
         json: JsonFlag,
     },
+    /// Explain this machine's connectivity (NAT, CGNAT, relays, reservation, grade, local faults)
+    Doctor(DoctorArgs),
     /// Run a relay and two nodes on loopback and tunnel a service through them
     Demo,
     /// Print version information
     Version(JsonFlag),
+}
+
+/// `peerup doctor`.
+#[derive(Debug, Clone, Args)]
+pub struct DoctorArgs {
+    #[command(flatten)]
+    pub json: JsonFlag,
+    /// Skip the UPnP gateway search (an SSDP multicast on the LAN)
+    #[arg(long)]
+    pub no_upnp: bool,
 }
 
 #[derive(Debug, Subcommand)]

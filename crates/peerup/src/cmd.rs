@@ -4,6 +4,7 @@ mod auth;
 mod config_cmd;
 mod daemon;
 mod demo;
+mod doctor;
 mod init;
 pub(crate) mod pair;
 pub(crate) mod ping;
@@ -58,6 +59,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Invite(args) => pair::invite(&args, &ctx),
         Command::Join(args) => pair::join(&args, &ctx),
         Command::Verify { target, yes, json } => verify::run(&target, yes, json.json, &ctx),
+        Command::Doctor(args) => doctor::run(&args, &ctx),
         Command::Demo => demo::run(),
         Command::Version(json) => version(json.json),
     }

@@ -93,16 +93,7 @@ pub fn node_config(loaded: &Loaded<NodeConfig>, reserve: bool) -> Result<CoreCon
     let key = identity::load(&c.identity.key_file)?;
     let mut core = CoreConfig::new(key);
     core.listen = multiaddrs("network.listen_addresses", &c.network.listen_addresses)?;
-    core.relays = c
-        .relay
-        .addresses
-        .iter()
-        .enumerate()
-        .map(|(i, a)| relay_addr::parse(a, None).with_context(|| format!("relay.addresses[{i}]")))
-        .collect::<Result<_>>()?;
-    if core.relays.is_empty() {
-        bail!("no relay configured; add one with 'peerup relay add <multiaddr>'");
-    }
+    core.relays = node_config_relays(loaded)?;
     core.reserve = reserve;
     core.network = c.discovery.network.clone();
     core.enable_upnp = c.network.enable_upnp;
@@ -111,6 +102,22 @@ pub fn node_config(loaded: &Loaded<NodeConfig>, reserve: bool) -> Result<CoreCon
     // Troubleshooting switch: PEERUP_BULK=0 keeps every proxied connection on yamux streams.
     core.enable_bulk = std::env::var("PEERUP_BULK").map_or(true, |v| v != "0");
     Ok(core)
+}
+
+/// The configured relays as dialable addresses (each naming its peer ID); none is an error.
+pub fn node_config_relays(loaded: &Loaded<NodeConfig>) -> Result<Vec<Multiaddr>> {
+    let relays: Vec<Multiaddr> = loaded
+        .config
+        .relay
+        .addresses
+        .iter()
+        .enumerate()
+        .map(|(i, a)| relay_addr::parse(a, None).with_context(|| format!("relay.addresses[{i}]")))
+        .collect::<Result<_>>()?;
+    if relays.is_empty() {
+        bail!("no relay configured; add one with 'peerup relay add <multiaddr>'");
+    }
+    Ok(relays)
 }
 
 /// The core config of a relay server.

@@ -23,6 +23,8 @@ macro_rules! say {
 
 #[path = "netlab/config_apply.rs"]
 mod config_apply;
+#[path = "netlab/doctor.rs"]
+mod doctor;
 #[path = "netlab/harness.rs"]
 mod harness;
 #[path = "netlab/lab.rs"]
@@ -122,4 +124,11 @@ fn nat_address_change_recovers() {
 #[test]
 fn nat_unconfirmed_broken_relay_reverts() {
     config_apply::broken_relay_reverts();
+}
+
+/// `doctor --json`: alice (cone) endpoint-independent, carol (symmetric) endpoint-dependent, dave
+/// double NAT behind CGNAT, pubpeer public; each with the grade that follows.
+#[test]
+fn nat_doctor_four_hosts() {
+    doctor::four_hosts();
 }

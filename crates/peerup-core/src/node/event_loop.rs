@@ -21,7 +21,7 @@ use super::behaviour::{Behaviour, BehaviourEvent, build_swarm};
 use super::peers::PeerBook;
 use super::reservations::Reservations;
 use super::{Command, NodeConfig, NodeError, NodeEvent};
-use crate::relay_addr;
+use crate::relay_addr::{self, quic_twin};
 use crate::streams::{OpenRequest, PathInfo, StreamControl, ip_of, is_relayed};
 
 mod relays;
@@ -59,25 +59,6 @@ pub(crate) struct EventLoop {
     bulk_probes: crate::bulk::Probes,
     /// Changes of the machine's addresses, when watched.
     network: Option<mpsc::Receiver<crate::netwatch::AddressChange>>,
-}
-
-/// The same relay address over QUIC (`/udp/<port>/quic-v1`) when it is TCP. Dialing the relay over
-/// QUIC as well teaches us our public QUIC address, which is what hole punching needs (QUIC
-/// dials from its listening socket; TCP does not).
-fn quic_twin(addr: &Multiaddr) -> Option<Multiaddr> {
-    let mut out = Multiaddr::empty();
-    let mut swapped = false;
-    for p in addr.iter() {
-        match p {
-            Protocol::Tcp(port) if !swapped => {
-                out.push(Protocol::Udp(port));
-                out.push(Protocol::QuicV1);
-                swapped = true;
-            }
-            other => out.push(other),
-        }
-    }
-    swapped.then_some(out)
 }
 
 /// The path of a connection, from its endpoint.
@@ -524,23 +505,5 @@ impl EventLoop {
             BehaviourEvent::RelayServer(e) => tracing::debug!(event = ?e, "relay"),
             other => tracing::trace!(event = ?other, "behaviour event"),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn quic_twin_swaps_tcp_for_quic() {
-        let a: Multiaddr =
-            "/ip4/198.18.0.1/tcp/7777/p2p/12D3KooWNq8c1fNjXwhRoWxSXT419bumWQFoTbowCwHEa96RJRg6"
-                .parse()
-                .unwrap();
-        assert_eq!(
-            quic_twin(&a).unwrap().to_string(),
-            "/ip4/198.18.0.1/udp/7777/quic-v1/p2p/12D3KooWNq8c1fNjXwhRoWxSXT419bumWQFoTbowCwHEa96RJRg6"
-        );
-        assert!(quic_twin(&"/ip4/1.2.3.4/udp/1/quic-v1".parse().unwrap()).is_none());
     }
 }

@@ -77,7 +77,12 @@ pub fn load_node(explicit: Option<&Path>) -> Result<Loaded<NodeConfig>> {
 
 /// Loads a node config file.
 pub fn load_node_file(path: &Path) -> Result<Loaded<NodeConfig>> {
-    resolve_node(load_file::<NodeConfig>(path, |c| c.version)?)
+    resolve_node(load_file::<NodeConfig>(path, |c| c.version, true)?)
+}
+
+/// Loads the node config even if others may read it (`peerup doctor` reports that instead).
+pub fn load_node_unchecked(explicit: Option<&Path>) -> Result<Loaded<NodeConfig>> {
+    resolve_node(load_file::<NodeConfig>(&find_node_config(explicit)?, |c| c.version, false)?)
 }
 
 /// Parses node config text as if it were the file `path` (its relative paths resolve against
@@ -97,7 +102,7 @@ fn resolve_node(mut loaded: Loaded<NodeConfig>) -> Result<Loaded<NodeConfig>> {
 /// Loads a relay config file. Its paths resolve against its own folder too (the Go original used
 /// the working directory, which broke when run from anywhere else).
 pub fn load_relay_file(path: &Path) -> Result<Loaded<RelayConfig>> {
-    resolve_relay(load_file::<RelayConfig>(path, |c| c.version)?)
+    resolve_relay(load_file::<RelayConfig>(path, |c| c.version, true)?)
 }
 
 /// Parses relay config text as if it were the file `path` (see [`node_from_text`]).
@@ -120,10 +125,13 @@ fn resolve(dir: &Path, p: &Path) -> PathBuf {
 fn load_file<T: DeserializeOwned + Default>(
     path: &Path,
     version: impl Fn(&T) -> u32,
+    check_mode: bool,
 ) -> Result<Loaded<T>> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read config {}", path.display()))?;
-    peerup_core::fsutil::check_private(path)?;
+    if check_mode {
+        peerup_core::fsutil::check_private(path)?;
+    }
     from_text(&text, path, version)
 }
 

@@ -17,6 +17,9 @@ pub fn default_relay_listen_addresses() -> Vec<String> {
         "/ip4/0.0.0.0/udp/7777/quic-v1",
         "/ip6/::/tcp/7777",
         "/ip6/::/udp/7777/quic-v1",
+        // The second QUIC port `peerup doctor` measures the NAT mapping with.
+        "/ip4/0.0.0.0/udp/7778/quic-v1",
+        "/ip6/::/udp/7778/quic-v1",
     ]
     .map(String::from)
     .to_vec()
@@ -31,7 +34,7 @@ pub struct RelayConfig {
     /// `identity.key_file`, default `relay_node.key`.
     #[serde(deserialize_with = "null_as_default")]
     pub identity: RelayIdentitySection,
-    /// `network.listen_addresses`, default TCP and QUIC on 7777.
+    /// `network.listen_addresses`, default TCP and QUIC on 7777, and QUIC on 7778 too.
     #[serde(deserialize_with = "null_as_default")]
     pub network: RelayNetworkSection,
     /// `discovery.network`: the namespace clients must share. Default: global.

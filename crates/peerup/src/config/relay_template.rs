@@ -15,6 +15,10 @@ network:
     - "/ip4/0.0.0.0/udp/7777/quic-v1"
     - "/ip6/::/tcp/7777"
     - "/ip6/::/udp/7777/quic-v1"
+    # A second QUIC port: `peerup doctor` compares what two endpoints see of one socket
+    # to tell a cone NAT from a symmetric one. Open UDP 7778 in the firewall too.
+    - "/ip4/0.0.0.0/udp/7778/quic-v1"
+    - "/ip6/::/udp/7778/quic-v1"
 
 security:
   # Peers allowed to connect and reserve: peerup relay authorize <peer-id>

@@ -53,7 +53,7 @@ impl Daemon {
         d
     }
 
-    fn wait_line(&mut self, prefix: &str) -> String {
+    pub(crate) fn wait_line(&mut self, prefix: &str) -> String {
         loop {
             match self.lines.recv_timeout(WAIT) {
                 Ok(l) if l.starts_with(prefix) => return l,

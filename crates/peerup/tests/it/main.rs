@@ -5,6 +5,7 @@ mod auth;
 mod config;
 mod config_apply;
 mod daemon_api;
+mod doctor;
 mod init;
 mod network;
 mod pairing;

@@ -50,6 +50,7 @@ pub(super) async fn status(State(s): State<ApiState>) -> Result<Response, ApiErr
         mapping: (mapping != NatMapping::Unknown).then_some(mapping),
         has_external: !external.is_empty() || !observed.is_empty(),
         addresses,
+        ..Findings::default()
     };
     let grade = findings.grade();
     Ok(data(json!({
