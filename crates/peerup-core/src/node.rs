@@ -413,6 +413,7 @@ impl Node {
     ) -> Result<(Stream, PathInfo), NodeError> {
         let deadline = tokio::time::Instant::now() + OPEN_STREAM_TIMEOUT;
         let mut attempts = 0;
+        let mut first_error = None;
         loop {
             attempts += 1;
             let (reply, rx) = oneshot::channel();
@@ -427,11 +428,16 @@ impl Node {
                 // A connection that died under the request (closed after its pings went
                 // unanswered, typically because an address changed): once more, on a new one.
                 Err(
-                    NodeError::ConnectionClosed | NodeError::OpenStream(OpenStreamError::Io(_)),
+                    e @ (NodeError::ConnectionClosed
+                    | NodeError::OpenStream(OpenStreamError::Io(_))),
                 ) if attempts < OPEN_STREAM_ATTEMPTS => {
-                    tracing::debug!(%peer, "stream open failed on a dying connection; trying again");
+                    tracing::debug!(%peer, error = %e, "stream open failed on a dying connection; trying again");
+                    first_error = Some(e);
                 }
-                other => return other,
+                // If the retry fails too, the first failure says more (a peer that refuses us
+                // closes the connection; the retry then finds no way to reach it at all).
+                Err(e) => return Err(first_error.unwrap_or(e)),
+                Ok(found) => return Ok(found),
             }
         }
     }
