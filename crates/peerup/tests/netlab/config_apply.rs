@@ -1,6 +1,6 @@
 //! Safe config changes through real NATs: a config whose relay is wrong, applied on alice and never
-//! confirmed, is reverted by her daemon by itself, and her peers reach her again with no hands on
-//! her machine.
+//! confirmed, is reverted by her daemon by itself, and her peers reach her again (bob's ssh through
+//! his proxy among them) with no hands on her machine.
 
 use std::time::{Duration, Instant};
 
@@ -8,6 +8,7 @@ use super::lab::{Lab, RESERVATION, TRANSFER};
 use super::node::{PathKind, pair};
 use super::paths::{nodes, payload_through, serve_echo};
 use super::py::Client;
+use super::ssh::{self, Sshd};
 
 /// How long the change may stay unconfirmed.
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(5);
@@ -17,14 +18,19 @@ const WRONG_RELAY_ID: &str = "12D3KooWQK1wnefoLrcVHbbnf5tLzbopUd3K3bFAoJpA7YJgL5
 const PROBE: u64 = 64 << 10;
 
 pub fn broken_relay_reverts() {
-    let Some(lab) = Lab::up("pa1", &[]) else { return };
+    let Some(lab) = Lab::up("pa1", &ssh::TOOLS) else { return };
+    let sshd = Sshd::start(&lab, "alice", 2222);
     let (relay, n) = nodes(&lab, &["alice", "bob", "carol"]);
     let (alice, bob, carol) = (&n[0], &n[1], &n[2]);
     pair(&lab, alice, bob);
     pair(&lab, alice, carol);
+    alice.service_add(&lab, "ssh", &format!("127.0.0.1:{}", sshd.port));
     let (_echo, mut daemon) = serve_echo(&lab, alice, &relay);
     let mut bob_proxy = bob.proxy(&lab, &alice.id, "echo");
     payload_through(&lab, "bob", &mut bob_proxy, "bob -> alice before the change");
+    let ssh_proxy = bob.proxy(&lab, &alice.id, "ssh");
+    let out = sshd.ssh(&lab, "bob", ssh_proxy.port, "echo before").ok();
+    assert_eq!(out.trim(), "before", "ssh through bob's proxy before the change");
 
     // The same config with the relay's peer ID replaced: alice would be unreachable through it.
     let good = std::fs::read_to_string(alice.config()).expect("read alice's config");
@@ -60,11 +66,15 @@ pub fn broken_relay_reverts() {
     let carol_ok = Instant::now();
     payload_through(&lab, "bob", &mut bob_proxy, "bob -> alice after the revert");
     let bob_ok = Instant::now();
+    let out = sshd.ssh(&lab, "bob", ssh_proxy.port, "echo after").ok();
+    assert_eq!(out.trim(), "after", "ssh through bob's proxy after the revert");
+    let ssh_ok = Instant::now();
     let since = |t: Instant| t.saturating_duration_since(deadline).as_secs_f64();
     say!(
-        "[pa1] after the confirm deadline: alice reserved again in {:.2} s, carol's relayed probe done in {:.2} s, bob's payload done in {:.2} s",
+        "[pa1] after the confirm deadline: alice reserved again in {:.2} s, carol's relayed probe done in {:.2} s, bob's payload done in {:.2} s, bob's ssh in {:.2} s",
         since(reserved),
         since(carol_ok),
-        since(bob_ok)
+        since(bob_ok),
+        since(ssh_ok)
     );
 }
