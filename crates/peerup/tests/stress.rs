@@ -10,7 +10,7 @@
 //! `CI` set a lab that cannot start fails the test, otherwise it is skipped with a message.
 //!
 //! ```sh
-//! cargo test -p peerup --test stress -- --nocapture              # as root, about 4 minutes
+//! cargo test -p peerup --test stress -- --nocapture              # as root, about 3 minutes
 //! PEERUP_SOAK=1 cargo test -p peerup --test stress -- --nocapture   # the long variants
 //! ```
 //!

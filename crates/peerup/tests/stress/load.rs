@@ -62,7 +62,6 @@ pub fn set_relay_resource(relay: &Relay, key: &str, value: &str) {
 /// Relay, alice serving `echo`, and `client`'s proxy to it.
 pub struct Setup {
     pub relay: Relay,
-    #[allow(dead_code, reason = "kept for the test's duration")]
     pub alice: Node,
     #[allow(dead_code, reason = "kept for the test's duration")]
     pub client: Node,
@@ -250,6 +249,12 @@ pub fn symmetric_x_cone_relayed() {
     );
     r.assert_ok(PathKind::Relayed);
     assert_alive(&mut s, served, r.conns);
+    // The proxy logs `connected peer=<id> path=…` once per connection it opens to a peer: one
+    // means every stream rode on the same relayed connection, and the circuit was never cut.
+    let needle = format!("connected peer={}", s.alice.id);
+    let text = s.proxy.proc.text(Some(Stream::Err));
+    let opened = text.lines().filter(|l| l.contains(&needle)).count();
+    assert_eq!(opened, 1, "carol's proxy connected to alice {opened} times (one circuit expected)");
     let lost =
         s.daemon.proc.wait_line_from(0, None, Duration::ZERO, |l| l.contains("Reservation lost"));
     assert!(lost.is_none(), "alice lost her reservation during the load: {lost:?}");
