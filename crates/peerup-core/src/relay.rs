@@ -2,8 +2,8 @@
 //!
 //! rust-libp2p's defaults cut every relayed circuit after 2 minutes or 128 KiB, which kills any
 //! real SSH or RDP session that never gets a direct path. peerup's defaults let a circuit live for
-//! 12 hours and carry 1 GiB per direction, and bound abuse with reservation and circuit caps (in
-//! total, per peer, per IP) instead.
+//! 12 hours and carry 1 GiB (both directions counted together), and bound abuse with reservation
+//! and circuit caps (in total, per peer, per IP) instead.
 
 use std::time::Duration;
 
@@ -28,7 +28,8 @@ pub struct RelayLimits {
     pub max_circuits_per_peer: usize,
     /// Longest life of one circuit.
     pub circuit_duration: Duration,
-    /// Most bytes one circuit carries per direction.
+    /// Most bytes one circuit carries, both directions counted together (libp2p adds up what it
+    /// forwards each way); every stream of the relayed connection shares it.
     pub circuit_bytes: u64,
 }
 

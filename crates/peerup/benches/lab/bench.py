@@ -17,10 +17,13 @@
         TCP_NODELAY; sends `R`, then n (+ warmup) 1-byte requests, each waiting for its 1-byte reply.
         Prints one JSON line {n, p50_us, p99_us, mean_us, min_us, max_us, connect_ms, error}.
 
-    bench.py many --host H --port P --conns C --bytes N [--timeout S]
+    bench.py many --host H --port P --conns C --bytes N [--timeout S] [--echo]
         C concurrent connections (asyncio), each a `push` of its own N bytes (a different slice of
         the random block per connection, hashed before connecting) checked against the digest the
-        sink returns. Raises RLIMIT_NOFILE for C sockets. Prints one JSON line {conns, bytes_each,
+        sink returns. With --echo the server is a plain echo server instead
+        (tests/netlab/py/echo_server.py): each connection sends its N bytes while reading the echo
+        back at the same time, half-closes, and checks what came back by SHA-256 (N bytes each
+        way). Raises RLIMIT_NOFILE for C sockets. Prints one JSON line {conns, bytes_each, echo,
         ok, failed, secs, max_open, errors}; exit status 2 unless every connection was byte-exact.
 """
 
@@ -226,11 +229,45 @@ async def one_push(a, i, mv, start, expected, state):
             writer.close()
 
 
+async def one_echo(a, i, mv, start, expected, state):
+    writer = None
+    try:
+        reader, writer = await asyncio.open_connection(a.host, a.port)
+        state["open"] += 1
+        state["max_open"] = max(state["max_open"], state["open"])
+
+        async def send():
+            for off, k in slices(start, a.bytes):
+                writer.write(mv[off : off + k])
+                await writer.drain()
+            writer.write_eof()
+
+        sender = asyncio.create_task(send())
+        h = hashlib.sha256()
+        got = 0
+        while True:
+            d = await reader.read(1 << 16)
+            if not d:
+                break
+            h.update(d)
+            got += len(d)
+        await sender
+        if got != a.bytes or h.hexdigest() != expected:
+            raise OSError(f"echo mismatch: {got} bytes back of {a.bytes}, sha256 {h.hexdigest()}")
+        return None
+    except (OSError, asyncio.IncompleteReadError) as e:
+        return f"connection {i}: {type(e).__name__}: {e}"
+    finally:
+        if writer is not None:
+            state["open"] -= 1
+            writer.close()
+
+
 async def many_async(a, mv, starts, digests):
     state = {"open": 0, "max_open": 0}
+    one = one_echo if a.echo else one_push
     tasks = [
-        asyncio.create_task(one_push(a, i, mv, starts[i], digests[i], state))
-        for i in range(a.conns)
+        asyncio.create_task(one(a, i, mv, starts[i], digests[i], state)) for i in range(a.conns)
     ]
     done, pending = await asyncio.wait(tasks, timeout=a.timeout)
     for t in pending:
@@ -255,7 +292,8 @@ def many(a):
     t0 = time.monotonic()
     ok, errors, max_open = asyncio.run(many_async(a, mv, starts, digests))
     secs = time.monotonic() - t0
-    out = {"conns": a.conns, "bytes_each": a.bytes, "ok": ok, "failed": a.conns - ok}
+    out = {"conns": a.conns, "bytes_each": a.bytes, "echo": a.echo, "ok": ok}
+    out["failed"] = a.conns - ok
     out.update({"secs": secs, "max_open": max_open, "errors": errors[:10]})
     print(json.dumps(out), flush=True)
     sys.exit(0 if ok == a.conns else 2)
@@ -271,6 +309,7 @@ def main():
     p.add_argument("--warmup", type=int, default=50)
     p.add_argument("--conns", type=int, default=1000)
     p.add_argument("--timeout", type=float, default=120.0)
+    p.add_argument("--echo", action="store_true")
     a = p.parse_args()
     {"sink": sink, "push": push, "rr": rr, "many": many}[a.mode](a)
 

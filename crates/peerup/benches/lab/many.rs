@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use crate::cases::{py_json, warm_up};
 use crate::lab::Lab;
 use crate::measure::*;
-use crate::node::{Node, PathKind, is_log_line};
+use crate::node::{Node, PathKind};
 use crate::report::short;
 
 /// Errors kept for the report.
@@ -81,11 +81,6 @@ impl Concurrency {
     }
 }
 
-/// Resets a process's VmHWM to its current RSS (`/proc/<pid>/clear_refs`, Linux ≥ 4.0).
-fn reset_peak(pid: u32) -> bool {
-    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").is_ok()
-}
-
 /// The soft `Max open files` of a process.
 fn fd_limit(pid: u32) -> Option<u64> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/limits")).ok()?;
@@ -141,36 +136,9 @@ pub(crate) fn run(
     std::thread::sleep(Duration::from_millis(500));
     let peak_rss = memory_mib(&tracked, "VmHWM");
 
-    let (mut open, mut max_open, mut closes) = (0i64, 0i64, 0u64);
-    let mut paths = BTreeMap::new();
-    let mut i = mark;
-    while let Some((k, line)) = proxy.proc.wait_line_from(i, None, Duration::ZERO, |_| true) {
-        i = k + 1;
-        let text = line.text;
-        if is_log_line(&text) {
-            if text.contains("connection closed") {
-                (open, closes) = (open - 1, closes + 1);
-            }
-            continue;
-        }
-        if !text.starts_with("Connection ") {
-            continue;
-        }
-        let kind = if text.contains("Error:") {
-            errors.push(text.clone());
-            "error"
-        } else if text.contains("[DIRECT]") {
-            open += 1;
-            "DIRECT"
-        } else if text.contains("[RELAYED]") {
-            open += 1;
-            "RELAYED"
-        } else {
-            continue;
-        };
-        *paths.entry(kind.to_string()).or_insert(0) += 1;
-        max_open = max_open.max(open);
-    }
+    let tally = proxy.tally_from(mark);
+    let paths = tally.paths;
+    errors.extend(tally.errors);
     if paths.get("RELAYED").is_some_and(|n| *n > 0) {
         errors.push(format!("{} connections went RELAYED, not DIRECT", paths["RELAYED"]));
     }
@@ -195,7 +163,7 @@ pub(crate) fn run(
         rss_before,
         peak_reset,
         client_max_open: v["max_open"].as_u64().unwrap_or(0),
-        proxy_max_carried: (closes > 0).then_some(max_open),
+        proxy_max_carried: (tally.closes > 0).then_some(tally.max_carried),
         paths,
         errors,
         error_count,

@@ -84,6 +84,11 @@ pub(crate) fn status_kib(pid: u32, key: &str) -> Option<u64> {
     line[key.len()..].trim_start_matches(':').split_whitespace().next()?.parse().ok()
 }
 
+/// Resets a process's VmHWM to its current RSS (`/proc/<pid>/clear_refs`, Linux ≥ 4.0).
+pub(crate) fn reset_peak(pid: u32) -> bool {
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").is_ok()
+}
+
 /// Sum of `key` (`VmHWM`, `VmRSS`) over each tracked process (and a tree's descendants), MiB,
 /// with the per-name parts.
 pub(crate) fn memory_mib(tracked: &[Tracked], key: &str) -> (f64, BTreeMap<String, f64>) {

@@ -1,7 +1,7 @@
 //! The relay server's config file (`relay-server.yaml`), mirrored 1:1 from the YAML.
 //!
 //! Defaults differ from Go peer-up in one deliberate way: relayed circuits last 12 hours and carry
-//! 1 GiB per direction by default, so an SSH or RDP session that never gets a direct path is not cut
+//! 1 GiB (both directions together) by default, so an SSH or RDP session that never gets a direct path is not cut
 //! after minutes. Abuse is bounded by the reservation and circuit caps instead.
 
 use std::path::PathBuf;
@@ -144,8 +144,9 @@ pub struct RelayResources {
     pub reservation_ttl: String,
     /// Longest life of one relayed circuit. Default `12h`.
     pub session_duration: String,
-    /// Most bytes one circuit carries per direction (`1GB`; KB/MB/GB are powers of 1024).
-    /// Default `1GB`.
+    /// Most bytes one circuit carries, both directions counted together (`1GB`; KB/MB/GB are
+    /// powers of 1024). Every stream between two peers shares their one circuit; once it is
+    /// reached the circuit and all its streams are closed. Default `1GB`.
     pub session_data_limit: String,
 }
 

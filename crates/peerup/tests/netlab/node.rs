@@ -3,6 +3,7 @@
 //! Every peerup command runs inside its host's namespace with its own temporary `HOME` and config
 //! folder, `RUST_LOG=info` (or `$PEERUP_NETLAB_LOG`) and `NO_COLOR=1`.
 
+use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -92,6 +93,12 @@ impl Relay {
     #[allow(dead_code, reason = "used by benches/lab.rs")]
     pub fn pid(&self) -> Option<u32> {
         self.proc.as_ref().map(Proc::pid)
+    }
+
+    /// The running server's process (its output).
+    #[allow(dead_code, reason = "used by tests/stress.rs")]
+    pub fn proc(&mut self) -> Option<&mut Proc> {
+        self.proc.as_mut()
     }
 
     /// `relay authorize <id>`.
@@ -335,6 +342,19 @@ pub enum ConnReport {
     Error(String),
 }
 
+/// What a proxy printed for its connections since some line: `Connection <n>: …` lines by path
+/// (`DIRECT`, `RELAYED`, `error`), the error lines, and how many streams it carried at once.
+#[derive(Debug, Default)]
+#[allow(dead_code, reason = "used by benches/lab.rs and tests/stress.rs")]
+pub struct Tally {
+    pub paths: BTreeMap<String, u64>,
+    pub errors: Vec<String>,
+    /// Most connections open at once (from its `Connection n:` and `connection closed` lines).
+    pub max_carried: i64,
+    /// `connection closed` log lines.
+    pub closes: u64,
+}
+
 /// A running `peerup proxy`.
 pub struct Proxy {
     pub proc: Proc,
@@ -362,6 +382,43 @@ impl Proxy {
         let path =
             if line.text.contains("[DIRECT]") { PathKind::Direct } else { PathKind::Relayed };
         (i, ConnReport::Path { path, line: line.text, at: line.at })
+    }
+
+    /// Counts the lines printed so far at or after line `from` (see [`Tally`]).
+    #[allow(dead_code, reason = "used by benches/lab.rs and tests/stress.rs")]
+    pub fn tally_from(&self, from: usize) -> Tally {
+        let mut t = Tally::default();
+        let mut open = 0i64;
+        let mut i = from;
+        while let Some((k, line)) = self.proc.wait_line_from(i, None, Duration::ZERO, |_| true) {
+            i = k + 1;
+            let text = line.text;
+            if is_log_line(&text) {
+                if text.contains("connection closed") {
+                    open -= 1;
+                    t.closes += 1;
+                }
+                continue;
+            }
+            if !text.starts_with("Connection ") {
+                continue;
+            }
+            let kind = if text.contains("Error:") {
+                t.errors.push(text.clone());
+                "error"
+            } else if text.contains("[DIRECT]") {
+                open += 1;
+                "DIRECT"
+            } else if text.contains("[RELAYED]") {
+                open += 1;
+                "RELAYED"
+            } else {
+                continue;
+            };
+            *t.paths.entry(kind.to_string()).or_insert(0) += 1;
+            t.max_carried = t.max_carried.max(open);
+        }
+        t
     }
 
     /// Like `report_from`, asserting a path (not an error).

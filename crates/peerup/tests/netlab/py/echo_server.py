@@ -43,7 +43,7 @@ def main():
     srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     srv.bind((a.host, a.port))
-    srv.listen(64)
+    srv.listen(1024)
     log(f"READY {srv.getsockname()[1]}")
     n = 0
     while True:
