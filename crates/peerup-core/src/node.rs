@@ -33,8 +33,12 @@ const NETWORK_QUEUE: usize = 8;
 const EVENT_QUEUE: usize = 256;
 /// How long opening a stream may take, dialing included.
 pub const OPEN_STREAM_TIMEOUT: Duration = Duration::from_secs(45);
-/// Attempts to open a stream when the connection under it dies.
-const OPEN_STREAM_ATTEMPTS: u32 = 2;
+/// Attempts to open a stream when the connection under it dies. Three, because a peer's
+/// connections often die together (a crashed peer: its TCP and QUIC ones closed in the same
+/// check), and the second attempt may land on one that is closing too.
+const OPEN_STREAM_ATTEMPTS: u32 = 3;
+/// The pause before such an attempt.
+const OPEN_STREAM_RETRY_PAUSE: Duration = Duration::from_millis(100);
 
 /// Everything a node needs; built by the binary from its config file.
 #[derive(Clone)]
@@ -432,7 +436,10 @@ impl Node {
                     | NodeError::OpenStream(OpenStreamError::Io(_))),
                 ) if attempts < OPEN_STREAM_ATTEMPTS => {
                     tracing::debug!(%peer, error = %e, "stream open failed on a dying connection; trying again");
-                    first_error = Some(e);
+                    first_error.get_or_insert(e);
+                    // Connections closed in the same check (a crashed peer's TCP and QUIC ones)
+                    // go one event at a time: let them go before the next attempt picks one.
+                    tokio::time::sleep(OPEN_STREAM_RETRY_PAUSE).await;
                 }
                 // If the retry fails too, the first failure says more (a peer that refuses us
                 // closes the connection; the retry then finds no way to reach it at all).

@@ -94,12 +94,6 @@ fn nat_auth_remove_cuts_tunnel() {
     security::auth_remove_cuts_tunnel();
 }
 
-/// Killing and restarting the relay: reservations and connections recover.
-#[test]
-fn nat_relay_restart_recovers() {
-    paths::relay_restart_recovers();
-}
-
 /// alice (cone NAT) invites, bob (another cone NAT, no config) joins, then reaches alice's service.
 #[test]
 fn nat_cone_x_cone_pairing() {

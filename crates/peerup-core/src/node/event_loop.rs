@@ -11,7 +11,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
-use libp2p::swarm::{ConnectionId, SwarmEvent};
+use libp2p::swarm::{ConnectionError, ConnectionId, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, Swarm, dcutr, identify, kad, ping, relay};
 use tokio::sync::{broadcast, mpsc};
 use tokio::time::Instant;
@@ -59,6 +59,9 @@ pub(crate) struct EventLoop {
     bulk_probes: crate::bulk::Probes,
     /// Changes of the machine's addresses, when watched.
     network: Option<mpsc::Receiver<crate::netwatch::AddressChange>>,
+    /// Peers one of whose direct connections broke, until when their other direct connections
+    /// are held to the shorter silence limit (see `network::on_broken`).
+    suspect: HashMap<PeerId, Instant>,
 }
 
 /// The path of a connection, from its endpoint.
@@ -130,6 +133,7 @@ impl EventLoop {
             announced: HashSet::new(),
             bulk_probes,
             network,
+            suspect: HashMap::new(),
             metrics: config.metrics.clone(),
             swarm,
             commands,
@@ -389,11 +393,14 @@ impl EventLoop {
                 ..
             } => {
                 self.book.closed(peer_id, connection_id);
+                let path = path_of(&endpoint);
+                if num_established > 0 && matches!(cause, Some(ConnectionError::IO(_))) {
+                    self.on_broken(peer_id, path.relayed);
+                }
                 if num_established == 0 {
                     self.ready_relays.remove(&peer_id);
                     self.tcp_tried.remove(&peer_id);
                 }
-                let path = path_of(&endpoint);
                 tracing::debug!(peer = %peer_id, path = path.kind(), cause = ?cause, "connection closed");
                 self.metrics.connection(path.relayed, false);
                 self.emit(NodeEvent::Disconnected { peer: peer_id, path });

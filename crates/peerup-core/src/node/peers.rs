@@ -122,6 +122,22 @@ impl PeerBook {
         }
     }
 
+    /// Like [`Self::direct_silent`], but each connection is returned once (as by [`Self::silent`]).
+    pub(crate) fn take_direct_silent(
+        &mut self,
+        peer: &PeerId,
+        now: Instant,
+        max: Duration,
+    ) -> Vec<ConnectionId> {
+        let found = self.direct_silent(peer, now, max);
+        if let Some(e) = self.peers.get_mut(peer) {
+            for id in &found {
+                e.liveness.insert(*id, None);
+            }
+        }
+        found
+    }
+
     /// Connections whose pings have gone unanswered for longer than `max`; each is returned once.
     pub(crate) fn silent(&mut self, now: Instant, max: Duration) -> Vec<(PeerId, ConnectionId)> {
         let mut out = Vec::new();
@@ -213,5 +229,21 @@ mod tests {
         assert!(book.silent(Instant::now(), max).is_empty(), "reported once");
         tokio::time::advance(Duration::from_secs(5)).await;
         assert_eq!(book.silent(Instant::now(), max), vec![(peer, a)], "a went quiet after 5 s");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn quiet_direct_connections_are_taken_once() {
+        let mut book = PeerBook::default();
+        let peer = PeerId::random();
+        let (direct, relayed) = (ConnectionId::new_unchecked(1), ConnectionId::new_unchecked(2));
+        book.connected(peer, direct, path("/ip4/198.18.0.11/udp/4001/quic-v1"));
+        let circuit = "/ip4/198.18.0.1/tcp/7777/p2p/12D3KooWGq3UU75XxXeeDVA8Jyef1aW7XE8JC5aHBQwdPibXkkx9/p2p-circuit";
+        book.connected(peer, relayed, path(circuit));
+        let quiet = Duration::from_secs(3);
+        assert!(book.take_direct_silent(&peer, Instant::now(), quiet).is_empty(), "not yet");
+        tokio::time::advance(Duration::from_secs(4)).await;
+        assert_eq!(book.take_direct_silent(&peer, Instant::now(), quiet), vec![direct]);
+        assert!(book.take_direct_silent(&peer, Instant::now(), quiet).is_empty(), "taken once");
+        assert!(book.silent(Instant::now(), quiet).iter().all(|(_, id)| *id != direct));
     }
 }

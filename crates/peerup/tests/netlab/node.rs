@@ -13,6 +13,10 @@ use super::proc::{Proc, Stream};
 
 /// The relay's public address in every lab.
 pub const RELAY_IP: &str = "198.18.0.1";
+/// pubpeer's public address (no NAT): a second relay can run there.
+pub const PUBPEER_IP: &str = "198.18.0.2";
+/// The port `relay setup` writes into `relay-server.yaml` (TCP and QUIC; QUIC also on the next one).
+const DEFAULT_RELAY_PORT: u16 = 7777;
 
 /// The binary under test: the one cargo built, or `$PEERUP_NETLAB_BIN` (e.g. a release build).
 fn peerup_bin() -> PathBuf {
@@ -54,8 +58,12 @@ fn s(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
 }
 
-/// The relay server in host `relay`.
+/// A relay server: in host `relay` on port 7777 (`setup`), or elsewhere (`setup_on`).
 pub struct Relay {
+    /// The lab host it runs in.
+    host: String,
+    /// Prefix of its processes' names (`relay`, or `relay-<host>-<port>` for another one).
+    tag: String,
     home: PathBuf,
     config: PathBuf,
     pub id: String,
@@ -66,21 +74,40 @@ pub struct Relay {
 }
 
 impl Relay {
-    /// `relay setup` and `relay info` (not started yet).
+    /// `relay setup` and `relay info` in host `relay` on port 7777 (not started yet).
     pub fn setup(lab: &Lab) -> Relay {
-        let home = lab.work().join("relay-home");
+        Relay::setup_on(lab, "relay", DEFAULT_RELAY_PORT)
+    }
+
+    /// Like `setup`, in a public host (`relay` or `pubpeer`) listening on `port` (TCP and QUIC,
+    /// and QUIC on `port + 1`, the second port `doctor` uses), with its own key and folder.
+    #[allow(dead_code, reason = "used by tests/faults.rs")]
+    pub fn setup_on(lab: &Lab, host: &str, port: u16) -> Relay {
+        let ip = match host {
+            "relay" => RELAY_IP,
+            "pubpeer" => PUBPEER_IP,
+            other => panic!("a relay needs a public lab host (relay, pubpeer), not {other}"),
+        };
+        let default = host == "relay" && port == DEFAULT_RELAY_PORT;
+        let tag = if default { "relay".to_string() } else { format!("relay-{host}-{port}") };
+        let home = lab.work().join(format!("{tag}-home"));
         std::fs::create_dir_all(&home).expect("relay home");
         let dir = home.join("relay");
         let setup = ["relay", "setup", "--dir", s(&dir), "--non-interactive"];
-        run_peerup(lab, "relay", &home, "relay-setup", &setup).ok();
+        run_peerup(lab, host, &home, &format!("{tag}-setup"), &setup).ok();
         let config = dir.join("relay-server.yaml");
+        if port != DEFAULT_RELAY_PORT {
+            set_relay_port(&config, port);
+            let validate = ["relay", "config", "validate", "--config", s(&config)];
+            run_peerup(lab, host, &home, &format!("{tag}-validate"), &validate).ok();
+        }
         let info = ["relay", "info", "--config", s(&config), "--json"];
-        let out = run_peerup(lab, "relay", &home, "relay-info", &info).ok();
+        let out = run_peerup(lab, host, &home, &format!("{tag}-info"), &info).ok();
         let v: serde_json::Value = serde_json::from_str(&out)
             .unwrap_or_else(|e| panic!("relay info --json printed no JSON ({e}):\n{out}"));
         let id = v["peer_id"].as_str().expect("relay info: peer_id").to_string();
-        let addr = format!("/ip4/{RELAY_IP}/tcp/7777/p2p/{id}");
-        Relay { home, config, id, addr, proc: None, starts: 0 }
+        let addr = format!("/ip4/{ip}/tcp/{port}/p2p/{id}");
+        Relay { host: host.into(), tag, home, config, id, addr, proc: None, starts: 0 }
     }
 
     /// Its `relay-server.yaml` (edit it before `start`).
@@ -104,7 +131,8 @@ impl Relay {
     /// `relay authorize <id>`.
     pub fn authorize(&self, lab: &Lab, peer: &str) {
         let args = ["relay", "authorize", peer, "--config", s(&self.config)];
-        run_peerup(lab, "relay", &self.home, "relay-authorize", &args).ok();
+        let name = format!("{}-authorize", self.tag);
+        run_peerup(lab, &self.host, &self.home, &name, &args).ok();
     }
 
     /// Runs `peerup <args> --config <relay config>` on the relay host to completion.
@@ -112,15 +140,15 @@ impl Relay {
     pub fn peerup(&self, lab: &Lab, what: &str, args: &[&str]) -> Finished {
         let mut all = args.to_vec();
         all.extend(["--config", s(&self.config)]);
-        run_peerup(lab, "relay", &self.home, &format!("relay-{what}"), &all)
+        run_peerup(lab, &self.host, &self.home, &format!("{}-{what}", self.tag), &all)
     }
 
     /// `relay serve`, waiting for `Relay ready: <id>` on stdout.
     pub fn start(&mut self, lab: &Lab) {
         self.starts += 1;
-        let name = format!("relay-serve-{}", self.starts);
+        let name = format!("{}-serve-{}", self.tag, self.starts);
         let args = ["relay", "serve", "--config", s(&self.config)];
-        let mut p = spawn_peerup(lab, "relay", &self.home, &name, &args);
+        let mut p = spawn_peerup(lab, &self.host, &self.home, &name, &args);
         let line = p.expect_line("`Relay ready: <id>`", Some(Stream::Out), READY, |l| {
             l.starts_with("Relay ready:")
         });
@@ -133,11 +161,25 @@ impl Relay {
     }
 
     /// Kills the relay process with SIGKILL (a crash, not a clean shutdown) and waits for it to go.
+    #[allow(dead_code, reason = "used by tests/faults.rs")]
     pub fn kill(&mut self) {
         let mut p = self.proc.take().expect("relay is running");
         p.signal("KILL");
         assert!(p.wait_exit(Duration::from_secs(10)).is_some(), "relay did not die on SIGKILL");
     }
+}
+
+/// Moves the listen addresses of a fresh `relay-server.yaml` from ports 7777/7778 to `port`/`port + 1`
+/// (a text edit: the file keeps its comments and its mode).
+fn set_relay_port(config: &Path, port: u16) {
+    let text = std::fs::read_to_string(config).expect("read relay-server.yaml");
+    let base = DEFAULT_RELAY_PORT;
+    assert!(text.contains(&format!("/tcp/{base}")), "no /tcp/{base} listen address in:\n{text}");
+    let moved = text
+        .replace(&format!("/tcp/{base}"), &format!("/tcp/{port}"))
+        .replace(&format!("/udp/{base}/"), &format!("/udp/{port}/"))
+        .replace(&format!("/udp/{}/", base + 1), &format!("/udp/{}/", port + 1));
+    std::fs::write(config, moved).expect("write relay-server.yaml");
 }
 
 /// A peerup node (config folder, identity) in one lab host.

@@ -21,6 +21,8 @@ use super::{EventLoop, RELAY_READY_WAIT, quic_twin};
 const SILENCE: std::time::Duration = std::time::Duration::from_secs(8);
 /// A connection whose pings have gone unanswered this long is suspect (pings go every 2 s).
 const QUIET: std::time::Duration = std::time::Duration::from_secs(3);
+/// How long after one of a peer's direct connections broke its others are held to [`QUIET`].
+const SUSPECT_FOR: std::time::Duration = std::time::Duration::from_secs(15);
 use crate::netwatch::AddressChange;
 use crate::node::NodeEvent;
 
@@ -89,11 +91,35 @@ impl EventLoop {
         }
     }
 
+    /// A connection to `peer` broke (an I/O error, not a close on our side) while others to it
+    /// remain. When its process crashed (a relay, or a peer's daemon), its TCP connection ended
+    /// but its QUIC one only goes silent: for [`SUSPECT_FOR`], the peer's other direct
+    /// connections (to a relay: the TCP or QUIC twin, which circuits may run over) are closed
+    /// after [`QUIET`] without a pong instead of [`SILENCE`]. A stream waiting on a dead one is
+    /// then retried on a fresh connection (through another relay, or the restarted peer) within
+    /// seconds. One that still answers is kept: the other end may only have closed an idle twin.
+    pub(super) fn on_broken(&mut self, peer: PeerId, relayed: bool) {
+        if !relayed {
+            tracing::debug!(%peer, "direct connection broke; its others are suspect");
+            self.suspect.insert(peer, Instant::now() + SUSPECT_FOR);
+        }
+    }
+
     /// Closes connections whose pings have gone unanswered for [`SILENCE`] (a NAT forgot them,
-    /// the other side moved), so that streams stop choosing them and the peer is dialled afresh
-    /// when needed. libp2p's ping reports only the second failure in a row, which on a dead
-    /// connection comes after a stream negotiation timeout too: far too late.
+    /// the other side moved), or for [`QUIET`] when their peer is suspect, so that streams stop
+    /// choosing them and the peer is dialled afresh when needed. libp2p's ping reports only the
+    /// second failure in a row, which on a dead connection comes after a stream negotiation
+    /// timeout too: far too late.
     pub(super) fn close_silent(&mut self) {
+        let now = Instant::now();
+        self.suspect.retain(|_, until| *until > now);
+        let suspect: Vec<PeerId> = self.suspect.keys().copied().collect();
+        for peer in suspect {
+            for id in self.book.take_direct_silent(&peer, now, QUIET) {
+                tracing::info!(%peer, "a connection to this peer broke and this one is silent; closing it");
+                self.swarm.close_connection(id);
+            }
+        }
         for (peer, id) in self.book.silent(Instant::now(), SILENCE) {
             tracing::info!(%peer, "connection stopped answering pings; closing it");
             self.swarm.close_connection(id);
