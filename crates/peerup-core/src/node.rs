@@ -1,12 +1,15 @@
 //! The libp2p node: one task owns the swarm; the cloneable [`Node`] handle talks to it through a
 //! bounded command channel with oneshot replies, and publishes [`NodeEvent`]s.
 //!
+//! - [`config`]: what a node is built from; [`event`]: what it reports.
 //! - [`behaviour`]: the composed protocols and the transport stack.
 //! - [`event_loop`]: the actor that owns the swarm.
 //! - [`peers`]: what is known of each connected peer.
 //! - [`reservations`]: keeping a reservation on every relay, with backoff.
 
 mod behaviour;
+mod config;
+mod event;
 mod event_loop;
 mod peers;
 mod reservations;
@@ -14,6 +17,8 @@ mod reservations;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use config::NodeConfig;
+pub use event::{NodeEvent, RelayChange};
 pub use libp2p::identity::Keypair;
 use libp2p::{Multiaddr, PeerId, Stream, StreamProtocol};
 pub use peers::{ConnectionState, PeerState};
@@ -21,8 +26,6 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::gate::AccessList;
-use crate::relay::RelayLimits;
 use crate::streams::{IncomingStream, OpenStreamError, PathInfo, StreamControl};
 
 /// Commands waiting for the swarm task.
@@ -39,75 +42,6 @@ pub const OPEN_STREAM_TIMEOUT: Duration = Duration::from_secs(45);
 const OPEN_STREAM_ATTEMPTS: u32 = 3;
 /// The pause before such an attempt.
 const OPEN_STREAM_RETRY_PAUSE: Duration = Duration::from_millis(100);
-
-/// Everything a node needs; built by the binary from its config file.
-#[derive(Clone)]
-pub struct NodeConfig {
-    /// The node's identity.
-    pub keypair: Keypair,
-    /// Addresses to listen on.
-    pub listen: Vec<Multiaddr>,
-    /// Relays, each with `/p2p/<id>`.
-    pub relays: Vec<Multiaddr>,
-    /// Hold a reservation on every relay so that peers can reach us (daemons do; clients don't).
-    pub reserve: bool,
-    /// DHT namespace.
-    pub network: Option<String>,
-    /// Who may connect in.
-    pub access: AccessList,
-    /// Identify agent version.
-    pub agent: String,
-    /// Ask the router for a port mapping.
-    pub enable_upnp: bool,
-    /// Run the private Kademlia DHT (bootstrapped from the relays); it finds peers' direct
-    /// addresses. Default on.
-    pub enable_dht: bool,
-    /// Run a circuit relay server with these limits.
-    pub relay_server: Option<RelayLimits>,
-    /// Admit unknown peers on probation while pairing slots are open (relays).
-    pub probation: Option<crate::gate::Probation>,
-    /// Cap inbound connections per source IP.
-    pub max_inbound_per_ip: Option<usize>,
-    /// Close connections without streams after this long.
-    pub idle_timeout: Duration,
-    /// Addresses to announce as ours (a relay's public addresses).
-    pub external_addrs: Vec<Multiaddr>,
-    /// Announce every listen address as external (a relay on a public host, or loopback tests).
-    pub listen_addrs_are_external: bool,
-    /// Where the node counts what it does.
-    pub metrics: crate::metrics::Metrics,
-    /// Offer and use the bulk path ([`crate::bulk`]) on direct TCP connections. Default on.
-    pub enable_bulk: bool,
-    /// Watch the machine's addresses and reconnect when they change ([`crate::netwatch`]).
-    /// Default on.
-    pub watch_network: bool,
-}
-
-impl NodeConfig {
-    /// A config with peerup's defaults for `keypair`.
-    pub fn new(keypair: Keypair) -> Self {
-        Self {
-            keypair,
-            listen: Vec::new(),
-            relays: Vec::new(),
-            reserve: false,
-            network: None,
-            access: AccessList::open(),
-            agent: format!("{}{}", crate::protocols::AGENT_PREFIX, env!("CARGO_PKG_VERSION")),
-            enable_upnp: false,
-            enable_dht: true,
-            relay_server: None,
-            max_inbound_per_ip: None,
-            probation: None,
-            idle_timeout: Duration::from_secs(300),
-            external_addrs: Vec::new(),
-            listen_addrs_are_external: false,
-            metrics: crate::metrics::Metrics::default(),
-            enable_bulk: true,
-            watch_network: true,
-        }
-    }
-}
 
 /// A node operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -148,65 +82,6 @@ pub enum NodeError {
     Timeout(Duration),
 }
 
-/// Something that happened on the node.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum NodeEvent {
-    /// Listening on a new address.
-    Listening(Multiaddr),
-    /// A relay accepted (or renewed) our reservation.
-    ReservationAccepted {
-        /// The relay.
-        relay: PeerId,
-        /// Whether it was a renewal.
-        renewal: bool,
-    },
-    /// The reservation on a relay was lost; a retry is scheduled.
-    ReservationLost {
-        /// The relay.
-        relay: PeerId,
-        /// Why.
-        reason: String,
-    },
-    /// A connection was established.
-    Connected {
-        /// The peer.
-        peer: PeerId,
-        /// The connection's path.
-        path: PathInfo,
-    },
-    /// A connection closed.
-    Disconnected {
-        /// The peer.
-        peer: PeerId,
-        /// The connection's path.
-        path: PathInfo,
-    },
-    /// DCUtR upgraded a relayed connection to a direct one.
-    HolePunched {
-        /// The peer.
-        peer: PeerId,
-    },
-    /// Hole punching failed; the connection stays relayed.
-    HolePunchFailed {
-        /// The peer.
-        peer: PeerId,
-        /// Why.
-        reason: String,
-    },
-    /// A peer identified itself.
-    Identified {
-        /// The peer.
-        peer: PeerId,
-        /// Its agent version.
-        agent: String,
-        /// The address it observed for us.
-        observed: Multiaddr,
-    },
-    /// The machine's addresses changed; the node reconnects if some are gone.
-    NetworkChanged(crate::netwatch::AddressChange),
-}
-
 pub(crate) enum Command {
     OpenStream {
         peer: PeerId,
@@ -244,15 +119,6 @@ pub(crate) enum Command {
         relays: Vec<Multiaddr>,
         reply: oneshot::Sender<RelayChange>,
     },
-}
-
-/// What [`Node::set_relays`] changed, by relay peer ID.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RelayChange {
-    /// Relays now used (dialled, and reserved on when the node reserves).
-    pub added: Vec<PeerId>,
-    /// Relays no longer used: their reservation is dropped and their connections closed.
-    pub removed: Vec<PeerId>,
 }
 
 /// A handle to a running node.

@@ -1,18 +1,24 @@
 //! The actor that owns the swarm: it runs commands from [`super::Node`] handles, drives the swarm,
 //! keeps relay reservations, and publishes [`NodeEvent`]s.
 //!
+//! - [`dialing`]: dialing peers through the relays and directly.
+//! - [`protocols`]: what the protocols (identify, DCUtR, relay client, ping) report.
 //! - [`network`]: reacting to address changes and dead connections.
+//! - [`relays`]: relays added and removed at run time.
 
+mod dialing;
 mod network;
+mod protocols;
+mod relays;
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use futures::StreamExt;
 use libp2p::multiaddr::Protocol;
-use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
+use libp2p::swarm::dial_opts::DialOpts;
 use libp2p::swarm::{ConnectionError, ConnectionId, SwarmEvent};
-use libp2p::{Multiaddr, PeerId, Swarm, dcutr, identify, kad, ping, relay};
+use libp2p::{Multiaddr, PeerId, Swarm, kad};
 use tokio::sync::{broadcast, mpsc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -22,9 +28,7 @@ use super::peers::PeerBook;
 use super::reservations::Reservations;
 use super::{Command, NodeConfig, NodeError, NodeEvent};
 use crate::relay_addr::{self, quic_twin};
-use crate::streams::{OpenRequest, PathInfo, StreamControl, ip_of, is_relayed};
-
-mod relays;
+use crate::streams::{OpenRequest, PathInfo, StreamControl, is_relayed};
 
 /// How often due reservation retries and deferred dials are checked.
 const RETRY_TICK: Duration = Duration::from_millis(250);
@@ -226,92 +230,6 @@ impl EventLoop {
         }
     }
 
-    /// Dials now if a relay is ready (or there are no relays), else once one is, or after
-    /// [`RELAY_READY_WAIT`]. A circuit dialled before identify with the relay has completed gives
-    /// DCUtR no public address to offer.
-    fn dial_when_ready(&mut self, peer: PeerId) {
-        if self.relay_ids.is_empty()
-            || !self.ready_relays.is_empty()
-            || self.relay_ids.contains(&peer)
-        {
-            self.dial(peer);
-        } else if !self.deferred.iter().any(|(p, _)| *p == peer) {
-            self.deferred.push((peer, Instant::now() + RELAY_READY_WAIT));
-        }
-    }
-
-    fn dial_deferred(&mut self, force_all: bool) {
-        let now = Instant::now();
-        let (go, wait): (Vec<_>, Vec<_>) = std::mem::take(&mut self.deferred)
-            .into_iter()
-            .partition(|(_, t)| force_all || *t <= now);
-        self.deferred = wait;
-        for (peer, _) in go {
-            self.dial(peer);
-        }
-    }
-
-    /// Dials a peer through every relay's circuit and every known direct address at once; the
-    /// swarm keeps the first connection that succeeds.
-    fn dial(&mut self, peer: PeerId) {
-        if self.swarm.behaviour().streams.is_dialing(&peer) {
-            return; // the dial under way serves every waiting request
-        }
-        // A relay itself is dialled at its configured address, any other peer through every relay.
-        let circuits: Vec<Multiaddr> = self
-            .relays
-            .iter()
-            .map(|r| match relay_addr::peer_id_of(r) == Some(peer) {
-                true => r.clone(),
-                false => r.clone().with(Protocol::P2pCircuit).with(Protocol::P2p(peer)),
-            })
-            .collect();
-        // `Disconnected`, not `NotDialing`: a dial already under way (a DHT lookup's) may know only
-        // unreachable direct addresses, so ours, with the relay circuits, must run beside it.
-        let opts = DialOpts::peer_id(peer)
-            .condition(PeerCondition::Disconnected)
-            .addresses(circuits)
-            .extend_addresses_through_behaviour()
-            .build();
-        let id = opts.connection_id();
-        self.swarm.behaviour_mut().streams.dialing(peer, id);
-        if let Err(e) = self.swarm.dial(opts) {
-            tracing::debug!(%peer, error = %e, "dial not started");
-            // Already connected means the waiting requests were served; anything else fails them.
-            if !matches!(e, libp2p::swarm::DialError::DialPeerConditionFalse(_)) {
-                self.swarm.behaviour_mut().streams.fail_waiting(&peer, &e.to_string());
-            }
-        }
-    }
-
-    /// When the only direct connection to a peer is QUIC, also dial its TCP listen addresses on
-    /// the same IP: streams prefer TCP, whose TLS runs AES-GCM (see `PathInfo::rank`).
-    fn add_tcp_beside_quic(&mut self, peer: PeerId, listen: &[Multiaddr]) {
-        let paths = self.swarm.behaviour().streams.paths(&peer);
-        let direct: Vec<&PathInfo> = paths.iter().filter(|p| !p.relayed).collect();
-        if direct.is_empty()
-            || direct.iter().any(|p| !p.is_quic())
-            || self.relay_ids.contains(&peer)
-        {
-            return;
-        }
-        let quic_ips: Vec<_> = direct.iter().filter_map(|p| ip_of(&p.remote_addr)).collect();
-        let tcp: Vec<Multiaddr> = listen
-            .iter()
-            .filter(|a| a.iter().any(|p| matches!(p, Protocol::Tcp(_))) && !is_relayed(a))
-            .filter(|a| ip_of(a).is_some_and(|ip| quic_ips.contains(&ip)))
-            .cloned()
-            .collect();
-        if tcp.is_empty() || !self.tcp_tried.insert(peer) {
-            return;
-        }
-        tracing::debug!(%peer, addrs = ?tcp, "adding a direct TCP connection beside QUIC");
-        let opts = DialOpts::peer_id(peer).condition(PeerCondition::Always).addresses(tcp).build();
-        if let Err(e) = self.swarm.dial(opts) {
-            tracing::debug!(%peer, error = %e, "TCP dial not started");
-        }
-    }
-
     fn on_tick(&mut self) {
         self.close_silent();
         self.dial_deferred(false);
@@ -416,101 +334,6 @@ impl EventLoop {
             }
             SwarmEvent::Behaviour(event) => self.on_behaviour_event(event),
             _ => {}
-        }
-    }
-
-    fn on_behaviour_event(&mut self, event: BehaviourEvent) {
-        match event {
-            BehaviourEvent::RelayClient(relay::client::Event::ReservationReqAccepted {
-                relay_peer_id,
-                renewal,
-                ..
-            }) => {
-                if let Some(res) = self.reservations.as_mut() {
-                    res.accepted(relay_peer_id);
-                }
-                if !renewal {
-                    tracing::info!(relay = %relay_peer_id, "reservation accepted");
-                }
-                self.emit(NodeEvent::ReservationAccepted { relay: relay_peer_id, renewal });
-            }
-            BehaviourEvent::Identify(identify::Event::Received {
-                peer_id,
-                connection_id,
-                info,
-            }) => {
-                let observed = info.observed_addr.clone();
-                tracing::debug!(peer = %peer_id, %observed, "identified");
-                self.book.identified(
-                    peer_id,
-                    connection_id,
-                    info.agent_version.clone(),
-                    observed.clone(),
-                );
-                // Our public QUIC address as a relay or peer sees it: what DCUtR offers the
-                // other side. TCP observations name a throwaway source port, so they are skipped.
-                let is_quic = observed.iter().any(|p| matches!(p, Protocol::QuicV1));
-                if is_quic
-                    && !is_relayed(&observed)
-                    && !self.swarm.external_addresses().any(|a| *a == observed)
-                {
-                    // A candidate first, so that hole punching offers it (the swarm hides
-                    // confirmed addresses from DCUtR), then confirmed when it comes back.
-                    self.announced.insert(observed.clone());
-                    self.swarm.behaviour_mut().streams.announce_candidate(observed.clone());
-                }
-                if let Some(k) = self.swarm.behaviour_mut().kad.as_mut()
-                    && info.protocols.iter().any(|p| p.as_ref().ends_with("/kad/1.0.0"))
-                {
-                    for addr in info.listen_addrs.iter().filter(|a| !is_relayed(a)) {
-                        k.add_address(&peer_id, addr.clone());
-                    }
-                }
-                if self.relay_ids.contains(&peer_id) && self.ready_relays.insert(peer_id) {
-                    if let Some(res) = self.reservations.as_mut() {
-                        res.relay_ready(peer_id, Instant::now());
-                    }
-                    // Relays are the DHT's bootstrap peers.
-                    if let Some(Err(e)) =
-                        self.swarm.behaviour_mut().kad.as_mut().map(|k| k.bootstrap())
-                    {
-                        tracing::debug!(error = %e, "DHT bootstrap not started");
-                    }
-                    self.dial_deferred(true);
-                }
-                self.add_tcp_beside_quic(peer_id, &info.listen_addrs);
-                self.emit(NodeEvent::Identified {
-                    peer: peer_id,
-                    agent: info.agent_version,
-                    observed,
-                });
-            }
-            BehaviourEvent::Dcutr(dcutr::Event { remote_peer_id, result }) => match result {
-                Ok(_) => {
-                    tracing::info!(peer = %remote_peer_id, "hole punch succeeded; direct connection");
-                    self.metrics.holepunch(true);
-                    self.emit(NodeEvent::HolePunched { peer: remote_peer_id });
-                }
-                Err(e) => {
-                    tracing::info!(peer = %remote_peer_id, error = %e, "hole punch failed; staying relayed");
-                    self.metrics.holepunch(false);
-                    self.emit(NodeEvent::HolePunchFailed {
-                        peer: remote_peer_id,
-                        reason: e.to_string(),
-                    });
-                }
-            },
-            BehaviourEvent::Ping(ping::Event { peer, connection, result: Ok(rtt) }) => {
-                self.book.pong(peer, connection, rtt);
-            }
-            BehaviourEvent::Ping(ping::Event { peer, connection, result: Err(e) }) => {
-                if matches!(e, ping::Failure::Unsupported) {
-                    self.book.unjudged(peer, connection);
-                }
-                tracing::debug!(%peer, error = %e, "ping failed");
-            }
-            BehaviourEvent::RelayServer(e) => tracing::debug!(event = ?e, "relay"),
-            other => tracing::trace!(event = ?other, "behaviour event"),
         }
     }
 }

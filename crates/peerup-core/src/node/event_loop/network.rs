@@ -12,19 +12,21 @@
 //! New addresses alone change nothing that works; the relays are asked again so that they
 //! observe the new address.
 
+use std::time::Duration;
+
 use libp2p::PeerId;
 use tokio::time::Instant;
 
 use super::{EventLoop, RELAY_READY_WAIT, quic_twin};
-
-/// How long a connection's pings may go unanswered before it is closed (pings go every 2 s).
-const SILENCE: std::time::Duration = std::time::Duration::from_secs(8);
-/// A connection whose pings have gone unanswered this long is suspect (pings go every 2 s).
-const QUIET: std::time::Duration = std::time::Duration::from_secs(3);
-/// How long after one of a peer's direct connections broke its others are held to [`QUIET`].
-const SUSPECT_FOR: std::time::Duration = std::time::Duration::from_secs(15);
 use crate::netwatch::AddressChange;
 use crate::node::NodeEvent;
+
+/// How long a connection's pings may go unanswered before it is closed (pings go every 2 s).
+const SILENCE: Duration = Duration::from_secs(8);
+/// A connection whose pings have gone unanswered this long is suspect (pings go every 2 s).
+const QUIET: Duration = Duration::from_secs(3);
+/// How long after one of a peer's direct connections broke its others are held to [`QUIET`].
+const SUSPECT_FOR: Duration = Duration::from_secs(15);
 
 impl EventLoop {
     pub(super) fn on_network_change(&mut self, change: AddressChange) {

@@ -1,0 +1,78 @@
+//! What a node is built from.
+
+use std::time::Duration;
+
+use libp2p::Multiaddr;
+use libp2p::identity::Keypair;
+
+use crate::gate::AccessList;
+use crate::relay::RelayLimits;
+
+/// Everything a node needs; built by the binary from its config file.
+#[derive(Clone)]
+pub struct NodeConfig {
+    /// The node's identity.
+    pub keypair: Keypair,
+    /// Addresses to listen on.
+    pub listen: Vec<Multiaddr>,
+    /// Relays, each with `/p2p/<id>`.
+    pub relays: Vec<Multiaddr>,
+    /// Hold a reservation on every relay so that peers can reach us (daemons do; clients don't).
+    pub reserve: bool,
+    /// DHT namespace.
+    pub network: Option<String>,
+    /// Who may connect in.
+    pub access: AccessList,
+    /// Identify agent version.
+    pub agent: String,
+    /// Ask the router for a port mapping.
+    pub enable_upnp: bool,
+    /// Run the private Kademlia DHT (bootstrapped from the relays); it finds peers' direct
+    /// addresses. Default on.
+    pub enable_dht: bool,
+    /// Run a circuit relay server with these limits.
+    pub relay_server: Option<RelayLimits>,
+    /// Admit unknown peers on probation while pairing slots are open (relays).
+    pub probation: Option<crate::gate::Probation>,
+    /// Cap inbound connections per source IP.
+    pub max_inbound_per_ip: Option<usize>,
+    /// Close connections without streams after this long.
+    pub idle_timeout: Duration,
+    /// Addresses to announce as ours (a relay's public addresses).
+    pub external_addrs: Vec<Multiaddr>,
+    /// Announce every listen address as external (a relay on a public host, or loopback tests).
+    pub listen_addrs_are_external: bool,
+    /// Where the node counts what it does.
+    pub metrics: crate::metrics::Metrics,
+    /// Offer and use the bulk path ([`crate::bulk`]) on direct TCP connections. Default on.
+    pub enable_bulk: bool,
+    /// Watch the machine's addresses and reconnect when they change ([`crate::netwatch`]).
+    /// Default on.
+    pub watch_network: bool,
+}
+
+impl NodeConfig {
+    /// A config with peerup's defaults for `keypair`.
+    pub fn new(keypair: Keypair) -> Self {
+        Self {
+            keypair,
+            listen: Vec::new(),
+            relays: Vec::new(),
+            reserve: false,
+            network: None,
+            access: AccessList::open(),
+            agent: format!("{}{}", crate::protocols::AGENT_PREFIX, env!("CARGO_PKG_VERSION")),
+            enable_upnp: false,
+            enable_dht: true,
+            relay_server: None,
+            max_inbound_per_ip: None,
+            probation: None,
+            idle_timeout: Duration::from_secs(300),
+            external_addrs: Vec::new(),
+            listen_addrs_are_external: false,
+            metrics: crate::metrics::Metrics::default(),
+            enable_bulk: true,
+            watch_network: true,
+        }
+    }
+}
