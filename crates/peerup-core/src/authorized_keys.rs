@@ -105,7 +105,9 @@ impl AuthorizedKeys {
                     },
                     Err(kind) => Parsed::Invalid(kind),
                 };
-                Line { raw: raw.to_string(), parsed }
+                // Trailing CRs go (a file saved with CRLF, or stray CRs): written back, a CR kept
+                // at the end of a line would meet the `\n` and be read as a CRLF next time.
+                Line { raw: raw.trim_end_matches('\r').to_string(), parsed }
             })
             .collect();
         Self { lines }
@@ -234,6 +236,18 @@ mod tests {
         format!(
             "# my peers\n\n{A}    group=0a1b2c3d   custom=keep  #   laptop\n# trailing comment\n{B} expires=2000-01-01T00:00:00Z # old\n"
         )
+    }
+
+    #[test]
+    fn stray_carriage_returns_are_dropped_so_a_save_is_stable() {
+        // Found by fuzzing: "X\r\r" rendered as "X\r\r\n", which read back as "X\r" (one CR less
+        // on every save).
+        for text in [format!("{A}\r\r"), format!("{A}\r\n# c\r\r\n"), "\r".to_string()] {
+            let keys = AuthorizedKeys::parse(&text);
+            let once = keys.render();
+            assert_eq!(AuthorizedKeys::parse(&once).render(), once, "{text:?}");
+            assert!(!once.contains('\r'), "{once:?}");
+        }
     }
 
     #[test]

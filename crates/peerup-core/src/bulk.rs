@@ -191,8 +191,8 @@ pub enum BulkError {
     Timeout,
 }
 
-/// Encodes a request for `service`.
-fn request(service: &str) -> Result<Vec<u8>, BulkError> {
+/// Encodes a request for `service` (the empty name is a probe): version byte, name length, name.
+pub fn encode_request(service: &str) -> Result<Vec<u8>, BulkError> {
     let len =
         u8::try_from(service.len()).map_err(|_| BulkError::Malformed("service name too long"))?;
     let mut out = vec![VERSION, len];
@@ -200,16 +200,35 @@ fn request(service: &str) -> Result<Vec<u8>, BulkError> {
     Ok(out)
 }
 
-/// Reads a request; returns the service name.
-async fn read_request<R: AsyncRead + Unpin>(r: &mut R) -> Result<String, BulkError> {
-    let mut head = [0u8; 2];
-    r.read_exact(&mut head).await.map_err(|_| BulkError::Malformed("truncated request"))?;
-    if head[0] != VERSION {
+/// Decodes a whole request, exactly as [`encode_request`] made it; returns the service name.
+pub fn decode_request(bytes: &[u8]) -> Result<String, BulkError> {
+    let [version, len, rest @ ..] = bytes else {
+        return Err(BulkError::Malformed("truncated request"));
+    };
+    if *version != VERSION {
         return Err(BulkError::Malformed("unknown request version"));
     }
-    let mut name = vec![0u8; usize::from(head[1])];
-    r.read_exact(&mut name).await.map_err(|_| BulkError::Malformed("truncated service name"))?;
-    String::from_utf8(name).map_err(|_| BulkError::Malformed("service name is not UTF-8"))
+    let name =
+        rest.get(..usize::from(*len)).ok_or(BulkError::Malformed("truncated service name"))?;
+    if rest.len() > name.len() {
+        return Err(BulkError::Malformed("trailing bytes after the request"));
+    }
+    String::from_utf8(name.to_vec()).map_err(|_| BulkError::Malformed("service name is not UTF-8"))
+}
+
+/// Reads a request from the stream; returns the service name. An unknown version is refused before
+/// anything more is read.
+async fn read_request<R: AsyncRead + Unpin>(r: &mut R) -> Result<String, BulkError> {
+    let mut buf = vec![0u8; 2];
+    r.read_exact(&mut buf).await.map_err(|_| BulkError::Malformed("truncated request"))?;
+    if buf[0] != VERSION {
+        return Err(BulkError::Malformed("unknown request version"));
+    }
+    buf.resize(2 + usize::from(buf[1]), 0);
+    r.read_exact(&mut buf[2..])
+        .await
+        .map_err(|_| BulkError::Malformed("truncated service name"))?;
+    decode_request(&buf)
 }
 
 /// A service offered on the bulk path, with who may use it.
@@ -401,7 +420,7 @@ pub async fn dial(
     if found != peer {
         return Err(BulkError::WrongPeer(found.to_string()));
     }
-    io.write_all(&request(service)?).await.map_err(|e| BulkError::Connect(e.to_string()))?;
+    io.write_all(&encode_request(service)?).await.map_err(|e| BulkError::Connect(e.to_string()))?;
     let mut answer = [0u8; 1];
     io.read_exact(&mut answer).await.map_err(|e| BulkError::Connect(e.to_string()))?;
     if answer[0] != Answer::Ok as u8 {
@@ -475,13 +494,16 @@ mod tests {
 
     #[tokio::test]
     async fn requests_round_trip_and_garbage_is_an_error() {
-        let bytes = request("ssh").unwrap();
+        let bytes = encode_request("ssh").unwrap();
         assert_eq!(read_request(&mut bytes.as_slice()).await.unwrap(), "ssh");
         for bad in [&[][..], &[1][..], &[2, 0][..], &[1, 5, b'a'][..], &[1, 2, 0xff, 0xfe][..]] {
             let mut r = bad;
             assert!(read_request(&mut r).await.is_err(), "{bad:?}");
         }
-        assert!(request(&"x".repeat(300)).is_err());
+        assert!(encode_request(&"x".repeat(300)).is_err());
+        assert_eq!(decode_request(&bytes).unwrap(), "ssh");
+        let err = decode_request(&[1, 0, 0]).unwrap_err().to_string();
+        assert!(err.contains("trailing"), "{err}");
     }
 
     #[test]

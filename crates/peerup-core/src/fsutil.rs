@@ -6,7 +6,7 @@
 
 use std::fs;
 use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// The only mode peerup gives to the files it writes.
@@ -56,41 +56,92 @@ pub fn check_private(path: &Path) -> Result<(), FsError> {
 }
 
 /// Writes `contents` to `path` atomically with mode 0600: temp file in the same folder, fsync, rename,
-/// then fsync of the folder so the rename itself is durable.
+/// then fsync of the folder so the rename itself is durable. A reader (or a crash at any instant)
+/// sees the old file or the new one, whole.
+///
+/// A writer killed before its rename leaves its temp file behind; the next write in the same folder
+/// removes it, so they never accumulate.
 pub fn write_private_atomic(path: &Path, contents: &[u8]) -> Result<(), FsError> {
-    let dir = match path.parent() {
+    let dir = parent_dir(path);
+    let tmp = write_temp(path, dir, contents)?;
+    tmp.persist(path).map_err(|e| FsError::io(path, e.error))?;
+    sync_dir(dir);
+    Ok(())
+}
+
+/// Creates `path` with mode 0600 and `contents`; fails if it already exists. Used for new secrets,
+/// where overwriting an existing file would destroy an identity. Like [`write_private_atomic`], the
+/// file appears whole or not at all: it is written to a temp file first and then linked into place
+/// without replacing anything.
+pub fn create_private_new(path: &Path, contents: &[u8]) -> Result<(), FsError> {
+    let dir = parent_dir(path);
+    let tmp = write_temp(path, dir, contents)?;
+    tmp.persist_noclobber(path).map_err(|e| FsError::io(path, e.error))?;
+    sync_dir(dir);
+    Ok(())
+}
+
+fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
-    };
+    }
+}
+
+/// The prefix of every temp file: `.peerup-<pid>-<random>.tmp`. The writer's process ID in the name
+/// tells a dead writer's leftover from a live writer's file in progress.
+const TEMP_PREFIX: &str = ".peerup-";
+const TEMP_SUFFIX: &str = ".tmp";
+
+/// A temp file in `dir` holding `contents`, flushed to disk, mode 0600.
+fn write_temp(
+    path: &Path,
+    dir: &Path,
+    contents: &[u8],
+) -> Result<tempfile::NamedTempFile, FsError> {
+    remove_stale_temps(dir);
     let mut tmp = tempfile::Builder::new()
-        .prefix(".peerup-")
-        .suffix(".tmp")
+        .prefix(&format!("{TEMP_PREFIX}{}-", std::process::id()))
+        .suffix(TEMP_SUFFIX)
         .permissions(fs::Permissions::from_mode(PRIVATE_MODE))
         .tempfile_in(dir)
         .map_err(|e| FsError::io(path, e))?;
     tmp.write_all(contents).map_err(|e| FsError::io(path, e))?;
     tmp.as_file().sync_all().map_err(|e| FsError::io(path, e))?;
-    tmp.persist(path).map_err(|e| FsError::io(path, e.error))?;
-    // Durability of the rename; not every filesystem supports fsync on a directory, so a failure
-    // here is not worth failing the write for.
+    Ok(tmp)
+}
+
+/// Durability of a rename; not every filesystem supports fsync on a directory, so a failure here is
+/// not worth failing the write for.
+fn sync_dir(dir: &Path) {
     if let Ok(d) = fs::File::open(dir) {
         let _ = d.sync_all();
     }
-    Ok(())
 }
 
-/// Creates `path` exclusively with mode 0600 and writes `contents`; fails if it already exists.
-/// Used for new secrets, where overwriting an existing file would destroy an identity.
-pub fn create_private_new(path: &Path, contents: &[u8]) -> Result<(), FsError> {
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(PRIVATE_MODE)
-        .open(path)
-        .map_err(|e| FsError::io(path, e))?;
-    f.write_all(contents).map_err(|e| FsError::io(path, e))?;
-    f.sync_all().map_err(|e| FsError::io(path, e))?;
-    Ok(())
+/// Removes the temp files in `dir` left by writers that died before their rename (a crash, a
+/// SIGKILL): those whose process no longer exists. Best effort, and only where `/proc` tells which
+/// processes live; a live writer's temp file is never touched. A writer in another PID namespace
+/// sharing the folder could look dead; its rename then fails with an error, and no file is torn.
+fn remove_stale_temps(dir: &Path) {
+    let proc = Path::new("/proc");
+    if !proc.join("self").exists() {
+        return;
+    }
+    let Ok(entries) = fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(temp_owner) else { continue };
+        if !proc.join(pid.to_string()).exists() {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// The process ID in a temp file's name, if it is one of ours.
+fn temp_owner(name: &str) -> Option<u32> {
+    let rest = name.strip_prefix(TEMP_PREFIX)?.strip_suffix(TEMP_SUFFIX)?;
+    rest.split_once('-')?.0.parse().ok()
 }
 
 /// Creates a folder (and its parents) with mode 0700 if it does not exist yet.
@@ -132,6 +183,24 @@ mod tests {
     }
 
     #[test]
+    fn a_dead_writers_temp_file_is_removed_by_the_next_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        // PID 0 is never a process in /proc; our own PID is alive; other names are not ours.
+        let dead = dir.path().join(".peerup-0-abc123.tmp");
+        let live = dir.path().join(format!(".peerup-{}-xyz.tmp", std::process::id()));
+        let other = dir.path().join(".peerup-notes.tmp");
+        for f in [&dead, &live, &other] {
+            fs::write(f, "partial").unwrap();
+        }
+        write_private_atomic(&p, b"new").unwrap();
+        assert!(!dead.exists());
+        assert!(live.exists() && other.exists());
+        assert_eq!(temp_owner(".peerup-42-a.tmp"), Some(42));
+        assert_eq!(temp_owner(".peerup-x-a.tmp"), None);
+    }
+
+    #[test]
     fn create_new_refuses_to_overwrite() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("k");
@@ -139,5 +208,7 @@ mod tests {
         assert_eq!(mode(&p), 0o600);
         assert!(create_private_new(&p, b"two").is_err());
         assert_eq!(fs::read(&p).unwrap(), b"one");
+        // The refused write left no temp file behind.
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 }

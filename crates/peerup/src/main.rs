@@ -4,7 +4,6 @@
 
 mod cli;
 mod cmd;
-mod config;
 mod daemon;
 mod net;
 mod output;
@@ -13,6 +12,9 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
+// The config module lives in the library (src/lib.rs) so the fuzz targets reach it; this keeps
+// `crate::config` paths working in the binary's modules.
+use peerup::config;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {

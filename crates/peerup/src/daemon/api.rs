@@ -334,3 +334,63 @@ async fn shutdown(State(s): State<ApiState>) -> Response {
     });
     data(json!({ "status": "shutting down" }))
 }
+
+#[cfg(test)]
+mod tests {
+    //! Hostile JSON bodies: any bytes give the handler's type or a 400 with a message; never a panic.
+    //! (scripts/api-fuzz sends schema-shaped requests to a running daemon on top of this.)
+
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    use super::*;
+
+    /// `body::<T>` on `bytes`: the value, or a 400 that says what is wrong.
+    pub(in crate::daemon) fn parses_or_refuses<T: DeserializeOwned>(bytes: &[u8]) -> Option<T> {
+        match body::<T>(&Bytes::copy_from_slice(bytes)) {
+            Ok(v) => Some(v),
+            Err(ApiError(status, msg)) => {
+                assert_eq!(status, StatusCode::BAD_REQUEST);
+                assert!(msg.starts_with("invalid JSON body: ") && msg.len() > 19, "{msg}");
+                None
+            }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn any_body_is_parsed_or_refused_with_a_message(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            parses_or_refuses::<AuthAdd>(&bytes);
+            parses_or_refuses::<ResolveReq>(&bytes);
+            parses_or_refuses::<PingReq>(&bytes);
+            parses_or_refuses::<TraceReq>(&bytes);
+        }
+
+        #[test]
+        fn json_shaped_bodies_round_trip_or_are_refused(
+            peer_id in ".{0,60}",
+            comment in proptest::option::of(".{0,30}"),
+            count: Option<u32>,
+            interval_ms: Option<u64>,
+            wrong_type: bool,
+        ) {
+            let add = json!({ "peer_id": peer_id, "comment": comment }).to_string();
+            let req = parses_or_refuses::<AuthAdd>(add.as_bytes()).unwrap();
+            prop_assert_eq!((&req.peer_id, &req.comment), (&peer_id, &comment));
+            let ping = if wrong_type {
+                json!({ "peer": peer_id, "count": "4" })
+            } else {
+                json!({ "peer": peer_id, "count": count, "interval_ms": interval_ms })
+            };
+            match parses_or_refuses::<PingReq>(ping.to_string().as_bytes()) {
+                Some(req) => prop_assert_eq!((req.peer, req.count, req.interval_ms), (peer_id.clone(), count, interval_ms)),
+                None => prop_assert!(wrong_type),
+            }
+            // The peer ID itself: a PeerId or a 400 naming the input.
+            if let Err(ApiError(status, msg)) = parse_peer(&peer_id) {
+                prop_assert_eq!(status, StatusCode::BAD_REQUEST);
+                prop_assert!(msg.contains("invalid peer ID"));
+            }
+        }
+    }
+}

@@ -6,6 +6,7 @@ mod config;
 mod config_apply;
 mod daemon_api;
 mod doctor;
+mod file_safety;
 mod init;
 mod network;
 mod pairing;

@@ -130,3 +130,30 @@ pub(super) async fn unexpose(
     }
     Ok(data(json!({ "status": "unexposed" })))
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    use super::*;
+    use crate::daemon::api::tests::parses_or_refuses;
+
+    proptest! {
+        #[test]
+        fn connect_and_expose_bodies_round_trip_or_are_refused(
+            bytes in proptest::collection::vec(any::<u8>(), 0..200),
+            a in ".{0,30}",
+            b in ".{0,30}",
+        ) {
+            parses_or_refuses::<ConnectReq>(&bytes);
+            parses_or_refuses::<ExposeReq>(&bytes);
+            let connect = json!({ "peer": a, "service": b, "listen": a }).to_string();
+            let req = parses_or_refuses::<ConnectReq>(connect.as_bytes()).unwrap();
+            prop_assert_eq!((req.peer, req.service, req.listen), (a.clone(), b.clone(), a.clone()));
+            let expose = json!({ "name": b, "local_address": a }).to_string();
+            let req = parses_or_refuses::<ExposeReq>(expose.as_bytes()).unwrap();
+            prop_assert_eq!((req.name, req.local_address), (b, a));
+        }
+    }
+}
