@@ -2,7 +2,7 @@
 //! proxied connections through one `peerup proxy`, on the hole-punched DIRECT path and through the
 //! relay, with the memory of the peerup processes sampled; and a hostile flood of reservation and
 //! circuit requests from unauthorized identities against the relay, while authorized peers keep
-//! moving data. What each test guarantees and the figures measured: `docs/reliability-stress.md`.
+//! moving data. What each test guarantees and the figures measured: `docs/reliability.md`.
 //!
 //! Reuses the NAT-lab harness of `tests/netlab.rs` (lab, processes, relay and nodes, the Python
 //! echo server) and the benchmark's concurrent client (`benches/lab/bench.py many`) and /proc

@@ -20,7 +20,7 @@ use super::rss::{Sampler, Series, hwm_mib, rss_mib};
 /// The benchmark's helpers; `many --echo` is the concurrent client.
 pub const BENCH_PY: &str = include_str!("../../benches/lab/bench.py");
 /// Bound on the peak RSS of each peerup process during a load run (debug build). Measured peaks
-/// are 2–4× below it (docs/reliability-stress.md); an unbounded per-stream buffer would pass it.
+/// are 2–4× below it (docs/reliability.md); an unbounded per-stream buffer would pass it.
 pub const RSS_BOUND_MIB: f64 = 300.0;
 /// For the whole concurrent run (the client's own limit; the process gets a minute more).
 const RUN_LIMIT: Duration = Duration::from_secs(420);
