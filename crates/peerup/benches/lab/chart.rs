@@ -6,7 +6,8 @@
 use std::path::Path;
 use std::sync::OnceLock;
 
-use plotters::coord::ranged1d::SegmentValue;
+use plotters::coord::ranged1d::{SegmentValue, SegmentedCoord};
+use plotters::coord::types::{RangedCoordf64, RangedCoordusize};
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 use serde_json::Value;
@@ -123,15 +124,17 @@ fn label_style(size: u32) -> TextStyle<'static> {
     TextStyle::from((FONT, size).into_font()).pos(Pos::new(HPos::Left, VPos::Center))
 }
 
-fn throughput(
-    area: &DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>,
+/// One horizontal bar panel: a row per case (labelled), the x axis from 0 to a little past `top`.
+fn panel<'a, 'b>(
+    area: &'a DrawingArea<BitMapBackend<'b>, plotters::coord::Shift>,
+    caption: &str,
+    top: f64,
     bars: &[Bar],
-) -> Result<(), Error> {
+    x_desc: &str,
+) -> Result<Panel<'a, 'b>, Error> {
     let n = bars.len();
-    let top =
-        bars.iter().map(|b| b.max.max(b.median)).filter(|x| x.is_finite()).fold(1.0, f64::max);
     let mut chart = ChartBuilder::on(area)
-        .caption("Throughput, MiB/s: median, whiskers min–max over the rounds", (FONT, 22))
+        .caption(caption, (FONT, 22))
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(420)
@@ -147,10 +150,28 @@ fn throughput(
             SegmentValue::CenterOf(k) if *k < n => labels[n - 1 - k].clone(),
             _ => String::new(),
         })
-        .x_desc("MiB/s")
+        .x_desc(x_desc)
         .label_style((FONT, 16))
         .axis_desc_style((FONT, 16))
         .draw()?;
+    Ok(chart)
+}
+
+type Panel<'a, 'b> = ChartContext<
+    'a,
+    BitMapBackend<'b>,
+    Cartesian2d<RangedCoordf64, SegmentedCoord<RangedCoordusize>>,
+>;
+
+fn throughput(
+    area: &DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>,
+    bars: &[Bar],
+) -> Result<(), Error> {
+    let n = bars.len();
+    let top =
+        bars.iter().map(|b| b.max.max(b.median)).filter(|x| x.is_finite()).fold(1.0, f64::max);
+    let caption = "Throughput, MiB/s: median, whiskers min–max over the rounds";
+    let mut chart = panel(area, caption, top, bars, "MiB/s")?;
     for (i, b) in bars.iter().enumerate().filter(|(_, b)| b.median.is_finite()) {
         chart.draw_series(
             Histogram::horizontal(&chart)
@@ -189,27 +210,7 @@ fn latency(
     let caption = format!(
         "Round-trip time of a 1-byte request, µs ({round_trips} round trips): p50 dark, p99 light"
     );
-    let mut chart = ChartBuilder::on(area)
-        .caption(caption, (FONT, 22))
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(420)
-        .build_cartesian_2d(0.0..top * 1.22, (0..n - 1).into_segmented())?;
-    let labels: Vec<String> = bars.iter().map(|b| b.label.clone()).collect();
-    chart
-        .configure_mesh()
-        .disable_y_mesh()
-        .light_line_style(WHITE)
-        .x_label_formatter(&|x| format!("{x:.0}"))
-        .y_labels(n)
-        .y_label_formatter(&|v| match v {
-            SegmentValue::CenterOf(k) if *k < n => labels[n - 1 - k].clone(),
-            _ => String::new(),
-        })
-        .x_desc("µs")
-        .label_style((FONT, 16))
-        .axis_desc_style((FONT, 16))
-        .draw()?;
+    let mut chart = panel(area, &caption, top, bars, "µs")?;
     for (i, b) in bars.iter().enumerate() {
         let at = SegmentValue::Exact(n - 1 - i);
         // An opaque light shade, so the grid does not show through.

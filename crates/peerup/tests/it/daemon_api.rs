@@ -1,89 +1,33 @@
 //! The daemon API over its real Unix socket: cookie auth, the envelope, 4xx for bad input, hot
 //! reload of authorized_keys, one daemon per config, and a clean stop.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
-use std::process::{Child, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::util::{Home, PEER_A, PEER_B};
+use crate::util::{Home, PEER_A, PEER_B, Proc};
 
 const WAIT: Duration = Duration::from_secs(20);
 
-/// A daemon started in a test home; killed on drop.
-pub(crate) struct Daemon {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-}
+/// Starting a daemon (or a relay) in a test home: each returns the running [`Proc`] once it is ready.
+pub(crate) struct Daemon;
 
 impl Daemon {
-    pub(crate) fn start(home: &Home) -> Daemon {
+    pub(crate) fn start(home: &Home) -> Proc {
         Self::start_with(home, &[])
     }
 
-    fn start_with(home: &Home, env: &[(&str, &str)]) -> Daemon {
+    fn start_with(home: &Home, env: &[(&str, &str)]) -> Proc {
         Self::spawn(home, &["daemon"], env, "API: ")
     }
 
     /// Starts `peerup <args>` in `home` and waits for a stdout line starting with `ready`.
-    pub(crate) fn spawn(home: &Home, args: &[&str], env: &[(&str, &str)], ready: &str) -> Daemon {
-        let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("peerup"))
-            .args(args)
-            .env_clear()
-            .envs(env.iter().copied())
-            .env("HOME", home.path())
-            .env("NO_COLOR", "1")
-            .current_dir(home.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start daemon");
-        let out = child.stdout.take().expect("stdout");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let mut d = Daemon { child, lines };
-        d.wait_line(ready);
-        d
-    }
-
-    pub(crate) fn wait_line(&mut self, prefix: &str) -> String {
-        loop {
-            match self.lines.recv_timeout(WAIT) {
-                Ok(l) if l.starts_with(prefix) => return l,
-                Ok(_) => {}
-                Err(e) => panic!("daemon never printed {prefix:?}: {e}"),
-            }
-        }
-    }
-
-    /// Whether the process still runs.
-    pub(crate) fn is_running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-
-    /// Waits for the process to exit by itself.
-    fn wait_exit(&mut self) -> bool {
-        for _ in 0..200 {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        false
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    pub(crate) fn spawn(home: &Home, args: &[&str], env: &[(&str, &str)], ready: &str) -> Proc {
+        let mut p = Proc::spawn_with(home, args, env);
+        p.wait_line(ready);
+        p
     }
 }
 

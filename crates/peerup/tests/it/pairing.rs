@@ -2,96 +2,9 @@
 //! (authorized on it) invites, bob (no config at all) joins. Checks both sides' files, that alice's
 //! running daemon lets bob in at once, wrong codes and the burn after three, expiry, reuse, SAS.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
-
 use peerup_core::pairing::code::{InviteCode, Password};
 
-use crate::util::Home;
-
-const WAIT: Duration = Duration::from_secs(30);
-
-/// A background `peerup` with its stdout and stderr lines; killed on drop.
-struct Proc {
-    child: Child,
-    lines: mpsc::Receiver<(bool, String)>,
-    seen: Vec<String>,
-}
-
-impl Proc {
-    fn spawn(home: &Home, args: &[&str]) -> Proc {
-        let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("peerup"))
-            .args(args)
-            .env_clear()
-            .env("HOME", home.path())
-            .env("NO_COLOR", "1")
-            .current_dir(home.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start peerup");
-        let (tx, lines) = mpsc::channel();
-        let out = child.stdout.take().expect("stdout");
-        let err = child.stderr.take().expect("stderr");
-        for (is_out, r) in
-            [(true, Box::new(out) as Box<dyn std::io::Read + Send>), (false, Box::new(err))]
-        {
-            let tx = tx.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(r).lines().map_while(Result::ok) {
-                    let _ = tx.send((is_out, line));
-                }
-            });
-        }
-        Proc { child, lines, seen: Vec::new() }
-    }
-
-    /// The next stdout line matching `pred`.
-    #[track_caller]
-    fn wait_out(&mut self, what: &str, pred: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok((true, l)) if pred(&l) => return l,
-                Ok((_, l)) => self.seen.push(l),
-                Err(e) => panic!("never printed {what}: {e}; output so far: {:#?}", self.seen),
-            }
-        }
-    }
-
-    /// Waits for the process to exit by itself; returns its code and every line it printed.
-    #[track_caller]
-    fn finish(mut self) -> (i32, String) {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            while let Ok((_, l)) = self.lines.try_recv() {
-                self.seen.push(l);
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                // Drain what the reader threads still hold.
-                while let Ok((_, l)) = self.lines.recv_timeout(Duration::from_millis(200)) {
-                    self.seen.push(l);
-                }
-                return (status.code().unwrap_or(-1), self.seen.join("\n"));
-            }
-            assert!(Instant::now() < deadline, "did not exit; output: {:#?}", self.seen);
-            // Poll the exit status; the lines above are consumed as they come.
-            if let Ok((_, l)) = self.lines.recv_timeout(Duration::from_millis(50)) {
-                self.seen.push(l);
-            }
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use crate::util::{Home, Proc};
 
 /// A gated relay on 127.0.0.1 and alice, initialized with it and authorized on it.
 struct Setup {

@@ -1,0 +1,113 @@
+//! `Proc`: a background `peerup` in a test home, with its stdout and stderr lines; killed on drop.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use super::Home;
+
+/// How long a line or an exit may take.
+const WAIT: Duration = Duration::from_secs(30);
+
+/// A running `peerup`; its lines are read as they come and kept.
+pub struct Proc {
+    child: Child,
+    lines: mpsc::Receiver<(bool, String)>,
+    seen: Vec<String>,
+}
+
+impl Proc {
+    /// Starts `peerup <args>` in `home` (only `HOME` and `NO_COLOR` set).
+    pub fn spawn(home: &Home, args: &[&str]) -> Proc {
+        Self::spawn_with(home, args, &[])
+    }
+
+    /// Like [`Self::spawn`], with more environment variables.
+    pub fn spawn_with(home: &Home, args: &[&str], env: &[(&str, &str)]) -> Proc {
+        let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("peerup"))
+            .args(args)
+            .env_clear()
+            .envs(env.iter().copied())
+            .env("HOME", home.path())
+            .env("NO_COLOR", "1")
+            .current_dir(home.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start peerup");
+        let (tx, lines) = mpsc::channel();
+        let out = child.stdout.take().expect("stdout");
+        let err = child.stderr.take().expect("stderr");
+        for (is_out, r) in
+            [(true, Box::new(out) as Box<dyn std::io::Read + Send>), (false, Box::new(err))]
+        {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(r).lines().map_while(Result::ok) {
+                    let _ = tx.send((is_out, line));
+                }
+            });
+        }
+        Proc { child, lines, seen: Vec::new() }
+    }
+
+    /// The next stdout line matching `pred`.
+    #[track_caller]
+    pub fn wait_out(&mut self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok((true, l)) if pred(&l) => return l,
+                Ok((_, l)) => self.seen.push(l),
+                Err(e) => panic!("never printed {what}: {e}; output so far: {:#?}", self.seen),
+            }
+        }
+    }
+
+    /// The next stdout line starting with `prefix`.
+    #[track_caller]
+    pub fn wait_line(&mut self, prefix: &str) -> String {
+        self.wait_out(&format!("{prefix:?}"), |l| l.starts_with(prefix))
+    }
+
+    /// Whether the process still runs.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Waits for the process to exit by itself; false if it still runs after the wait.
+    pub fn wait_exit(&mut self) -> bool {
+        let deadline = Instant::now() + WAIT;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return true;
+            }
+            // Keep reading its lines meanwhile (and wait a little when there are none).
+            if let Ok((_, l)) = self.lines.recv_timeout(Duration::from_millis(50)) {
+                self.seen.push(l);
+            }
+        }
+        false
+    }
+
+    /// Waits for the process to exit by itself; returns its code and every line it printed.
+    #[track_caller]
+    pub fn finish(mut self) -> (i32, String) {
+        assert!(self.wait_exit(), "did not exit; output: {:#?}", self.seen);
+        let code = self.child.try_wait().ok().flatten().and_then(|s| s.code()).unwrap_or(-1);
+        // Drain what the reader threads still hold.
+        while let Ok((_, l)) = self.lines.recv_timeout(Duration::from_millis(200)) {
+            self.seen.push(l);
+        }
+        (code, self.seen.join("\n"))
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
