@@ -57,6 +57,10 @@ pub(crate) struct EventLoop {
     /// Our public QUIC addresses as peers observed them, offered to hole punching and waiting to
     /// be confirmed as external.
     announced: HashSet<Multiaddr>,
+    /// Until when our QUIC observations are offered to hole punching (after an address change;
+    /// see `network::on_network_change`). Otherwise they are only confirmed as external, and
+    /// hole punching uses TCP, whose direct connections take the faster bulk path.
+    offer_quic_until: Option<Instant>,
     /// External addresses from the config (the others were observed by peers).
     configured_external: Vec<Multiaddr>,
     /// Which peer addresses take bulk connections; forgotten when the network changes.
@@ -135,6 +139,7 @@ impl EventLoop {
             addr_dials: HashMap::new(),
             configured_external: config.external_addrs.clone(),
             announced: HashSet::new(),
+            offer_quic_until: None,
             bulk_probes,
             network,
             suspect: HashMap::new(),

@@ -27,10 +27,16 @@ const SILENCE: Duration = Duration::from_secs(8);
 const QUIET: Duration = Duration::from_secs(3);
 /// How long after one of a peer's direct connections broke its others are held to [`QUIET`].
 const SUSPECT_FOR: Duration = Duration::from_secs(15);
+/// How long after an address change our QUIC observations are offered to hole punching.
+const OFFER_QUIC_FOR: Duration = Duration::from_secs(120);
 
 impl EventLoop {
     pub(super) fn on_network_change(&mut self, change: AddressChange) {
         self.emit(NodeEvent::NetworkChanged(change.clone()));
+        // TCP hole punching offers our TCP listen port at the public address (identify translates
+        // the observed port to it), which holds only while the NAT keeps the port; after a move
+        // the old mapping still holds it, so offer the fresh QUIC observations for a while.
+        self.offer_quic_until = Some(Instant::now() + OFFER_QUIC_FOR);
         self.bulk_probes.clear();
         if let Some(res) = self.reservations.as_mut() {
             res.reset_backoff();

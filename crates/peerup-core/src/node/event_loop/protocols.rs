@@ -46,10 +46,14 @@ impl EventLoop {
                     && !is_relayed(&observed)
                     && !self.swarm.external_addresses().any(|a| *a == observed)
                 {
-                    // A candidate first, so that hole punching offers it (the swarm hides
-                    // confirmed addresses from DCUtR), then confirmed when it comes back.
-                    self.announced.insert(observed.clone());
-                    self.swarm.behaviour_mut().streams.announce_candidate(observed.clone());
+                    if self.offer_quic_until.is_some_and(|t| Instant::now() < t) {
+                        // A candidate first, so that hole punching offers it (the swarm hides
+                        // confirmed addresses from DCUtR), then confirmed when it comes back.
+                        self.announced.insert(observed.clone());
+                        self.swarm.behaviour_mut().streams.announce_candidate(observed.clone());
+                    } else {
+                        self.swarm.add_external_address(observed.clone());
+                    }
                 }
                 if let Some(k) = self.swarm.behaviour_mut().kad.as_mut()
                     && info.protocols.iter().any(|p| p.as_ref().ends_with("/kad/1.0.0"))
