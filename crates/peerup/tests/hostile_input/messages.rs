@@ -61,6 +61,7 @@ fn key_line() -> impl Strategy<Value = String> {
 fn messages() -> impl Strategy<Value = Message> {
     let name = ".{0,20}";
     let bytes = |n| proptest::collection::vec(any::<u8>(), 0..n);
+    let nonempty = |n| proptest::collection::vec(any::<u8>(), 1..n);
     prop_oneof![
         (any::<u32>(), any::<u32>())
             .prop_map(|(slot, ttl_secs)| Message::Register { slot, ttl_secs }),
@@ -72,7 +73,8 @@ fn messages() -> impl Strategy<Value = Message> {
         Just(Message::Ok),
         Just(Message::Done),
         name.prop_map(Message::Error),
-        (0u8..2, bytes(64), bytes(64)).prop_map(|(role, spake, public_key)| Message::Hello {
+        // A hello carries a SPAKE2 message and a public key: empty ones are refused as truncated.
+        (0u8..2, nonempty(64), nonempty(64)).prop_map(|(role, spake, public_key)| Message::Hello {
             role,
             spake,
             public_key
