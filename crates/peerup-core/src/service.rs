@@ -141,7 +141,7 @@ async fn serve_stream(incoming: IncomingStream, spec: &ServiceSpec, active: &Act
             return;
         }
     };
-    tracing::info!(%peer, service = %spec.name, path = incoming.path.kind(), "serving stream");
+    tracing::info!(%peer, service = %spec.name, path = incoming.path.kind(), via = %incoming.path.remote_addr, "serving stream");
     carry_local(incoming.stream, tcp, &peer, &spec.name, active).await;
 }
 

@@ -160,6 +160,12 @@ async fn relayed_stream_is_byte_exact_then_direct() {
     let (out, relayed) = echo_through(&p.client, p.server.peer_id(), &data).await;
     assert!(out == data, "echo differs: {} bytes back of {}", out.len(), data.len());
     assert!(relayed, "the first stream goes through the relay circuit");
+    // The circuit runs over the server's reservation connection, which must be its TCP one (AES,
+    // large yamux frames), not the QUIC twin it also holds to the relay. An inbound circuit names
+    // that connection as its local address.
+    let paths = p.server.paths(p.client.peer_id()).await.unwrap();
+    let circuit = paths.iter().find(|c| c.relayed).expect("the server sees the relayed connection");
+    assert!(!circuit.is_quic(), "the reservation runs over QUIC: {}", circuit.remote_addr);
     wait_for(&mut p.events, |e| matches!(e, NodeEvent::HolePunched { .. })).await;
     let (out, relayed) = echo_through(&p.client, p.server.peer_id(), &data).await;
     assert!(out == data);

@@ -151,7 +151,7 @@ impl EventLoop {
             reservations,
             listen_addrs_are_external: config.listen_addrs_are_external,
         };
-        // Connect to relays right away (over TCP and QUIC): reservations, DHT bootstrap and
+        // Connect to relays right away (over TCP, then QUIC): reservations, DHT bootstrap and
         // learning our public address all start from here.
         this.dial_relays();
         Ok(this)
@@ -302,6 +302,7 @@ impl EventLoop {
                 if path.relayed && endpoint.is_listener() {
                     self.on_relayed_inbound(peer_id);
                 }
+                self.on_relay_connected(peer_id, &endpoint);
                 self.book.connected(peer_id, connection_id, path.clone());
                 tracing::info!(peer = %peer_id, path = path.kind(), addr = %path.remote_addr, "connected");
                 self.metrics.connection(path.relayed, true);
@@ -324,7 +325,16 @@ impl EventLoop {
                     self.ready_relays.remove(&peer_id);
                     self.tcp_tried.remove(&peer_id);
                 }
-                tracing::debug!(peer = %peer_id, path = path.kind(), cause = ?cause, "connection closed");
+                // One that failed (rather than being closed by either side) ends its streams too:
+                // worth a line at the default level.
+                match &cause {
+                    Some(ConnectionError::IO(e)) => {
+                        tracing::info!(peer = %peer_id, path = path.kind(), addr = %path.remote_addr, error = %e, "connection failed");
+                    }
+                    _ => {
+                        tracing::debug!(peer = %peer_id, path = path.kind(), cause = ?cause, "connection closed");
+                    }
+                }
                 self.metrics.connection(path.relayed, false);
                 self.emit(NodeEvent::Disconnected { peer: peer_id, path });
             }
@@ -333,6 +343,7 @@ impl EventLoop {
                     let _ = reply.send(Err(error.to_string().replace('\n', " ")));
                 }
                 tracing::debug!(peer = ?peer_id, %error, "outgoing connection failed");
+                self.on_relay_dial_failed(peer_id, &error);
             }
             SwarmEvent::NewExternalAddrCandidate { address } if self.announced.remove(&address) => {
                 self.swarm.add_external_address(address);

@@ -141,6 +141,20 @@ pub fn symmetric_x_cone_relayed() {
     let mut p = echo_pair(&lab, "alice", "carol");
     let (path, line) = payload_through(&lab, "carol", &mut p.proxy, "carol -> alice echo");
     assert_eq!(path, PathKind::Relayed, "symmetric NAT cannot be hole-punched: {line}");
+    // The circuit reaches alice over her reservation connection to the relay, which must be the
+    // TCP one (AES, large frames), not the QUIC twin she also holds; her log names it.
+    let (_, served) = p
+        .daemon
+        .proc
+        .wait_line_from(0, None, Duration::from_secs(5), |l| {
+            l.contains("serving stream") && l.contains("path=\"RELAYED\"")
+        })
+        .expect("alice's daemon logs the relayed stream it serves");
+    assert!(
+        served.text.contains("/tcp/") && !served.text.contains("quic"),
+        "alice's circuit runs over QUIC to the relay: {}",
+        served.text
+    );
     // By now every hole punch attempt has had time to fail; the relayed path must still carry
     // new connections.
     let mark = p.proxy.proc.mark();

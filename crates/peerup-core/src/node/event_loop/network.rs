@@ -17,7 +17,7 @@ use std::time::Duration;
 use libp2p::PeerId;
 use tokio::time::Instant;
 
-use super::{EventLoop, RELAY_READY_WAIT, quic_twin};
+use super::{EventLoop, RELAY_READY_WAIT};
 use crate::netwatch::AddressChange;
 use crate::node::NodeEvent;
 
@@ -75,15 +75,8 @@ impl EventLoop {
 
     /// Dials every relay at its configured address and over QUIC.
     pub(super) fn dial_relays(&mut self) {
-        let addrs: Vec<_> = self
-            .relays
-            .iter()
-            .flat_map(|r| std::iter::once(r.clone()).chain(quic_twin(r)))
-            .collect();
-        for addr in addrs {
-            if let Err(e) = self.swarm.dial(addr.clone()) {
-                tracing::debug!(%addr, error = %e, "relay dial failed");
-            }
+        for addr in self.relays.clone() {
+            self.dial_relay(addr);
         }
     }
 
