@@ -15,7 +15,9 @@ use clap::Parser;
 // The config module lives in the library (src/lib.rs) so the fuzz targets reach it; this keeps
 // `crate::config` paths working in the binary's modules.
 use peerup::config;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
@@ -37,16 +39,29 @@ fn main() -> ExitCode {
 }
 
 /// Logs go to stderr; `RUST_LOG` overrides the default level (warnings for one-shot commands).
+/// It takes `level` and `target=level` directives (`info,libp2p_dcutr=debug`): a target filter
+/// rather than tracing's `EnvFilter`, whose span and field-regex matching peerup does not need and
+/// whose regex engine every process would otherwise load (`docs/performance.md`).
 fn init_logging() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    let filter = log_filter(std::env::var("RUST_LOG").ok().as_deref());
     let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     tracing_subscriber::fmt()
-        .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(color)
         .without_time()
         .with_target(false)
+        .finish()
+        .with(filter)
         .init();
+}
+
+/// The filter `RUST_LOG` asks for; warnings when it is unset, empty or unreadable.
+fn log_filter(spec: Option<&str>) -> Targets {
+    let warn = || Targets::new().with_default(LevelFilter::WARN);
+    match spec.map(str::trim).filter(|s| !s.is_empty()) {
+        Some(s) => s.parse().unwrap_or_else(|_| warn()),
+        None => warn(),
+    }
 }
 
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
@@ -54,4 +69,24 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
         c.downcast_ref::<std::io::Error>()
             .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use tracing::Level;
+
+    use super::*;
+
+    #[test]
+    fn rust_log_directives_and_the_default() {
+        let f = log_filter(Some("info,libp2p_dcutr=debug"));
+        assert!(f.would_enable("peerup_core::node", &Level::INFO));
+        assert!(!f.would_enable("peerup_core::node", &Level::DEBUG));
+        assert!(f.would_enable("libp2p_dcutr::behaviour", &Level::DEBUG));
+        for unset in [None, Some(""), Some("  "), Some("=nonsense=")] {
+            let f = log_filter(unset);
+            assert!(f.would_enable("peerup", &Level::WARN), "{unset:?}");
+            assert!(!f.would_enable("peerup", &Level::INFO), "{unset:?}");
+        }
+    }
 }
