@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::api::ServiceInfo;
-use super::reload::{CHECK_EVERY, stamp};
+use super::reload::{Ticks, stamp};
 use crate::config::load::load_node_file;
 use crate::config::pending;
 use crate::config::schema::{NodeConfig, ServiceEntry};
@@ -309,12 +309,8 @@ impl Live {
         let mut marker_seen = None;
         let mut marker: Option<pending::Marker> = None;
         tracker.spawn(async move {
-            let mut tick = tokio::time::interval(CHECK_EVERY);
-            loop {
-                tokio::select! {
-                    () = cancel.cancelled() => break,
-                    _ = tick.tick() => {}
-                }
+            let mut ticks = Ticks::new(cancel);
+            while ticks.next().await {
                 let marker_now = stamp(&pending::marker_path(&live.path));
                 if marker_now != marker_seen {
                     marker_seen = marker_now;

@@ -15,6 +15,27 @@ use tokio_util::task::TaskTracker;
 /// How often the file's size and modification time are checked.
 pub const CHECK_EVERY: Duration = Duration::from_millis(250);
 
+/// The clock of the daemon's and the relay's file watches: a tick every [`CHECK_EVERY`] until
+/// shutdown begins.
+pub struct Ticks {
+    every: tokio::time::Interval,
+    cancel: CancellationToken,
+}
+
+impl Ticks {
+    pub fn new(cancel: CancellationToken) -> Self {
+        Self { every: tokio::time::interval(CHECK_EVERY), cancel }
+    }
+
+    /// Waits for the next check; false once shutdown has begun.
+    pub async fn next(&mut self) -> bool {
+        tokio::select! {
+            () = self.cancel.cancelled() => false,
+            _ = self.every.tick() => true,
+        }
+    }
+}
+
 /// Watches one authorized_keys file.
 pub struct KeysWatch {
     path: PathBuf,
@@ -72,12 +93,8 @@ pub fn spawn(
 ) {
     let mut watch = KeysWatch::new(path);
     tracker.spawn(async move {
-        let mut tick = tokio::time::interval(CHECK_EVERY);
-        loop {
-            tokio::select! {
-                () = cancel.cancelled() => break,
-                _ = tick.tick() => {}
-            }
+        let mut ticks = Ticks::new(cancel);
+        while ticks.next().await {
             for peer in watch.check(&access).unwrap_or_default() {
                 tracing::info!(target: "audit", %peer, "auth_change: access revoked; closing connections");
                 let _ = node.disconnect(peer).await;

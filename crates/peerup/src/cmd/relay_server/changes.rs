@@ -22,7 +22,7 @@ use crate::config::load::load_relay_file;
 use crate::config::relay_schema::RelayConfig;
 use crate::config::validate::validate_relay;
 use crate::config::{archive, pending};
-use crate::daemon::reload::{CHECK_EVERY, stamp};
+use crate::daemon::reload::{Ticks, stamp};
 
 /// Set when the relay stops because a reverted config needs a restart.
 #[derive(Clone, Default)]
@@ -71,12 +71,8 @@ pub(super) fn spawn_watch(
     let flag = restart.clone();
     let mut seen = stamp(&path);
     tracker.spawn(async move {
-        let mut tick = tokio::time::interval(CHECK_EVERY);
-        loop {
-            tokio::select! {
-                () = cancel.cancelled() => break,
-                _ = tick.tick() => {}
-            }
+        let mut ticks = Ticks::new(cancel.clone());
+        while ticks.next().await {
             let expired = match pending::read(&path) {
                 Ok(m) => m.is_some_and(|m| m.expired()),
                 Err(_) => true, // a broken marker: nobody confirmed a change
