@@ -328,6 +328,13 @@ fn run(set: &Settings) -> bool {
             Some(reason.lines().next().unwrap_or_default().to_string())
         }
     };
+    // BENCH_CASES=id,id,…: measure only these cases (for experiments; a published run has all).
+    if let Some(only) = std::env::var("BENCH_CASES").ok().filter(|v| !v.is_empty()) {
+        assert!(!set.published, "a BENCH_CASES run must not replace bench/results: set BENCH_OUT");
+        let only: Vec<&str> = only.split(',').map(str::trim).collect();
+        cases.retain(|c| only.contains(&c.id));
+        assert!(!cases.is_empty(), "BENCH_CASES={only:?} names no case");
+    }
 
     let setup_s = started.elapsed().as_secs_f64();
     for round in 1..=rounds {
