@@ -1,6 +1,7 @@
 //! `peerup proxy <peer> <service> <local-port>`: listen on 127.0.0.1 and carry every accepted
 //! connection to a peer's service on its own stream.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -8,7 +9,7 @@ use anyhow::{Context, Result};
 use peerup_core::node::{Node, NodeEvent};
 use peerup_core::service::{self, pipe};
 use peerup_core::{PeerId, label};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -20,14 +21,18 @@ use crate::outln;
 
 /// Client connections carried at once; more wait to be accepted.
 const MAX_CONNECTIONS: usize = 1024;
+/// Connections the kernel may queue on the proxy's port before they are accepted (it caps this at
+/// `net.core.somaxconn`, 4096 by default). With tokio's default of 1024, a client opening 1,000
+/// connections at once overflowed the queue: SYN cookies took over, and connections whose cookie
+/// then failed were reset before the proxy ever saw them.
+const LISTEN_BACKLOG: u32 = 4096;
 
 pub(super) fn run(target: &str, svc: &str, port: u16, ctx: &Ctx) -> Result<()> {
     let loaded = config::load_node(ctx.config_path())?;
     let (peer, _) = net::resolve_peer(&loaded.config, target)?;
     label::validate(svc).context("service name")?;
     net::block_on(async move {
-        let listener = TcpListener::bind(("127.0.0.1", port))
-            .await
+        let listener = listen_local(port)
             .with_context(|| format!("cannot listen on 127.0.0.1:{port} (is the port in use?)"))?;
         let local = listener.local_addr()?;
         let (cancel, tracker) = net::shutdown_on_signals()?;
@@ -90,6 +95,14 @@ pub(crate) fn serve_listener(
             });
         }
     });
+}
+
+/// A listener on 127.0.0.1:`port` with a [`LISTEN_BACKLOG`] queue.
+fn listen_local(port: u16) -> std::io::Result<TcpListener> {
+    let socket = TcpSocket::new_v4()?;
+    socket.set_reuseaddr(true)?;
+    socket.bind(SocketAddr::from(([127, 0, 0, 1], port)))?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 pub(crate) async fn carry(node: &Node, peer: PeerId, svc: &str, tcp: TcpStream, n: u64) {
