@@ -32,6 +32,11 @@ pub fn is_relayed(addr: &Multiaddr) -> bool {
     addr.iter().any(|p| matches!(p, libp2p::multiaddr::Protocol::P2pCircuit))
 }
 
+/// Whether an address is a QUIC one.
+pub fn is_quic(addr: &Multiaddr) -> bool {
+    addr.iter().any(|p| matches!(p, libp2p::multiaddr::Protocol::QuicV1))
+}
+
 /// The first IP address in `addr`.
 pub(crate) fn ip_of(addr: &Multiaddr) -> Option<std::net::IpAddr> {
     addr.iter().find_map(|p| match p {
@@ -63,7 +68,7 @@ impl PathInfo {
 
     /// Whether the connection runs over QUIC.
     pub fn is_quic(&self) -> bool {
-        self.remote_addr.iter().any(|p| matches!(p, libp2p::multiaddr::Protocol::QuicV1))
+        is_quic(&self.remote_addr)
     }
 
     /// Preference for new streams, lower first: direct TCP (TLS with AES-GCM), then direct QUIC

@@ -21,6 +21,7 @@ use tokio::time::Instant;
 use super::{DoctorError, Reach, RelayReport, Reservation};
 use crate::netinfo::socket_of;
 use crate::relay_addr::{self, quic_twin, tcp_twin};
+use crate::streams::is_quic;
 
 #[derive(NetworkBehaviour)]
 struct Probe {
@@ -123,8 +124,7 @@ pub(super) async fn probe(
     };
     for addr in relays {
         let Some(id) = relay_addr::peer_id_of(addr) else { continue };
-        let is_quic = addr.iter().any(|p| matches!(p, Protocol::QuicV1));
-        let (tcp, quic) = match is_quic {
+        let (tcp, quic) = match is_quic(addr) {
             true => (tcp_twin(addr), Some(addr.clone())),
             false => (Some(addr.clone()), quic_twin(addr)),
         };
@@ -346,7 +346,7 @@ fn second_endpoint(dialed: &Multiaddr, listen: &[Multiaddr]) -> Option<Multiaddr
     let first = socket_of(dialed)?;
     let candidates: Vec<(SocketAddr, &Multiaddr)> = listen
         .iter()
-        .filter(|a| a.iter().any(|p| matches!(p, Protocol::QuicV1)))
+        .filter(|a| is_quic(a))
         .filter_map(|a| socket_of(a).map(|s| (s, a)))
         .filter(|(s, _)| s.is_ipv4() == first.is_ipv4() && *s != first)
         .collect();

@@ -73,7 +73,8 @@ impl EventLoop {
         }
     }
 
-    /// Dials every relay at its configured address and over QUIC.
+    /// Dials every relay at its configured address (its QUIC twin follows once that connection is
+    /// up: `relays.rs`).
     pub(super) fn dial_relays(&mut self) {
         for addr in self.relays.clone() {
             self.dial_relay(addr);

@@ -1,14 +1,13 @@
 //! What the protocols report: reservations accepted (relay client), identify (our public address,
 //! relays becoming ready, DHT addresses), hole punching (DCUtR) and ping round trips.
 
-use libp2p::multiaddr::Protocol;
 use libp2p::{dcutr, identify, ping, relay};
 use tokio::time::Instant;
 
 use super::EventLoop;
 use crate::node::NodeEvent;
 use crate::node::behaviour::BehaviourEvent;
-use crate::streams::is_relayed;
+use crate::streams::{is_quic, is_relayed};
 
 impl EventLoop {
     pub(super) fn on_behaviour_event(&mut self, event: BehaviourEvent) {
@@ -41,8 +40,7 @@ impl EventLoop {
                 );
                 // Our public QUIC address as a relay or peer sees it: what DCUtR offers the
                 // other side. TCP observations name a throwaway source port, so they are skipped.
-                let is_quic = observed.iter().any(|p| matches!(p, Protocol::QuicV1));
-                if is_quic
+                if is_quic(&observed)
                     && !is_relayed(&observed)
                     && !self.swarm.external_addresses().any(|a| *a == observed)
                 {

@@ -11,7 +11,6 @@
 //! the TCP connection is up, or when the TCP dial failed.
 
 use libp2p::core::ConnectedPoint;
-use libp2p::multiaddr::Protocol;
 use libp2p::swarm::DialError;
 use libp2p::{Multiaddr, PeerId};
 use tokio::time::Instant;
@@ -19,6 +18,7 @@ use tokio::time::Instant;
 use super::{EventLoop, quic_twin, strip_p2p};
 use crate::node::RelayChange;
 use crate::relay_addr;
+use crate::streams::is_quic;
 
 impl EventLoop {
     pub(super) fn set_relays(&mut self, relays: Vec<Multiaddr>) -> RelayChange {
@@ -114,8 +114,4 @@ impl EventLoop {
             self.dial_relay(addr);
         }
     }
-}
-
-fn is_quic(addr: &Multiaddr) -> bool {
-    addr.iter().any(|p| matches!(p, Protocol::QuicV1))
 }
