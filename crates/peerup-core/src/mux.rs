@@ -6,13 +6,19 @@
 
 use std::collections::VecDeque;
 use std::pin::Pin;
-use std::task::{Context, Poll, Waker};
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker, ready};
 
 use futures::future::{Ready, ready};
 use futures::io::BufWriter;
 use futures::{AsyncRead, AsyncWrite};
 use libp2p::core::muxing::{StreamMuxer, StreamMuxerEvent};
 use libp2p::core::upgrade::{InboundConnectionUpgrade, OutboundConnectionUpgrade, UpgradeInfo};
+
+mod budget;
+
+use budget::{Budget, Drain};
+pub use budget::{Stream, WRITE_BUDGET};
 
 /// The protocol name, as every yamux implementation announces it.
 pub const PROTOCOL: &str = "/yamux/1.0.0";
@@ -28,16 +34,39 @@ const MAX_PENDING_INBOUND: usize = 1024;
 
 /// The multiplexer upgrade.
 #[derive(Debug, Clone)]
-pub struct Config(yamux::Config);
+pub struct Config {
+    yamux: yamux::Config,
+    write_budget: usize,
+}
 
 impl Config {
-    /// peerup's settings: 256 KiB frames, up to [`MAX_STREAMS`] streams.
+    /// peerup's settings: 256 KiB frames, up to [`MAX_STREAMS`] streams, at most
+    /// [`WRITE_BUDGET`] bytes queued for the socket.
     pub fn new() -> Self {
         let mut c = yamux::Config::default();
         c.set_max_num_streams(MAX_STREAMS).set_split_send_size(SPLIT_SEND_SIZE);
-        Self(c)
+        Self { yamux: c, write_budget: WRITE_BUDGET }
+    }
+
+    /// The same with another write budget.
+    #[cfg(test)]
+    fn with_write_budget(mut self, bytes: usize) -> Self {
+        self.write_budget = bytes;
+        self
+    }
+
+    fn muxer<C>(self, socket: C, mode: yamux::Mode) -> Muxer<Socket<C>>
+    where
+        C: AsyncRead + AsyncWrite + Unpin,
+    {
+        let budget = Budget::new(self.write_budget);
+        let socket = Drain::new(BufWriter::with_capacity(WRITE_BUFFER, socket), &budget);
+        Muxer::new(yamux::Connection::new(socket, self.yamux, mode), budget)
     }
 }
+
+/// What yamux writes to: a write buffer over the secured connection, counting frames out.
+pub type Socket<C> = Drain<BufWriter<C>>;
 
 impl Default for Config {
     fn default() -> Self {
@@ -58,13 +87,12 @@ impl<C> InboundConnectionUpgrade<C> for Config
 where
     C: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
-    type Output = Muxer<BufWriter<C>>;
+    type Output = Muxer<Socket<C>>;
     type Error = std::io::Error;
     type Future = Ready<Result<Self::Output, std::io::Error>>;
 
     fn upgrade_inbound(self, socket: C, _: Self::Info) -> Self::Future {
-        let socket = BufWriter::with_capacity(WRITE_BUFFER, socket);
-        ready(Ok(Muxer::new(yamux::Connection::new(socket, self.0, yamux::Mode::Server))))
+        ready(Ok(self.muxer(socket, yamux::Mode::Server)))
     }
 }
 
@@ -72,13 +100,12 @@ impl<C> OutboundConnectionUpgrade<C> for Config
 where
     C: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
-    type Output = Muxer<BufWriter<C>>;
+    type Output = Muxer<Socket<C>>;
     type Error = std::io::Error;
     type Future = Ready<Result<Self::Output, std::io::Error>>;
 
     fn upgrade_outbound(self, socket: C, _: Self::Info) -> Self::Future {
-        let socket = BufWriter::with_capacity(WRITE_BUFFER, socket);
-        ready(Ok(Muxer::new(yamux::Connection::new(socket, self.0, yamux::Mode::Client))))
+        ready(Ok(self.muxer(socket, yamux::Mode::Client)))
     }
 }
 
@@ -89,14 +116,16 @@ pub struct Muxer<C> {
     pending: VecDeque<yamux::Stream>,
     /// The task waiting in `poll_inbound`.
     inbound_waker: Option<Waker>,
+    /// Bytes the streams may queue for the socket.
+    budget: Arc<Budget>,
 }
 
 impl<C> Muxer<C>
 where
     C: AsyncRead + AsyncWrite + Unpin,
 {
-    fn new(conn: yamux::Connection<C>) -> Self {
-        Self { conn, pending: VecDeque::new(), inbound_waker: None }
+    fn new(conn: yamux::Connection<C>, budget: Arc<Budget>) -> Self {
+        Self { conn, pending: VecDeque::new(), inbound_waker: None, budget }
     }
 
     /// Drives the connection (reading frames, flushing writes), queueing the streams the remote
@@ -127,7 +156,7 @@ impl<C> StreamMuxer for Muxer<C>
 where
     C: AsyncRead + AsyncWrite + Unpin,
 {
-    type Substream = yamux::Stream;
+    type Substream = Stream;
     type Error = yamux::ConnectionError;
 
     fn poll_inbound(
@@ -136,14 +165,14 @@ where
     ) -> Poll<Result<Self::Substream, Self::Error>> {
         let this = self.get_mut();
         if let Some(s) = this.pending.pop_front() {
-            return Poll::Ready(Ok(s));
+            return Poll::Ready(Ok(Stream::new(s, &this.budget)));
         }
         this.inbound_waker = Some(cx.waker().clone());
         if let Poll::Ready(e) = this.drive(cx) {
             return Poll::Ready(Err(e));
         }
         match this.pending.pop_front() {
-            Some(s) => Poll::Ready(Ok(s)),
+            Some(s) => Poll::Ready(Ok(Stream::new(s, &this.budget))),
             None => Poll::Pending,
         }
     }
@@ -152,7 +181,9 @@ where
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Result<Self::Substream, Self::Error>> {
-        self.get_mut().conn.poll_new_outbound(cx)
+        let this = self.get_mut();
+        let stream = ready!(this.conn.poll_new_outbound(cx))?;
+        Poll::Ready(Ok(Stream::new(stream, &this.budget)))
     }
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
@@ -217,5 +248,74 @@ mod tests {
         assert_eq!(back, payload);
         client_driver.abort();
         server_driver.abort();
+    }
+
+    /// With the socket stalled, the streams of a connection queue no more than its write budget
+    /// (yamux alone would queue up to 10 frames per stream); once the socket drains, every byte
+    /// arrives and every permit comes back.
+    #[tokio::test(start_paused = true)]
+    async fn queued_writes_stay_within_the_budget() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+
+        use futures::future::poll_fn;
+        use tokio_util::compat::TokioAsyncReadCompatExt;
+
+        const BUDGET: usize = 256 * 1024;
+        const STREAMS: usize = 16;
+        const EACH: usize = 128 * 1024;
+        const WRITE: usize = 8 * 1024;
+        let (a, b) = tokio::io::duplex(32 * 1024);
+        let cfg = Config::new().with_write_budget(BUDGET);
+        let mut client = cfg.clone().upgrade_outbound(a.compat(), PROTOCOL).await.unwrap();
+        let mut server = cfg.upgrade_inbound(b.compat(), PROTOCOL).await.unwrap();
+        let budget = client.budget.clone();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let mut writers = Vec::new();
+        for i in 0..STREAMS {
+            let mut s = poll_fn(|cx| client.poll_outbound_unpin(cx)).await.unwrap();
+            let accepted = accepted.clone();
+            writers.push(tokio::spawn(async move {
+                let chunk = vec![i as u8; WRITE];
+                for _ in 0..EACH / WRITE {
+                    s.write_all(&chunk).await.unwrap();
+                    accepted.fetch_add(WRITE, Ordering::AcqRel);
+                }
+                s.close().await.unwrap();
+            }));
+        }
+        let client_driver = tokio::spawn(async move { poll_fn(|cx| client.poll_unpin(cx)).await });
+        // Paused time advances only when every task is blocked: the socket is full by then.
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        let held = accepted.load(Ordering::Acquire);
+        // What left the queues sits in the pipe (32 KiB), the write buffer (16 KiB) and the one
+        // frame yamux is writing.
+        assert!(held <= BUDGET + 64 * 1024, "{held} bytes taken with a budget of {BUDGET}");
+        assert!(budget.queued() <= BUDGET);
+
+        let readers = tokio::spawn(async move {
+            let mut done = Vec::new();
+            for _ in 0..STREAMS {
+                let mut s = poll_fn(|cx| server.poll_inbound_unpin(cx)).await.unwrap();
+                done.push(tokio::spawn(async move {
+                    let mut got = Vec::new();
+                    s.read_to_end(&mut got).await.unwrap();
+                    (got.len(), got.iter().all(|b| *b == got[0]))
+                }));
+            }
+            let driver = tokio::spawn(async move { poll_fn(|cx| server.poll_unpin(cx)).await });
+            let mut results = Vec::new();
+            for d in done {
+                results.push(d.await.unwrap());
+            }
+            driver.abort();
+            results
+        });
+        for w in writers {
+            w.await.unwrap();
+        }
+        let results = readers.await.unwrap();
+        assert_eq!(results, vec![(EACH, true); STREAMS]);
+        assert_eq!((budget.queued(), budget.available()), (0, BUDGET));
+        client_driver.abort();
     }
 }
