@@ -6,7 +6,7 @@
 //!
 //! Each direction's buffer starts small and doubles whenever a read fills it, up to
 //! [`MAX_BUFFER`]: bulk transfers get large writes (and so large yamux frames and TLS records),
-//! while a thousand interactive connections cost a few KiB each. Growth beyond the first buffer
+//! while a thousand interactive connections cost a few KiB each (4 KiB each way to start). Growth beyond the first buffer
 //! draws on one budget per process ([`GROWTH_BUDGET`]), so that a thousand busy connections
 //! don't each hold 256 KiB: the first ones to need it get large buffers, the rest stay small.
 
@@ -18,7 +18,7 @@ use tokio::net::TcpStream;
 use tokio_util::compat::{FuturesAsyncReadCompatExt, FuturesAsyncWriteCompatExt};
 
 /// The first buffer of each direction.
-pub const MIN_BUFFER: usize = 8 * 1024;
+pub const MIN_BUFFER: usize = 4 * 1024;
 /// The largest buffer of each direction.
 pub const MAX_BUFFER: usize = 256 * 1024;
 /// Bytes all pipes of the process may hold beyond their first buffers.
