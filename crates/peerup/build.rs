@@ -6,10 +6,14 @@ use std::process::Command;
 /// The functions an idle daemon runs, from `scripts/startup-order`.
 const STARTUP_ORDER: &str = "link/startup-order.txt";
 
+/// A variable cargo sets for build scripts, or "".
+fn var(key: &str) -> String {
+    std::env::var(key).unwrap_or_default()
+}
+
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-changed={STARTUP_ORDER}");
-    let var = |k: &str| std::env::var(k).unwrap_or_default();
     if var("CARGO_CFG_TARGET_OS") != "linux" || var("CARGO_CFG_TARGET_ENV") != "gnu" {
         return;
     }
@@ -34,7 +38,6 @@ fn main() {
 /// Whether rustc links this build with its bundled lld: x86_64 Linux, rustc 1.90 or newer, and no
 /// other linker or linker flavour chosen in the flags or the environment.
 fn links_with_lld() -> bool {
-    let var = |k: &str| std::env::var(k).unwrap_or_default();
     if var("TARGET") != "x86_64-unknown-linux-gnu" {
         return false;
     }

@@ -32,7 +32,7 @@ pub(super) fn run(target: &str, svc: &str, port: u16, ctx: &Ctx) -> Result<()> {
     let (peer, _) = net::resolve_peer(&loaded.config, target)?;
     label::validate(svc).context("service name")?;
     net::block_on(async move {
-        let listener = listen_local(port)
+        let listener = listen(SocketAddr::from(([127, 0, 0, 1], port)))
             .with_context(|| format!("cannot listen on 127.0.0.1:{port} (is the port in use?)"))?;
         let local = listener.local_addr()?;
         let (cancel, tracker) = net::shutdown_on_signals()?;
@@ -97,11 +97,12 @@ pub(crate) fn serve_listener(
     });
 }
 
-/// A listener on 127.0.0.1:`port` with a [`LISTEN_BACKLOG`] queue.
-fn listen_local(port: u16) -> std::io::Result<TcpListener> {
-    let socket = TcpSocket::new_v4()?;
+/// A proxy's listener on `addr` with a [`LISTEN_BACKLOG`] queue (`peerup proxy`, and proxies the
+/// daemon's API starts).
+pub(crate) fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
     socket.set_reuseaddr(true)?;
-    socket.bind(SocketAddr::from(([127, 0, 0, 1], port)))?;
+    socket.bind(addr)?;
     socket.listen(LISTEN_BACKLOG)
 }
 

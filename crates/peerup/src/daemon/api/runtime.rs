@@ -41,8 +41,7 @@ pub(super) async fn connect(State(s): State<ApiState>, bytes: Bytes) -> Result<R
     let addr: std::net::SocketAddr = req.listen.parse().map_err(|_| {
         ApiError::bad(format!("invalid listen address {:?}: use ip:port", req.listen))
     })?;
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
+    let listener = crate::cmd::proxy::listen(addr)
         .map_err(|e| ApiError(StatusCode::CONFLICT, format!("cannot listen on {addr}: {e}")))?;
     let local = listener
         .local_addr()
