@@ -12,6 +12,7 @@ mod config;
 mod event;
 mod event_loop;
 mod peers;
+mod repunch;
 mod reservations;
 
 use std::sync::Arc;

@@ -14,13 +14,9 @@
 //! ```
 #![cfg(target_os = "linux")]
 
-/// `eprintln!` that the test harness does not capture: skips and measurements show in every run.
-macro_rules! say {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stderr(), $($arg)*);
-    }};
-}
+#[macro_use]
+#[path = "netlab/say.rs"]
+mod say;
 
 #[allow(dead_code, reason = "shared with the netlab tests")]
 #[path = "netlab/lab.rs"]
@@ -82,6 +78,12 @@ fn fault_peer_restart_recovers() {
 #[test]
 fn fault_link_flap_recovers() {
     nat::uplink_flap_recovers();
+}
+
+/// Hole punching that failed (every dial refused) is tried again once it can succeed.
+#[test]
+fn fault_failed_hole_punch_is_retried() {
+    nat::failed_hole_punch_is_retried();
 }
 
 /// Scenario 5: an interactive OpenSSH session over a DIRECT path, idle for 3 minutes (30 with

@@ -13,13 +13,9 @@
 //! ```
 #![cfg(target_os = "linux")]
 
-/// `eprintln!` that the test harness does not capture: skips and measurements show in every run.
-macro_rules! say {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stderr(), $($arg)*);
-    }};
-}
+#[macro_use]
+#[path = "netlab/say.rs"]
+mod say;
 
 #[path = "netlab/config_apply.rs"]
 mod config_apply;

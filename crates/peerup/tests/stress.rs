@@ -19,13 +19,9 @@
 //! override single figures.
 #![cfg(target_os = "linux")]
 
-/// `eprintln!` that the test harness does not capture: figures show in every run.
-macro_rules! say {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stderr(), $($arg)*);
-    }};
-}
+#[macro_use]
+#[path = "netlab/say.rs"]
+mod say;
 
 #[allow(dead_code, reason = "shared with the netlab tests")]
 #[path = "netlab/lab.rs"]

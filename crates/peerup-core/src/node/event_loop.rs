@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::behaviour::{Behaviour, BehaviourEvent, build_swarm};
 use super::peers::PeerBook;
+use super::repunch::Repunch;
 use super::reservations::Reservations;
 use super::{Command, NodeConfig, NodeError, NodeEvent};
 use crate::relay_addr::{self, quic_twin};
@@ -70,6 +71,10 @@ pub(crate) struct EventLoop {
     /// Peers one of whose direct connections broke, until when their other direct connections
     /// are held to the shorter silence limit (see `network::on_broken`).
     suspect: HashMap<PeerId, Instant>,
+    /// Direct connections being closed because they went silent.
+    closing_silent: HashSet<ConnectionId>,
+    /// Peers reached only through relays, to hole-punch again (see `repunch`).
+    repunch: Repunch,
 }
 
 /// The path of a connection, from its endpoint.
@@ -143,6 +148,8 @@ impl EventLoop {
             bulk_probes,
             network,
             suspect: HashMap::new(),
+            closing_silent: HashSet::new(),
+            repunch: Repunch::default(),
             metrics: config.metrics.clone(),
             swarm,
             commands,
@@ -238,6 +245,7 @@ impl EventLoop {
     fn on_tick(&mut self) {
         self.close_silent();
         self.dial_deferred(false);
+        self.punch_again();
         self.retry_reservations();
     }
 
@@ -304,6 +312,7 @@ impl EventLoop {
                 }
                 self.on_relay_connected(peer_id, &endpoint);
                 self.book.connected(peer_id, connection_id, path.clone());
+                self.on_connected(peer_id, &endpoint, path.relayed);
                 tracing::info!(peer = %peer_id, path = path.kind(), addr = %path.remote_addr, "connected");
                 self.metrics.connection(path.relayed, true);
                 self.emit(NodeEvent::Connected { peer: peer_id, path });
@@ -318,9 +327,12 @@ impl EventLoop {
             } => {
                 self.book.closed(peer_id, connection_id);
                 let path = path_of(&endpoint);
-                if num_established > 0 && matches!(cause, Some(ConnectionError::IO(_))) {
+                let failed = matches!(cause, Some(ConnectionError::IO(_)));
+                if num_established > 0 && failed {
                     self.on_broken(peer_id, path.relayed);
                 }
+                let silent = self.closing_silent.remove(&connection_id);
+                self.on_closed(peer_id, path.relayed, failed || silent);
                 if num_established == 0 {
                     self.ready_relays.remove(&peer_id);
                     self.tcp_tried.remove(&peer_id);

@@ -68,6 +68,13 @@ impl PeerBook {
         }
     }
 
+    /// Whether `peer` is connected, through relays only.
+    pub(crate) fn relayed_only(&self, peer: &PeerId) -> bool {
+        self.peers
+            .get(peer)
+            .is_some_and(|e| !e.conns.is_empty() && e.conns.values().all(|c| c.path.relayed))
+    }
+
     /// The peer's direct connections whose pings have gone unanswered for longer than `max`.
     pub(crate) fn direct_silent(
         &self,
@@ -196,9 +203,19 @@ mod tests {
         assert_eq!(snap[0].last_rtt, Some(Duration::from_millis(3)));
         assert_eq!(snap[0].connections.len(), 2);
         assert_eq!(snap[0].connections.iter().filter(|c| c.observed.is_some()).count(), 1);
+        assert!(!book.relayed_only(&peer), "direct connections");
+        book.connected(
+            peer,
+            ConnectionId::new_unchecked(3),
+            path("/ip4/198.18.0.1/tcp/7777/p2p-circuit"),
+        );
         book.closed(peer, a);
-        assert_eq!(book.snapshot()[0].connections.len(), 1);
+        assert!(!book.relayed_only(&peer), "a direct one left");
         book.closed(peer, b);
+        assert!(book.relayed_only(&peer), "only the relayed one left");
+        assert!(!book.relayed_only(&PeerId::random()), "not connected");
+        assert_eq!(book.snapshot()[0].connections.len(), 1);
+        book.closed(peer, ConnectionId::new_unchecked(3));
         assert!(book.snapshot().is_empty());
         // Events for unknown peers are ignored.
         book.pong(peer, a, Duration::from_millis(1));

@@ -2,12 +2,16 @@
 //! forgets every mapping (its conntrack table flushed), or nat-b's uplink goes down for 5 s. New
 //! connections must work within 10 s, a direct path must come back, and a connection that was
 //! open during the fault must end, one way or the other, within 30 s.
+//!
+//! Also: hole punching that failed while the NATs could not reach each other is tried again once
+//! they can.
 
 use std::time::{Duration, Instant};
 
 use super::lab::Lab;
 use super::node::PathKind;
 use super::paths::{Pair, echo_pair, probe_until_direct};
+use super::proc::Stream;
 use super::py::{Client, Transfer};
 use super::recover::{Recovered, first_exact, in_host};
 
@@ -122,4 +126,54 @@ pub fn uplink_flap_recovers() {
         in_host(&lab, "nat-b", &replace);
     });
     report("pf5", "nat-b uplink down 5 s", &outcome);
+}
+
+/// nat-b refuses every packet from and to nat-a's public address while bob's proxy first reaches
+/// alice, so that each of DCUtR's dials fails at once and libp2p gives up on that relayed
+/// connection. Once the block is lifted, a direct path must come back by itself: bob opens a fresh
+/// relayed connection, on which hole punching runs again.
+pub fn failed_hole_punch_is_retried() {
+    let Some(lab) = Lab::up("pf6", &[]) else { return };
+    const NAT_A: &str = "198.18.0.11"; // netlab's fixed address for nat-a
+    let nft = |rule: &str| in_host(&lab, "nat-b", &["nft", rule]);
+    nft("add table ip pf6block");
+    // Forwarded packets (bob's dials out, alice's to a mapping of bob's), and alice's dials to
+    // nat-b itself (no mapping: the router would drop them, and each dial would wait 10 s).
+    for hook in ["forward", "input"] {
+        nft(&format!("add chain ip pf6block {hook} {{ type filter hook {hook} priority 0 ; }}"));
+        for dir in ["saddr", "daddr"] {
+            let rule = format!("add rule ip pf6block {hook} ip {dir} {NAT_A}");
+            nft(&format!("{rule} meta l4proto tcp reject with tcp reset"));
+            nft(&format!("{rule} reject"));
+        }
+    }
+    let mut p = echo_pair(&lab, "alice", "bob");
+    let first = probe_until_direct(&lab, "bob", &mut p.proxy, Duration::ZERO);
+    assert_eq!(first.paths, [PathKind::Relayed], "the first connection while blocked");
+    p.daemon.proc.expect_line_from(
+        "`hole punch failed`",
+        0,
+        Some(Stream::Err),
+        Duration::from_secs(10),
+        |l| l.contains("hole punch failed"),
+    );
+    nft("delete table ip pf6block");
+    let after = probe_until_direct(&lab, "bob", &mut p.proxy, DIRECT_AGAIN);
+    assert_eq!(
+        after.paths.last(),
+        Some(&PathKind::Direct),
+        "no direct path within {DIRECT_AGAIN:?} after the block was lifted: {:?}",
+        after.paths
+    );
+    let again = p.proxy.proc.wait_line_from(0, Some(Stream::Err), Duration::ZERO, |l| {
+        l.contains("hole punching again")
+    });
+    assert!(again.is_some(), "DIRECT without a second hole punch: {}", p.proxy.proc.tail(30));
+    say!(
+        "[pf6] hole punching blocked, then allowed: DIRECT {:.2} s after the block was lifted \
+         (paths {:?})",
+        after.to_direct.map_or(f64::NAN, |d| d.as_secs_f64()),
+        after.paths
+    );
+    assert!(p.daemon.proc.is_running(), "alice's daemon exited");
 }

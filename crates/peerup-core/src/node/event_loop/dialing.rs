@@ -1,5 +1,6 @@
 //! Dialing peers: through every relay's circuit and every known direct address at once, after a
-//! relay is ready; and a direct TCP connection beside a direct QUIC one.
+//! relay is ready; a direct TCP connection beside a direct QUIC one; and a fresh relayed
+//! connection to hole-punch again (`node/repunch.rs`).
 
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
@@ -36,21 +37,25 @@ impl EventLoop {
         }
     }
 
+    /// The addresses that reach `peer` through the relays: a relay itself at its configured
+    /// address, any other peer through every relay's circuit.
+    fn circuits(&self, peer: PeerId) -> Vec<Multiaddr> {
+        self.relays
+            .iter()
+            .map(|r| match relay_addr::peer_id_of(r) == Some(peer) {
+                true => r.clone(),
+                false => r.clone().with(Protocol::P2pCircuit).with(Protocol::P2p(peer)),
+            })
+            .collect()
+    }
+
     /// Dials a peer through every relay's circuit and every known direct address at once; the
     /// swarm keeps the first connection that succeeds.
     pub(super) fn dial(&mut self, peer: PeerId) {
         if self.swarm.behaviour().streams.is_dialing(&peer) {
             return; // the dial under way serves every waiting request
         }
-        // A relay itself is dialled at its configured address, any other peer through every relay.
-        let circuits: Vec<Multiaddr> = self
-            .relays
-            .iter()
-            .map(|r| match relay_addr::peer_id_of(r) == Some(peer) {
-                true => r.clone(),
-                false => r.clone().with(Protocol::P2pCircuit).with(Protocol::P2p(peer)),
-            })
-            .collect();
+        let circuits = self.circuits(peer);
         // `Disconnected`, not `NotDialing`: a dial already under way (a DHT lookup's) may know only
         // unreachable direct addresses, so ours, with the relay circuits, must run beside it.
         let opts = DialOpts::peer_id(peer)
@@ -94,6 +99,56 @@ impl EventLoop {
         let opts = DialOpts::peer_id(peer).condition(PeerCondition::Always).addresses(tcp).build();
         if let Err(e) = self.swarm.dial(opts) {
             tracing::debug!(%peer, error = %e, "TCP dial not started");
+        }
+    }
+}
+
+impl EventLoop {
+    /// A connection to `peer` is established (and in the book): a relayed one we dialled, with no
+    /// direct one beside it, is hole-punched again later if DCUtR does not make a direct one.
+    pub(super) fn on_connected(
+        &mut self,
+        peer: PeerId,
+        endpoint: &libp2p::core::ConnectedPoint,
+        relayed: bool,
+    ) {
+        if !relayed {
+            self.repunch.forget(&peer);
+        } else if endpoint.is_dialer()
+            && !self.relay_ids.contains(&peer)
+            && self.book.relayed_only(&peer)
+        {
+            self.repunch.relayed_only(peer, Instant::now());
+        }
+    }
+
+    /// A connection to `peer` closed (and left the book). A direct one that failed or went
+    /// silent, leaving only relayed ones, held the address pair a new hole punch needs: punch
+    /// again soon.
+    pub(super) fn on_closed(&mut self, peer: PeerId, relayed: bool, broken: bool) {
+        if !self.swarm.is_connected(&peer) {
+            self.repunch.forget(&peer);
+        } else if !relayed && broken && self.book.relayed_only(&peer) {
+            self.repunch.direct_lost(peer, Instant::now());
+        }
+    }
+
+    /// Opens a fresh relayed connection to each peer due for another hole punch: DCUtR runs on
+    /// every new relayed connection.
+    pub(super) fn punch_again(&mut self) {
+        for peer in self.repunch.due(Instant::now()) {
+            if !self.book.relayed_only(&peer) {
+                self.repunch.forget(&peer);
+                continue;
+            }
+            tracing::info!(%peer, "reached only through relays; hole punching again over a fresh relayed connection");
+            let opts = DialOpts::peer_id(peer)
+                .condition(PeerCondition::Always)
+                .addresses(self.circuits(peer))
+                .build();
+            if let Err(e) = self.swarm.dial(opts) {
+                tracing::debug!(%peer, error = %e, "relayed dial not started");
+            }
         }
     }
 }

@@ -89,7 +89,7 @@ impl EventLoop {
     pub(super) fn on_relayed_inbound(&mut self, peer: PeerId) {
         for id in self.book.direct_silent(&peer, Instant::now(), QUIET) {
             tracing::info!(%peer, "peer came back through a relay; closing its silent direct connection");
-            self.swarm.close_connection(id);
+            self.close_for_silence(id);
         }
     }
 
@@ -119,12 +119,18 @@ impl EventLoop {
         for peer in suspect {
             for id in self.book.take_direct_silent(&peer, now, QUIET) {
                 tracing::info!(%peer, "a connection to this peer broke and this one is silent; closing it");
-                self.swarm.close_connection(id);
+                self.close_for_silence(id);
             }
         }
         for (peer, id) in self.book.silent(Instant::now(), SILENCE) {
             tracing::info!(%peer, "connection stopped answering pings; closing it");
-            self.swarm.close_connection(id);
+            self.close_for_silence(id);
+        }
+    }
+
+    fn close_for_silence(&mut self, id: libp2p::swarm::ConnectionId) {
+        if self.swarm.close_connection(id) {
+            self.closing_silent.insert(id);
         }
     }
 }
