@@ -199,8 +199,8 @@ fn run(set: &Settings) -> bool {
     pair(&lab, &nodes[alice], &nodes[carol]);
 
     // Sinks and echo servers; the relay host's sink also takes raw connections from outside.
-    let (_relay_sink, relay_sink_port) = start_sink(&lab, "relay", "0.0.0.0");
-    let (_alice_sink, alice_sink_port) = start_sink(&lab, "alice", "127.0.0.1");
+    let (relay_sink, relay_sink_port) = start_sink(&lab, "relay", "0.0.0.0");
+    let (alice_sink, alice_sink_port) = start_sink(&lab, "alice", "127.0.0.1");
     let relay_echo = EchoServer::start(&lab, "relay", "127.0.0.1");
     let alice_echo = EchoServer::start(&lab, "alice", "127.0.0.1");
     for (n, sink, echo) in
@@ -328,6 +328,14 @@ fn run(set: &Settings) -> bool {
             Some(reason.lines().next().unwrap_or_default().to_string())
         }
     };
+    // Every route ends at the relay host's sink, but bob's and carol's at alice's.
+    for c in &mut cases {
+        let (host, pid) = match c.route.ends_with("alice") {
+            true => ("alice", alice_sink.pid()),
+            false => ("relay host", relay_sink.pid()),
+        };
+        c.sink = Some(Tracked::one(&format!("sink ({host})"), pid));
+    }
     // BENCH_CASES=id,id,…: measure only these cases (for experiments; a published run has all).
     if let Some(only) = std::env::var("BENCH_CASES").ok().filter(|v| !v.is_empty()) {
         assert!(!set.published, "a BENCH_CASES run must not replace bench/results: set BENCH_OUT");

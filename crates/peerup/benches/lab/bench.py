@@ -120,7 +120,8 @@ def push(a):
         pos += n
     expected = expected.hexdigest()
     out = {"bytes": a.bytes, "secs": None, "mib_s": None, "connect_ms": None, "sha256": expected}
-    out.update({"ok": False, "error": None})
+    out.update({"ok": False, "error": None, "cpu_s": None})
+    c0 = time.process_time()
     try:
         t0 = time.monotonic()
         sock, out["connect_ms"] = connect(a)
@@ -148,6 +149,8 @@ def push(a):
             out["error"] = f"digest mismatch: sink {got!r}, sent {expected}"
     except OSError as e:
         out["error"] = f"after {pos} bytes: {e}"
+    # This process's CPU time during the transfer (the digest of the payload came before).
+    out["cpu_s"] = round(time.process_time() - c0, 4)
     print(json.dumps(out), flush=True)
     sys.exit(0 if out["ok"] else 2)
 

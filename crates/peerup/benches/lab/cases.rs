@@ -75,6 +75,8 @@ pub(crate) fn start_sink(lab: &Lab, host: &str, bind: &str) -> (Proc, u16) {
 pub(crate) struct Run {
     pub(crate) mib_s: f64,
     pub(crate) cpu_per_gib: f64,
+    /// CPU-s/GiB of the load itself: the Python client and the sink.
+    pub(crate) load_cpu_per_gib: f64,
     pub(crate) path: Option<String>,
 }
 
@@ -110,6 +112,8 @@ pub(crate) struct Case {
     pub(crate) ip: String,
     pub(crate) port: u16,
     pub(crate) tracked: Vec<Tracked>,
+    /// The sink the payload goes to (its CPU is the load's, with the client's).
+    pub(crate) sink: Option<Tracked>,
     /// The proxy this case goes through, and the path every connection must take.
     pub(crate) proxy: Option<(usize, PathKind)>,
     pub(crate) cold: Option<ColdSpec>,
@@ -140,6 +144,7 @@ impl Case {
             ip: "127.0.0.1".into(),
             port: 0,
             tracked: Vec::new(),
+            sink: None,
             proxy: None,
             cold: None,
             runs: Vec::new(),
@@ -189,21 +194,29 @@ pub(crate) fn throughput(
     tck: f64,
 ) {
     let mark = case.proxy.map(|(i, _)| proxies[i].proc.mark());
-    let before = cpu_secs(&case.tracked, tck);
+    let sink = case.sink.iter().cloned().collect::<Vec<_>>();
+    let (before, sink_before) = (cpu_secs(&case.tracked, tck), cpu_secs(&sink, tck));
     let (port, n) = (case.port.to_string(), bytes.to_string());
     let args = ["push", "--host", &case.ip, "--port", &port, "--bytes", &n];
     let v = run_py(lab, case.host, &format!("{}-push-{round}", case.id), &args, TRANSFER);
     let cpu = cpu_secs(&case.tracked, tck) - before;
+    let sink_cpu = cpu_secs(&sink, tck) - sink_before;
+    let client_cpu = v["cpu_s"].as_f64().unwrap_or(f64::NAN);
+    let load_cpu_per_gib = match case.sink {
+        Some(_) => (client_cpu + sink_cpu) / (bytes as f64 / GIB),
+        None => f64::NAN,
+    };
     assert_eq!(v["ok"], true, "{}: {v}", case.id);
     let path = path_after(proxies, case, mark, &format!("round {round} throughput"));
     let mib_s = v["mib_s"].as_f64().unwrap_or(f64::NAN);
     let cpu_per_gib = cpu / (bytes as f64 / GIB);
     say!(
-        "[bench] round {round} {:<22} {:>8.1} MiB/s  {cpu_per_gib:>5.2} CPU-s/GiB",
+        "[bench] round {round} {:<22} {:>8.1} MiB/s  {cpu_per_gib:>5.2} CPU-s/GiB  (client + sink \
+         {load_cpu_per_gib:.2})",
         case.id,
         mib_s
     );
-    case.runs.push(Run { mib_s, cpu_per_gib, path });
+    case.runs.push(Run { mib_s, cpu_per_gib, load_cpu_per_gib, path });
 }
 
 pub(crate) fn latency(

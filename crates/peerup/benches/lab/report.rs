@@ -105,6 +105,7 @@ pub(crate) fn report(ctx: &Context<'_>, cases: &[Case]) -> (String, Value) {
         let p50s: Vec<f64> = c.rtts.iter().map(|r| r.p50).collect();
         let p99s: Vec<f64> = c.rtts.iter().map(|r| r.p99).collect();
         let cpu: Vec<f64> = c.runs.iter().map(|r| r.cpu_per_gib).collect();
+        let load: Vec<f64> = c.runs.iter().map(|r| r.load_cpu_per_gib).collect();
         let (hwm, hwm_parts) =
             c.peak_rss.clone().unwrap_or_else(|| memory_mib(&c.tracked, "VmHWM"));
         let raw = c.tracked.is_empty();
@@ -177,6 +178,10 @@ pub(crate) fn report(ctx: &Context<'_>, cases: &[Case]) -> (String, Value) {
             "cpu_s_per_gib": {
                 "median": if raw { json!(0) } else { num(median(&cpu), 3) },
                 "runs": cpu.iter().map(|x| num(*x, 3)).collect::<Vec<_>>(),
+            },
+            "load_cpu_s_per_gib": {
+                "median": num(median(&load), 3),
+                "runs": load.iter().map(|x| num(*x, 3)).collect::<Vec<_>>(),
             },
             "peak_rss_mib": { "total": if raw { Value::Null } else { num(hwm, 1) }, "processes": hwm_parts.iter().map(|(k, v)| (k.clone(), num(*v, 1))).collect::<serde_json::Map<_, _>>() },
             "paths": c.runs.iter().map(|r| r.path.clone()).collect::<Vec<_>>(),
@@ -322,6 +327,9 @@ pub(crate) fn report(ctx: &Context<'_>, cases: &[Case]) -> (String, Value) {
     let targets = crate::summary::targets(&js);
     md.push_str(&crate::summary::targets_md(&targets));
     js["targets"] = serde_json::to_value(&targets).expect("targets");
+    let (budget_md, budget) = crate::summary::cpu_budget(&js);
+    md.push_str(&budget_md);
+    js["cpu_budget"] = budget;
     md.push_str("Notes:\n\n");
     for n in &notes {
         md.push_str(&format!("- {n}\n"));

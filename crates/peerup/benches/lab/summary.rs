@@ -120,6 +120,54 @@ pub(crate) fn targets(js: &Value) -> Vec<Target> {
     out
 }
 
+/// What the cores allow on the public path: the client and sink (Python, SHA-256) share the
+/// machine's cores with the tunnel, so DIRECT can move at most `cores ÷ (load + tunnel)` GiB/s,
+/// where load and tunnel are their CPU-seconds per GiB. Also the tunnel CPU that half of raw
+/// TCP's throughput would need with this load.
+pub(crate) fn cpu_budget(js: &Value) -> (String, Value) {
+    // A smoke run's transfers are too short for CPU times counted in 10 ms ticks.
+    if js["smoke"] == true {
+        return (String::new(), Value::Null);
+    }
+    let cores = js["cores"].as_f64().unwrap_or(f64::NAN);
+    let (raw, direct) = (case(js, "raw-public"), case(js, "peerup-public-direct"));
+    let load_raw = f(&raw["load_cpu_s_per_gib"]["median"]);
+    let load = f(&direct["load_cpu_s_per_gib"]["median"]);
+    let tunnel = f(&direct["cpu_s_per_gib"]["median"]);
+    let measured = f(&direct["throughput_mib_s"]["median"]);
+    let half_raw = f(&raw["throughput_mib_s"]["median"]) / 2.0;
+    let bound = cores / (load + tunnel) * 1024.0;
+    let tunnel_for_half = cores / (half_raw / 1024.0) - load;
+    if !(bound.is_finite() && tunnel_for_half.is_finite()) {
+        return (String::new(), Value::Null);
+    }
+    let md = format!(
+        "CPU budget (public path): the Python client and sink used {} CPU-s/GiB with raw TCP and {} \
+         with DIRECT; the tunnel used {}. On {cores} cores DIRECT can move at most {cores} ÷ \
+         ({} + {}) = **{} MiB/s**; it moved {} ({}% of that). Half of raw TCP ({} MiB/s) would \
+         need a tunnel at ≤ **{} CPU-s/GiB** with this client and sink.\n\n",
+        fmt(load_raw, 2),
+        fmt(load, 2),
+        fmt(tunnel, 2),
+        fmt(load, 2),
+        fmt(tunnel, 2),
+        fmt(bound, 0),
+        fmt(measured, 0),
+        fmt(100.0 * measured / bound, 0),
+        fmt(half_raw, 0),
+        fmt(tunnel_for_half, 2),
+    );
+    let js = serde_json::json!({
+        "load_cpu_s_per_gib_raw": load_raw,
+        "load_cpu_s_per_gib_direct": load,
+        "tunnel_cpu_s_per_gib_direct": tunnel,
+        "direct_bound_mib_s": bound,
+        "direct_mib_s": measured,
+        "tunnel_cpu_s_per_gib_for_half_raw": tunnel_for_half,
+    });
+    (md, js)
+}
+
 fn concurrency_target(c: &Value) -> Target {
     let figure = "1,000 concurrent connections × 1 MiB: peak RSS (daemon + proxy), byte-exact";
     let target = "≤ 150 MiB, all byte-exact";
