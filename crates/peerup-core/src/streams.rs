@@ -9,7 +9,7 @@
 
 mod handler;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
@@ -211,6 +211,8 @@ pub(crate) struct Behaviour {
     /// The dial started for the waiting requests of each peer: only its failure fails them, not
     /// that of some other dial (a DHT lookup's, say) that happens to be under way.
     dials: HashMap<PeerId, ConnectionId>,
+    /// Relayed connections opened only to run hole punching again: new streams avoid them.
+    spares: HashSet<ConnectionId>,
     pending: VecDeque<ToSwarm<(), OpenRequest>>,
 }
 
@@ -222,6 +224,7 @@ impl Behaviour {
             connections: HashMap::new(),
             waiting: HashMap::new(),
             dials: HashMap::new(),
+            spares: HashSet::new(),
             pending: VecDeque::new(),
         }
     }
@@ -242,10 +245,25 @@ impl Behaviour {
             .unwrap_or_default()
     }
 
-    /// The best-ranked connection, the newest among equals: after a network change the old one
-    /// may be dead without knowing it yet.
+    /// The best-ranked connection, the newest among equals (after a network change the old one
+    /// may be dead without knowing it yet), and a spare one only when there is nothing else.
     fn best(&self, peer: &PeerId) -> Option<&(ConnectionId, PathInfo)> {
-        self.connections.get(peer)?.iter().rev().min_by_key(|(_, p)| p.rank())
+        let conns = self.connections.get(peer)?;
+        let best = |spares: bool| {
+            conns
+                .iter()
+                .rev()
+                .filter(|(id, _)| spares || !self.spares.contains(id))
+                .min_by_key(|(_, p)| p.rank())
+        };
+        best(false).or_else(|| best(true))
+    }
+
+    /// Connection `id` (being dialled) is a spare: a fresh relayed connection that only gives
+    /// hole punching another chance. Its relay hop may run over the relay's QUIC twin, which
+    /// costs about twice the CPU per byte, so streams stay on the connection they had.
+    pub(crate) fn spare(&mut self, id: ConnectionId) {
+        self.spares.insert(id);
     }
 
     /// Opens a stream now if connected, else queues it until a connection exists. Returns
@@ -348,6 +366,7 @@ impl NetworkBehaviour for Behaviour {
                 self.flush_waiting(e.peer_id);
             }
             FromSwarm::ConnectionClosed(e) => {
+                self.spares.remove(&e.connection_id);
                 if let Some(conns) = self.connections.get_mut(&e.peer_id) {
                     conns.retain(|(id, _)| *id != e.connection_id);
                     if conns.is_empty() {
@@ -356,6 +375,7 @@ impl NetworkBehaviour for Behaviour {
                 }
             }
             FromSwarm::DialFailure(e) => {
+                self.spares.remove(&e.connection_id);
                 // Only the failure of the dial made for the waiting requests fails them.
                 if let Some(peer) = e.peer_id
                     && self.dials.get(&peer) == Some(&e.connection_id)
@@ -381,5 +401,35 @@ impl NetworkBehaviour for Behaviour {
             Some(e) => Poll::Ready(e),
             None => Poll::Pending,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn path(addr: &str) -> PathInfo {
+        PathInfo::of(None, &addr.parse().expect("multiaddr"))
+    }
+
+    #[test]
+    fn spare_connections_carry_streams_only_when_nothing_else_is_left() {
+        let relayed = "/ip4/198.18.0.1/tcp/7777/p2p-circuit";
+        let mut b = Behaviour::new(StreamControl::default());
+        let peer = PeerId::random();
+        let (first, spare) = (ConnectionId::new_unchecked(1), ConnectionId::new_unchecked(2));
+        b.new_handler(peer, first, path(relayed));
+        b.spare(spare);
+        b.new_handler(peer, spare, path(relayed));
+        let best = |b: &Behaviour| b.best(&peer).map(|(id, _)| *id);
+        assert_eq!(best(&b), Some(first), "the spare is newer, but streams stay");
+        b.spares.clear();
+        assert_eq!(best(&b), Some(spare), "among equals, the newest");
+        b.spare(spare);
+        let direct = ConnectionId::new_unchecked(3);
+        b.new_handler(peer, direct, path("/ip4/198.18.0.12/tcp/4001"));
+        assert_eq!(best(&b), Some(direct), "a direct connection beats both");
+        b.connections.insert(peer, vec![(spare, path(relayed))]);
+        assert_eq!(best(&b), Some(spare), "the spare, when it is all there is");
     }
 }

@@ -146,8 +146,10 @@ impl EventLoop {
                 .condition(PeerCondition::Always)
                 .addresses(self.circuits(peer))
                 .build();
-            if let Err(e) = self.swarm.dial(opts) {
-                tracing::debug!(%peer, error = %e, "relayed dial not started");
+            let id = opts.connection_id();
+            match self.swarm.dial(opts) {
+                Ok(()) => self.swarm.behaviour_mut().streams.spare(id),
+                Err(e) => tracing::debug!(%peer, error = %e, "relayed dial not started"),
             }
         }
     }
