@@ -244,8 +244,11 @@ fn relay_config_is_archived_and_an_unconfirmed_apply_reverts() {
         serde_json::from_str::<Value>(&out).unwrap().as_array().cloned().unwrap_or_default()
     };
     let mut relay = Daemon::spawn(&home, &["relay", "serve", "--config", c], &[], "Relay ready:");
-    wait_for("the relay's archive", WAIT, || (list(&home).len() == 1).then_some(()));
-    assert!(cfg.with_file_name(".relay-server.last-good.yaml").exists());
+    // The archive is written first, then its last-good mirror: wait for both.
+    let last_good = cfg.with_file_name(".relay-server.last-good.yaml");
+    wait_for("the relay's archive and last-good copy", WAIT, || {
+        (list(&home).len() == 1 && last_good.exists()).then_some(())
+    });
 
     let before = std::fs::read_to_string(&cfg).unwrap();
     let new = cfg.with_file_name("new.yaml");
