@@ -45,14 +45,23 @@ fn main() -> ExitCode {
 fn init_logging() {
     let filter = log_filter(std::env::var("RUST_LOG").ok().as_deref());
     let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    subscriber(filter, std::io::stderr, color).init();
+}
+
+/// Log lines without times or targets, to `writer`, as `filter` allows.
+fn subscriber<W>(filter: Targets, writer: W, color: bool) -> impl tracing::Subscriber + Send + Sync
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
     tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_ansi(color)
         .without_time()
         .with_target(false)
+        // The fmt builder's own default stops at INFO; `filter` decides.
+        .with_max_level(LevelFilter::TRACE)
         .finish()
         .with(filter)
-        .init();
 }
 
 /// The filter `RUST_LOG` asks for; warnings when it is unset, empty or unreadable.
@@ -76,6 +85,29 @@ mod tests {
     use tracing::Level;
 
     use super::*;
+
+    #[test]
+    fn debug_lines_are_written_when_rust_log_asks_for_them() {
+        #[derive(Clone, Default)]
+        struct Buf(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Buf {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        for (spec, shown) in [("debug", true), ("info,peerup=debug", true), ("info", false)] {
+            let buf = Buf::default();
+            let writer = buf.clone();
+            let sub = subscriber(log_filter(Some(spec)), move || writer.clone(), false);
+            tracing::subscriber::with_default(sub, || tracing::debug!("a debug line"));
+            let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+            assert_eq!(text.contains("a debug line"), shown, "RUST_LOG={spec}: {text:?}");
+        }
+    }
 
     #[test]
     fn rust_log_directives_and_the_default() {
