@@ -49,6 +49,7 @@ pub mod relay;
 pub mod relay_addr;
 pub mod service;
 pub mod streams;
+pub(crate) mod tcp;
 pub mod tls;
 
 pub use libp2p::{Multiaddr, PeerId, StreamProtocol, multiaddr};

@@ -5,7 +5,7 @@ use std::time::Duration;
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::{
-    PeerId, StreamProtocol, Swarm, autonat, dcutr, identify, kad, noise, ping, relay, tcp, upnp,
+    PeerId, StreamProtocol, Swarm, autonat, dcutr, identify, kad, noise, ping, relay, upnp,
 };
 
 use super::{NodeConfig, NodeError};
@@ -33,13 +33,14 @@ pub(crate) struct Behaviour {
     pub(crate) streams: streams::Behaviour,
 }
 
-/// Builds the swarm: TCP (TLS 1.3 with AES-GCM preferred offered first, Noise second; yamux with
-/// 256 KiB frames) and QUIC v1, DNS, the relay client transport (the same upgrades over circuits),
+/// Builds the swarm: TCP (`crate::tcp`: TLS 1.3 with AES-GCM preferred offered first, Noise
+/// second; yamux with 256 KiB frames; every socket in `sockets`) and QUIC v1, DNS, the relay client transport (the same upgrades over circuits),
 /// and the behaviour above.
 pub(crate) fn build_swarm(
     config: &NodeConfig,
     control: streams::StreamControl,
     bulk: tokio::sync::mpsc::Sender<crate::bulk::Inbound>,
+    sockets: crate::tcp::Sockets,
 ) -> Result<Swarm<Behaviour>, NodeError> {
     // Direct TCP connections also offer the bulk path (`crate::bulk`); relayed circuits don't.
     let offer_bulk = config.enable_bulk;
@@ -47,12 +48,13 @@ pub(crate) fn build_swarm(
         true => crate::tls::Config::with_bulk(key, bulk),
         false => crate::tls::Config::new(key),
     };
-    let tcp_config = tcp::Config::default().nodelay(true);
     let swarm = libp2p::SwarmBuilder::with_existing_identity(config.keypair.clone())
         .with_tokio()
-        .with_tcp(tcp_config, (tcp_tls, noise::Config::new), crate::mux::Config::new)
-        .map_err(|e| NodeError::Transport(e.to_string()))?
         .with_quic()
+        .with_other_transport(|key| -> Result<_, Box<dyn std::error::Error + Send + Sync>> {
+            Ok(crate::tcp::transport(key, tcp_tls(key)?, sockets)?)
+        })
+        .map_err(|e| NodeError::Transport(e.to_string()))?
         .with_dns()
         .map_err(|e| NodeError::Transport(e.to_string()))?
         .with_relay_client((crate::tls::Config::new, noise::Config::new), crate::mux::Config::new)

@@ -73,6 +73,8 @@ pub(crate) struct EventLoop {
     suspect: HashMap<PeerId, Instant>,
     /// Direct connections being closed because they went silent.
     closing_silent: HashSet<ConnectionId>,
+    /// The swarm's TCP sockets: those of silent connections are reset, not closed.
+    sockets: crate::tcp::Sockets,
     /// Peers reached only through relays, to hole-punch again (see `repunch`).
     repunch: Repunch,
 }
@@ -111,7 +113,8 @@ impl EventLoop {
         bulk_probes: crate::bulk::Probes,
         network: Option<mpsc::Receiver<crate::netwatch::AddressChange>>,
     ) -> Result<Self, NodeError> {
-        let mut swarm = build_swarm(&config, control, bulk)?;
+        let sockets = crate::tcp::Sockets::default();
+        let mut swarm = build_swarm(&config, control, bulk, sockets.clone())?;
         for addr in &config.listen {
             swarm
                 .listen_on(addr.clone())
@@ -149,6 +152,7 @@ impl EventLoop {
             network,
             suspect: HashMap::new(),
             closing_silent: HashSet::new(),
+            sockets,
             repunch: Repunch::default(),
             metrics: config.metrics.clone(),
             swarm,

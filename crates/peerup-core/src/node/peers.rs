@@ -68,6 +68,11 @@ impl PeerBook {
         }
     }
 
+    /// The path of one of `peer`'s connections.
+    pub(crate) fn path(&self, peer: &PeerId, id: ConnectionId) -> Option<&PathInfo> {
+        self.peers.get(peer)?.conns.get(&id).map(|c| &c.path)
+    }
+
     /// Whether `peer` is connected, through relays only.
     pub(crate) fn relayed_only(&self, peer: &PeerId) -> bool {
         self.peers

@@ -89,7 +89,7 @@ impl EventLoop {
     pub(super) fn on_relayed_inbound(&mut self, peer: PeerId) {
         for id in self.book.direct_silent(&peer, Instant::now(), QUIET) {
             tracing::info!(%peer, "peer came back through a relay; closing its silent direct connection");
-            self.close_for_silence(id);
+            self.close_for_silence(peer, id);
         }
     }
 
@@ -119,16 +119,24 @@ impl EventLoop {
         for peer in suspect {
             for id in self.book.take_direct_silent(&peer, now, QUIET) {
                 tracing::info!(%peer, "a connection to this peer broke and this one is silent; closing it");
-                self.close_for_silence(id);
+                self.close_for_silence(peer, id);
             }
         }
         for (peer, id) in self.book.silent(Instant::now(), SILENCE) {
             tracing::info!(%peer, "connection stopped answering pings; closing it");
-            self.close_for_silence(id);
+            self.close_for_silence(peer, id);
         }
     }
 
-    fn close_for_silence(&mut self, id: libp2p::swarm::ConnectionId) {
+    /// Closes a connection that went silent. A TCP one is reset rather than closed gracefully:
+    /// its peer is gone, and a socket left retransmitting would hold the address pair that a
+    /// hole punch to the same peer needs (`crate::tcp`).
+    fn close_for_silence(&mut self, peer: PeerId, id: libp2p::swarm::ConnectionId) {
+        let tcp = self.book.path(&peer, id).and_then(|p| crate::tcp::socket_addr(&p.remote_addr));
+        if let Some(addr) = tcp {
+            let marked = self.sockets.reset_on_close(addr);
+            tracing::debug!(%peer, %addr, marked, "silent TCP connection will be reset");
+        }
         if self.swarm.close_connection(id) {
             self.closing_silent.insert(id);
         }
