@@ -15,6 +15,9 @@
 //! peer-up, which answer `na` in multistream-select), connections use yamux streams. An address
 //! that fails is probed again after [`RETRY_AFTER`].
 
+mod handshake;
+mod records;
+
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -25,7 +28,6 @@ use std::time::{Duration, Instant};
 
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use libp2p::PeerId;
-use libp2p::core::upgrade::OutboundConnectionUpgrade;
 use multistream_select::{Version, dialer_select_proto};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::compat::TokioAsyncReadCompatExt;
@@ -38,7 +40,7 @@ use crate::service::{ServiceSpec, may_use};
 use crate::streams::PathInfo;
 
 /// The security protocol name that asks for the bulk path.
-pub const PROTOCOL: &str = "/peerup-bulk/1.0.0";
+pub const PROTOCOL: &str = "/peerup-bulk/1.1.0";
 /// Version byte of the request.
 const VERSION: u8 = 1;
 /// Connect, handshake and answer must fit in this.
@@ -159,6 +161,19 @@ impl AsyncWrite for Revocable {
 pub(crate) struct Inbound {
     pub(crate) peer: PeerId,
     pub(crate) io: ServiceIo,
+}
+
+/// Runs the server side of a bulk connection's handshake on `socket` (after multistream-select
+/// named [`PROTOCOL`]); returns the peer and the secured connection.
+pub(crate) async fn accept<C>(
+    config: Arc<rustls::ServerConfig>,
+    socket: C,
+) -> Result<(PeerId, ServiceIo), crate::tls::TlsError>
+where
+    C: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let (peer, io) = handshake::server(config, socket).await?;
+    Ok((peer, Box::new(io)))
 }
 
 /// Answers to a request.
@@ -320,33 +335,37 @@ async fn serve(conn: Inbound, registry: &Registry, metrics: &Metrics) {
     };
     if name.is_empty() {
         // A probe: the client is checking that this address takes bulk connections.
-        let _ = io.write_all(&[Answer::Ok as u8]).await;
-        return;
+        return last_answer(io, Answer::Ok).await;
     }
     let entry = registry.get(&name);
     let Some(entry) = entry.filter(|e| may_use(&e.1, &e.0, &peer)) else {
         metrics.auth_denials.inc();
         tracing::warn!(target: "audit", %peer, service = %name, "auth_decision: bulk connection refused (peer not allowed or no such service)");
-        let _ = io.write_all(&[Answer::Refused as u8]).await;
-        return;
+        return last_answer(io, Answer::Refused).await;
     };
     let spec = &entry.0;
     let tcp = match crate::service::dial_local(spec).await {
         Ok(tcp) => tcp,
         Err(e) => {
             tracing::warn!(%peer, service = %spec.name, error = %e, "local service unreachable; bulk connection refused");
-            let _ = io.write_all(&[Answer::Unavailable as u8]).await;
-            return;
+            return last_answer(io, Answer::Unavailable).await;
         }
     };
     // Counted before the answer, so that a client holding the answer sees it counted.
     metrics.bulk_connections.inc();
-    if io.write_all(&[Answer::Ok as u8]).await.is_err() {
+    if io.write_all(&[Answer::Ok as u8]).await.is_err() || io.flush().await.is_err() {
         return;
     }
     let active = metrics.proxy(&spec.name, Role::Server);
     tracing::info!(%peer, service = %spec.name, path = "DIRECT/bulk", "serving stream");
     crate::service::carry_local(io, tcp, &peer, &spec.name, &active).await;
+}
+
+/// Sends a last answer (a refusal, or a probe's `Ok`) and closes the connection.
+async fn last_answer(mut io: ServiceIo, answer: Answer) {
+    if io.write_all(&[answer as u8]).await.is_ok() {
+        let _ = io.close().await;
+    }
 }
 
 /// What is known of the bulk path at a peer's address.
@@ -413,14 +432,14 @@ pub async fn dial(
     let (_, negotiated) = dialer_select_proto(tcp.compat(), [PROTOCOL], Version::V1Lazy)
         .await
         .map_err(|e| BulkError::Connect(e.to_string()))?;
-    let (found, mut io) = tls
-        .upgrade_outbound(negotiated, crate::tls::PROTOCOL)
+    let (found, mut io) = handshake::client(tls.client_config(), negotiated)
         .await
         .map_err(|e| BulkError::Connect(e.to_string()))?;
     if found != peer {
         return Err(BulkError::WrongPeer(found.to_string()));
     }
     io.write_all(&encode_request(service)?).await.map_err(|e| BulkError::Connect(e.to_string()))?;
+    io.flush().await.map_err(|e| BulkError::Connect(e.to_string()))?;
     let mut answer = [0u8; 1];
     io.read_exact(&mut answer).await.map_err(|e| BulkError::Connect(e.to_string()))?;
     if answer[0] != Answer::Ok as u8 {

@@ -90,6 +90,11 @@ impl Config {
             .with_cert_resolver(certified);
         server.alpn_protocols = vec![ALPN.to_vec()];
         server.ignore_client_order = true;
+        // libp2p never resumes sessions: no tickets.
+        server.send_tls13_tickets = 0;
+        // The bulk path takes the keys over after the handshake (`bulk/handshake.rs`).
+        client.enable_secret_extraction = true;
+        server.enable_secret_extraction = true;
         Ok(Self { client: Arc::new(client), server: Arc::new(server), bulk: None })
     }
 
@@ -100,6 +105,19 @@ impl Config {
         bulk: tokio::sync::mpsc::Sender<crate::bulk::Inbound>,
     ) -> Result<Self, TlsError> {
         Ok(Self { bulk: Some(bulk), ..Self::new(identity)? })
+    }
+}
+
+impl Config {
+    /// The client side's rustls configuration.
+    pub(crate) fn client_config(&self) -> Arc<rustls::ClientConfig> {
+        self.client.clone()
+    }
+
+    /// The server side's rustls configuration.
+    #[cfg(test)]
+    pub(crate) fn server_config(&self) -> Arc<rustls::ServerConfig> {
+        self.server.clone()
     }
 }
 
@@ -117,7 +135,7 @@ impl UpgradeInfo for Config {
 }
 
 /// The peer ID in the single certificate the remote presented.
-fn remote_peer(state: &CommonState) -> Result<PeerId, TlsError> {
+pub(crate) fn remote_peer(state: &CommonState) -> Result<PeerId, TlsError> {
     match state.peer_certificates() {
         Some([cert]) => certificate::parse(cert)
             .map(|c| c.peer_id())
@@ -136,15 +154,15 @@ where
 
     fn upgrade_inbound(self, socket: C, info: Self::Info) -> Self::Future {
         async move {
-            let stream = futures_rustls::TlsAcceptor::from(self.server).accept(socket).await?;
-            let peer = remote_peer(stream.get_ref().1)?;
-            if let (crate::bulk::PROTOCOL, Some(bulk)) = (info, self.bulk) {
-                let io: crate::bulk::ServiceIo = Box::new(TlsStream::from(stream));
+            if let (crate::bulk::PROTOCOL, Some(bulk)) = (info, &self.bulk) {
+                let (peer, io) = crate::bulk::accept(self.server, socket).await?;
                 if bulk.try_send(crate::bulk::Inbound { peer, io }).is_err() {
                     tracing::debug!(%peer, "bulk queue full; connection dropped");
                 }
                 return Err(TlsError::Diverted);
             }
+            let stream = futures_rustls::TlsAcceptor::from(self.server).accept(socket).await?;
+            let peer = remote_peer(stream.get_ref().1)?;
             Ok((peer, stream.into()))
         }
         .boxed()

@@ -1,0 +1,364 @@
+//! The bulk path's record layer: TLS 1.3 application-data records, sealed and opened by peerup
+//! itself with the traffic keys the rustls handshake agreed (`handshake.rs`).
+//!
+//! rustls' own record layer reads the socket 4 KiB at a time, copies every record into a fresh
+//! buffer on the way out, and on the way in into a plaintext queue and then out again. Here each
+//! direction has one buffer: reads take as much as the socket holds (up to [`MAX_IN`]), records
+//! are opened in place, and a write seals up to [`MAX_OUT`] bytes of records into one buffer that
+//! goes out in one call. The wire format is TLS 1.3's (RFC 8446 §5.2): AES-GCM or
+//! ChaCha20-Poly1305, the per-record nonce from the sequence number, the record header as
+//! associated data, the content type inside, a `close_notify` alert to end a direction.
+//!
+//! One thing differs from TLS: there is no KeyUpdate message. Both ends instead derive the next
+//! key from the current one after [`REKEY_EVERY`] records in a direction (well inside AES-GCM's
+//! limit of about 2^24.5 records per key), which is why the protocol name changed with it.
+
+use std::io;
+use std::ops::Range;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use aws_lc_rs::aead::{
+    AES_128_GCM, AES_256_GCM, Aad, Algorithm, CHACHA20_POLY1305, LessSafeKey, Nonce, UnboundKey,
+};
+use futures::{AsyncRead, AsyncWrite};
+use rustls::ConnectionTrafficSecrets;
+use zeroize::Zeroizing;
+
+/// Bytes of a record header.
+const HEADER: usize = 5;
+/// Bytes of an AEAD tag (all three suites).
+const TAG: usize = 16;
+/// The most plaintext in one record.
+pub(crate) const MAX_PLAIN: usize = 16 * 1024;
+/// The longest record body TLS 1.3 allows (plaintext, content type, padding, tag).
+const MAX_BODY: usize = MAX_PLAIN + 256;
+/// The receive buffer starts at one record and doubles, up to this, while reads fill it.
+pub(crate) const MAX_IN: usize = 128 * 1024;
+/// At most this much plaintext is taken in one write.
+pub(crate) const MAX_OUT: usize = 128 * 1024;
+/// Records per key and direction before both ends move to the next key.
+pub(crate) const REKEY_EVERY: u64 = 1 << 23;
+
+const APPLICATION_DATA: u8 = 23;
+const ALERT: u8 = 21;
+const HANDSHAKE: u8 = 22;
+/// TLS 1.3 post-handshake message: a resumption ticket (ignored).
+const NEW_SESSION_TICKET: u8 = 4;
+
+fn bad(msg: &'static str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg)
+}
+
+/// One direction's key, nonce base and sequence number.
+struct Keys {
+    alg: &'static Algorithm,
+    key: LessSafeKey,
+    secret: Zeroizing<Vec<u8>>,
+    iv: Zeroizing<[u8; 12]>,
+    seq: u64,
+    rekey_every: u64,
+}
+
+impl Keys {
+    fn new(seq: u64, secrets: ConnectionTrafficSecrets, rekey_every: u64) -> io::Result<Self> {
+        let (alg, key, iv) = match secrets {
+            ConnectionTrafficSecrets::Aes128Gcm { key, iv } => (&AES_128_GCM, key, iv),
+            ConnectionTrafficSecrets::Aes256Gcm { key, iv } => (&AES_256_GCM, key, iv),
+            ConnectionTrafficSecrets::Chacha20Poly1305 { key, iv } => (&CHACHA20_POLY1305, key, iv),
+            _ => return Err(bad("unsupported cipher suite")),
+        };
+        let iv: [u8; 12] = iv.as_ref().try_into().map_err(|_| bad("bad IV length"))?;
+        Self::from_parts(alg, Zeroizing::new(key.as_ref().to_vec()), iv, seq, rekey_every)
+    }
+
+    fn from_parts(
+        alg: &'static Algorithm,
+        secret: Zeroizing<Vec<u8>>,
+        iv: [u8; 12],
+        seq: u64,
+        rekey_every: u64,
+    ) -> io::Result<Self> {
+        let key = UnboundKey::new(alg, &secret).map_err(|_| bad("bad key length"))?;
+        Ok(Self {
+            alg,
+            key: LessSafeKey::new(key),
+            secret,
+            iv: Zeroizing::new(iv),
+            seq,
+            rekey_every,
+        })
+    }
+
+    fn nonce(&self) -> Nonce {
+        let mut n = *self.iv;
+        for (b, s) in n[4..].iter_mut().zip(self.seq.to_be_bytes()) {
+            *b ^= s;
+        }
+        Nonce::assume_unique_for_key(n)
+    }
+
+    /// Moves past one record; after `rekey_every`, to the next key.
+    fn advance(&mut self) -> io::Result<()> {
+        self.seq += 1;
+        if self.seq >= self.rekey_every {
+            let hk =
+                hkdf::Hkdf::<sha2::Sha256>::new(None, &[&self.secret[..], &self.iv[..]].concat());
+            let mut okm = Zeroizing::new(vec![0u8; self.secret.len() + 12]);
+            hk.expand(b"peerup bulk key update", &mut okm).map_err(|_| bad("key update"))?;
+            let (key, iv) = okm.split_at(self.secret.len());
+            let iv: [u8; 12] = iv.try_into().map_err(|_| bad("key update"))?;
+            *self =
+                Self::from_parts(self.alg, Zeroizing::new(key.to_vec()), iv, 0, self.rekey_every)?;
+        }
+        Ok(())
+    }
+}
+
+/// A connection carrying TLS 1.3 records with keys taken over from a finished handshake.
+pub(crate) struct Sealed<C> {
+    io: C,
+    tx: Keys,
+    rx: Keys,
+    /// Sealed records not written yet: `out[sent..]`.
+    out: Vec<u8>,
+    sent: usize,
+    /// Received bytes not yet opened: `inb[start..end]`; opened plaintext not yet read: `plain`.
+    inb: Vec<u8>,
+    start: usize,
+    end: usize,
+    plain: Range<usize>,
+    /// The last read filled `inb`: it grows before the next.
+    grow: bool,
+    /// The peer sent `close_notify`.
+    read_closed: bool,
+    /// We queued `close_notify`.
+    write_closed: bool,
+}
+
+impl<C> Sealed<C> {
+    /// Takes over `io` after a handshake, with its secrets and sequence numbers.
+    /// `plain` is plaintext already opened and `raw` records already received, in that order.
+    pub(crate) fn resume(
+        io: C,
+        secrets: rustls::ExtractedSecrets,
+        plain: Vec<u8>,
+        raw: Vec<u8>,
+    ) -> io::Result<Self> {
+        let (tx_seq, tx) = secrets.tx;
+        let (rx_seq, rx) = secrets.rx;
+        let opened = plain.len();
+        let mut inb = plain;
+        inb.extend_from_slice(&raw);
+        Ok(Self {
+            io,
+            tx: Keys::new(tx_seq, tx, REKEY_EVERY)?,
+            rx: Keys::new(rx_seq, rx, REKEY_EVERY)?,
+            out: Vec::new(),
+            sent: 0,
+            end: inb.len(),
+            inb,
+            start: opened,
+            plain: 0..opened,
+            grow: false,
+            read_closed: false,
+            write_closed: false,
+        })
+    }
+
+    /// Moves both directions to a new key every `records` records from now (tests).
+    #[cfg(test)]
+    pub(crate) fn rekey_after(&mut self, records: u64) {
+        for keys in [&mut self.tx, &mut self.rx] {
+            keys.rekey_every = keys.seq + records;
+        }
+    }
+
+    /// Opens `wire` as if it had just been received (tests).
+    #[cfg(test)]
+    pub(crate) fn open_raw(&mut self, wire: &[u8]) -> io::Result<bool> {
+        self.inb = wire.to_vec();
+        (self.start, self.end) = (0, wire.len());
+        self.open_next()
+    }
+
+    /// Appends one sealed record of `kind` holding `data` (at most [`MAX_PLAIN`] bytes).
+    fn seal(&mut self, kind: u8, data: &[u8]) -> io::Result<()> {
+        let len = data.len() + 1 + TAG;
+        let header = [APPLICATION_DATA, 3, 3, (len >> 8) as u8, len as u8];
+        self.out.extend_from_slice(&header);
+        let body = self.out.len();
+        self.out.extend_from_slice(data);
+        self.out.push(kind);
+        let tag = self
+            .tx
+            .key
+            .seal_in_place_separate_tag(self.tx.nonce(), Aad::from(header), &mut self.out[body..])
+            .map_err(|_| bad("sealing failed"))?;
+        self.out.extend_from_slice(tag.as_ref());
+        self.tx.advance()
+    }
+
+    /// Opens the next whole record in `inb`, if there is one; false when more bytes are needed.
+    fn open_next(&mut self) -> io::Result<bool> {
+        let avail = &self.inb[self.start..self.end];
+        let Some(header) = avail.get(..HEADER) else { return Ok(false) };
+        let header: [u8; HEADER] = [header[0], header[1], header[2], header[3], header[4]];
+        if header[0] != APPLICATION_DATA || header[1..3] != [3, 3] {
+            return Err(bad("not a TLS 1.3 record"));
+        }
+        let len = usize::from(u16::from_be_bytes([header[3], header[4]]));
+        if !(TAG + 1..=MAX_BODY).contains(&len) {
+            return Err(bad("bad record length"));
+        }
+        if avail.len() < HEADER + len {
+            return Ok(false);
+        }
+        let body = self.start + HEADER;
+        self.start = body + len;
+        let nonce = self.rx.nonce();
+        let opened = self
+            .rx
+            .key
+            .open_in_place(nonce, Aad::from(header), &mut self.inb[body..body + len])
+            .map_err(|_| bad("record failed authentication"))?;
+        // Strip the padding; the last non-zero byte is the content type.
+        let kind_at = opened.iter().rposition(|&b| b != 0).ok_or(bad("record has no type"))?;
+        let (kind, data) = (opened[kind_at], &opened[..kind_at]);
+        self.rx.advance()?;
+        match kind {
+            APPLICATION_DATA => self.plain = body..body + kind_at,
+            ALERT if data.len() == 2 && data[1] == 0 => self.read_closed = true,
+            ALERT => return Err(bad("the peer sent a TLS alert")),
+            HANDSHAKE if data.first() == Some(&NEW_SESSION_TICKET) => {}
+            _ => return Err(bad("unexpected TLS record")),
+        }
+        Ok(true)
+    }
+
+    /// Makes room at the end of `inb` for the next read: grows the buffer after a read that
+    /// filled it, and moves a partial record to the front when the space after it is short.
+    /// Called only when no plaintext is waiting in `inb`.
+    fn make_room(&mut self) {
+        if self.start == self.end {
+            (self.start, self.end) = (0, 0);
+        }
+        let want = match self.inb.len() {
+            n if self.grow => (n * 2).min(MAX_IN),
+            n => n,
+        }
+        .max(HEADER + MAX_BODY);
+        if want > self.inb.len() {
+            self.inb.resize(want, 0);
+        }
+        if self.start > 0 && self.inb.len() - self.end < HEADER + MAX_BODY {
+            self.inb.copy_within(self.start..self.end, 0);
+            (self.start, self.end) = (0, self.end - self.start);
+        }
+    }
+
+    /// Copies waiting plaintext into `buf`, opening the records already received as it goes.
+    fn read_plain(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let mut done = 0;
+        while done < buf.len() {
+            if self.plain.is_empty() {
+                if self.read_closed || !self.open_next()? {
+                    break;
+                }
+                continue;
+            }
+            let n = self.plain.len().min(buf.len() - done);
+            let from = self.plain.start;
+            buf[done..done + n].copy_from_slice(&self.inb[from..from + n]);
+            self.plain.start += n;
+            done += n;
+        }
+        Ok(done)
+    }
+}
+
+impl<C: AsyncWrite + Unpin> Sealed<C> {
+    /// Writes out every sealed byte.
+    fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while self.sent < self.out.len() {
+            let n = ready!(Pin::new(&mut self.io).poll_write(cx, &self.out[self.sent..]))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.sent += n;
+        }
+        self.out.clear();
+        self.sent = 0;
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<C: AsyncRead + Unpin> AsyncRead for Sealed<C> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if buf.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        loop {
+            let n = this.read_plain(buf)?;
+            if n > 0 || this.read_closed {
+                return Poll::Ready(Ok(n));
+            }
+            this.make_room();
+            let end = this.end;
+            let n = ready!(Pin::new(&mut this.io).poll_read(cx, &mut this.inb[end..]))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the peer closed the connection without close_notify",
+                )));
+            }
+            this.grow = end + n == this.inb.len() && this.inb.len() < MAX_IN;
+            this.end += n;
+        }
+    }
+}
+
+impl<C: AsyncWrite + Unpin> AsyncWrite for Sealed<C> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        ready!(this.poll_drain(cx))?;
+        if this.write_closed {
+            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+        }
+        let n = buf.len().min(MAX_OUT);
+        for chunk in buf[..n].chunks(MAX_PLAIN) {
+            this.seal(APPLICATION_DATA, chunk)?;
+        }
+        // The bytes are taken; what the socket can't take now goes out on the next call.
+        if let Poll::Ready(Err(e)) = this.poll_drain(cx) {
+            return Poll::Ready(Err(e));
+        }
+        Poll::Ready(Ok(n))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.poll_drain(cx))?;
+        Pin::new(&mut this.io).poll_flush(cx)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if !this.write_closed {
+            ready!(this.poll_drain(cx))?;
+            this.seal(ALERT, &[1, 0])?; // warning, close_notify
+            this.write_closed = true;
+        }
+        ready!(this.poll_drain(cx))?;
+        Pin::new(&mut this.io).poll_close(cx)
+    }
+}
