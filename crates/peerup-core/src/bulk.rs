@@ -9,35 +9,39 @@
 //! the swarm. One small request names the service; the answer says whether it is served; then
 //! the socket is a plain byte pipe under TLS, one connection per proxied connection.
 //!
+//! A peer reached only through a relay gets the same over a circuit of its own through that
+//! relay (`bulk/client.rs`): the relay forwards the TLS records, and the bytes skip the relayed
+//! connection's TLS and yamux layers.
+//!
 //! Authorization is the same as for service streams: the peer must be authorized and allowed to
-//! use the service. Each peer address is probed in the background before any connection relies on
+//! use the service. Each route to a peer is probed in the background before any connection relies on
 //! it ([`Probes`]); until then, and at peers that don't speak the protocol (older peerup, Go
-//! peer-up, which answer `na` in multistream-select), connections use yamux streams. An address
+//! peer-up, which answer `na` in multistream-select), connections use yamux streams. A route
 //! that fails is probed again after [`RETRY_AFTER`].
 
+mod client;
 mod handshake;
 mod records;
 
+pub(crate) use client::{CircuitBudget, Client, Probes, try_connect};
+pub use client::{MAX_RELAYED_BULK, RELAYED_PER_WINDOW, RELAYED_WINDOW, dial};
+
 use std::collections::HashMap;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use libp2p::PeerId;
-use multistream_select::{Version, dialer_select_proto};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
-use tokio_util::compat::TokioAsyncReadCompatExt;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tokio_util::task::TaskTracker;
 
 use crate::gate::AccessList;
 use crate::metrics::{Metrics, Role};
 use crate::service::{ServiceSpec, may_use};
-use crate::streams::PathInfo;
 
 /// The security protocol name that asks for the bulk path.
 pub const PROTOCOL: &str = "/peerup-bulk/1.1.0";
@@ -45,9 +49,6 @@ pub const PROTOCOL: &str = "/peerup-bulk/1.1.0";
 const VERSION: u8 = 1;
 /// Connect, handshake and answer must fit in this.
 pub const SETUP_TIMEOUT: Duration = Duration::from_secs(3);
-/// The TCP connect alone: an address that drops SYNs (a NAT that filters new flows) costs the
-/// first proxied connection this much, once per [`RETRY_AFTER`].
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long an address that failed is left alone before it is probed again.
 pub const RETRY_AFTER: Duration = Duration::from_secs(600);
 /// Secured sockets waiting for the acceptor.
@@ -77,7 +78,7 @@ impl Revocations {
         &self,
         peer: PeerId,
         io: ServiceIo,
-        slot: Option<OwnedSemaphorePermit>,
+        slots: Vec<OwnedSemaphorePermit>,
     ) -> ServiceIo {
         let token = {
             let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
@@ -87,7 +88,7 @@ impl Revocations {
             io,
             read_revoked: Box::pin(token.clone().cancelled_owned()),
             write_revoked: Box::pin(token.cancelled_owned()),
-            _slot: slot,
+            _slots: slots,
         })
     }
 
@@ -106,8 +107,8 @@ struct Revocable {
     io: ServiceIo,
     read_revoked: Pin<Box<WaitForCancellationFutureOwned>>,
     write_revoked: Pin<Box<WaitForCancellationFutureOwned>>,
-    /// The client's bulk slot, held while the connection lives.
-    _slot: Option<OwnedSemaphorePermit>,
+    /// The client's bulk slot (and circuit budget), held while the connection lives.
+    _slots: Vec<OwnedSemaphorePermit>,
 }
 
 fn check(
@@ -161,6 +162,8 @@ impl AsyncWrite for Revocable {
 pub(crate) struct Inbound {
     pub(crate) peer: PeerId,
     pub(crate) io: ServiceIo,
+    /// Whether it came through a relay (a circuit of its own).
+    pub(crate) relayed: bool,
 }
 
 /// Runs the server side of a bulk connection's handshake on `socket` (after multistream-select
@@ -183,6 +186,15 @@ enum Answer {
     Ok = 0,
     Refused = 1,
     Unavailable = 2,
+}
+
+/// Why no bulk connection was opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Miss {
+    /// The peer was not connected: nothing to probe yet.
+    NotConnected,
+    /// Not offered, not probed yet, or out of slots.
+    Unavailable,
 }
 
 /// The bulk path could not be used.
@@ -313,7 +325,7 @@ pub(crate) fn spawn_acceptor(
                 tracing::debug!(peer = %conn.peer, "too many bulk connections; closing one");
                 continue;
             };
-            let conn = Inbound { io: revocations.guard(conn.peer, conn.io, None), ..conn };
+            let conn = Inbound { io: revocations.guard(conn.peer, conn.io, Vec::new()), ..conn };
             let (registry, metrics, cancel) = (registry.clone(), metrics.clone(), cancel.clone());
             tasks.spawn(async move {
                 tokio::select! {
@@ -327,7 +339,7 @@ pub(crate) fn spawn_acceptor(
 }
 
 async fn serve(conn: Inbound, registry: &Registry, metrics: &Metrics) {
-    let Inbound { peer, mut io } = conn;
+    let Inbound { peer, mut io, relayed } = conn;
     let name = match tokio::time::timeout(SETUP_TIMEOUT, read_request(&mut io)).await {
         Ok(Ok(name)) => name,
         Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "bad bulk request"),
@@ -357,7 +369,8 @@ async fn serve(conn: Inbound, registry: &Registry, metrics: &Metrics) {
         return;
     }
     let active = metrics.proxy(&spec.name, Role::Server);
-    tracing::info!(%peer, service = %spec.name, path = "DIRECT/bulk", "serving stream");
+    let path = if relayed { "RELAYED/bulk" } else { "DIRECT/bulk" };
+    tracing::info!(%peer, service = %spec.name, path, "serving stream");
     crate::service::carry_local(io, tcp, &peer, &spec.name, &active).await;
 }
 
@@ -366,145 +379,6 @@ async fn last_answer(mut io: ServiceIo, answer: Answer) {
     if io.write_all(&[answer as u8]).await.is_ok() {
         let _ = io.close().await;
     }
-}
-
-/// What is known of the bulk path at a peer's address.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Probe {
-    /// A probe is under way.
-    Running,
-    /// It answered.
-    Works,
-    /// It failed at this time.
-    Failed(Instant),
-}
-
-/// Which peer addresses take bulk connections. An address is probed in the background the first
-/// time a connection could use it; until the probe answers, connections use yamux streams, so an
-/// address that silently drops new flows (a filtering NAT in front of a hole-punched path) never
-/// delays one.
-#[derive(Clone, Default)]
-pub(crate) struct Probes(Arc<Mutex<HashMap<(PeerId, SocketAddr), Probe>>>);
-
-impl Probes {
-    fn get(&self, key: &(PeerId, SocketAddr)) -> Option<Probe> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).get(key).copied()
-    }
-
-    fn set(&self, key: (PeerId, SocketAddr), state: Probe) {
-        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        map.retain(|_, p| !matches!(p, Probe::Failed(t) if t.elapsed() >= RETRY_AFTER));
-        map.insert(key, state);
-    }
-
-    /// Forgets every result (the network changed).
-    pub(crate) fn clear(&self) {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).clear();
-    }
-
-    /// Marks `key` as being probed, unless it is known or already being probed.
-    fn start(&self, key: (PeerId, SocketAddr)) -> bool {
-        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        match map.get(&key) {
-            Some(Probe::Running | Probe::Works) => false,
-            Some(Probe::Failed(t)) if t.elapsed() < RETRY_AFTER => false,
-            _ => {
-                map.insert(key, Probe::Running);
-                true
-            }
-        }
-    }
-}
-
-/// Opens a bulk connection to `service` on `peer` at `addr` (a TCP listen address of the peer).
-pub async fn dial(
-    tls: crate::tls::Config,
-    peer: PeerId,
-    addr: SocketAddr,
-    service: &str,
-) -> Result<ServiceIo, BulkError> {
-    let tcp = tokio::net::TcpStream::connect(addr)
-        .await
-        .map_err(|e| BulkError::Connect(e.to_string()))?;
-    let _ = tcp.set_nodelay(true);
-    // multistream-select names the bulk path where a libp2p dial names `/tls/1.0.0`; the TLS
-    // handshake that follows is the same.
-    let (_, negotiated) = dialer_select_proto(tcp.compat(), [PROTOCOL], Version::V1Lazy)
-        .await
-        .map_err(|e| BulkError::Connect(e.to_string()))?;
-    let (found, mut io) = handshake::client(tls.client_config(), negotiated)
-        .await
-        .map_err(|e| BulkError::Connect(e.to_string()))?;
-    if found != peer {
-        return Err(BulkError::WrongPeer(found.to_string()));
-    }
-    io.write_all(&encode_request(service)?).await.map_err(|e| BulkError::Connect(e.to_string()))?;
-    io.flush().await.map_err(|e| BulkError::Connect(e.to_string()))?;
-    let mut answer = [0u8; 1];
-    io.read_exact(&mut answer).await.map_err(|e| BulkError::Connect(e.to_string()))?;
-    if answer[0] != Answer::Ok as u8 {
-        return Err(BulkError::Refused);
-    }
-    Ok(Box::new(io))
-}
-
-/// What [`try_connect`] needs from the node.
-pub(crate) struct Client<'a> {
-    pub(crate) tls: &'a crate::tls::Config,
-    pub(crate) slots: &'a Arc<Semaphore>,
-    pub(crate) probes: &'a Probes,
-    pub(crate) revocations: &'a Revocations,
-    pub(crate) tracker: &'a TaskTracker,
-    pub(crate) cancel: &'a CancellationToken,
-}
-
-/// A bulk connection to `service` over a direct TCP path in `paths` whose address is known to
-/// take them; `None` otherwise (the caller then uses a yamux stream). Addresses not probed yet are
-/// probed in the background for the next connection.
-pub(crate) async fn try_connect(
-    c: Client<'_>,
-    peer: PeerId,
-    paths: &[PathInfo],
-    service: &str,
-) -> Option<(ServiceIo, PathInfo)> {
-    for path in paths.iter().filter(|p| !p.relayed && !p.is_quic()) {
-        let Some(addr) = crate::netinfo::socket_of(&path.remote_addr) else { continue };
-        let key = (peer, addr);
-        if c.probes.get(&key) == Some(Probe::Works) {
-            let Ok(slot) = c.slots.clone().try_acquire_owned() else {
-                return None; // every bulk slot is taken: a yamux stream it is
-            };
-            match tokio::time::timeout(SETUP_TIMEOUT, dial(c.tls.clone(), peer, addr, service))
-                .await
-            {
-                Ok(Ok(io)) => {
-                    return Some((c.revocations.guard(peer, io, Some(slot)), path.clone()));
-                }
-                Ok(Err(e)) => tracing::debug!(%peer, %addr, error = %e, "bulk connection failed"),
-                Err(_) => tracing::debug!(%peer, %addr, "bulk connection timed out"),
-            }
-            c.probes.set(key, Probe::Failed(Instant::now()));
-        } else if c.probes.start(key) {
-            let (tls, probes, cancel) = (c.tls.clone(), c.probes.clone(), c.cancel.clone());
-            c.tracker.spawn(async move {
-                let probe = tokio::time::timeout(SETUP_TIMEOUT, dial(tls, peer, addr, ""));
-                let state = tokio::select! {
-                    () = cancel.cancelled() => return,
-                    r = probe => match r {
-                        Ok(Ok(_)) => Probe::Works,
-                        Ok(Err(e)) => {
-                            tracing::debug!(%peer, %addr, error = %e, "no bulk path at this address");
-                            Probe::Failed(Instant::now())
-                        }
-                        Err(_) => Probe::Failed(Instant::now()),
-                    },
-                };
-                tracing::debug!(%peer, %addr, ?state, "bulk path probed");
-                probes.set((peer, addr), state);
-            });
-        }
-    }
-    None
 }
 
 #[cfg(test)]
@@ -523,23 +397,5 @@ mod tests {
         assert_eq!(decode_request(&bytes).unwrap(), "ssh");
         let err = decode_request(&[1, 0, 0]).unwrap_err().to_string();
         assert!(err.contains("trailing"), "{err}");
-    }
-
-    #[test]
-    fn an_address_is_probed_once_until_its_failure_expires() {
-        let p = Probes::default();
-        let key = (PeerId::random(), "198.18.0.1:4001".parse().unwrap());
-        assert!(p.start(key), "unknown: probe it");
-        assert!(!p.start(key), "already being probed");
-        p.set(key, Probe::Failed(Instant::now()));
-        assert!(!p.start(key), "failed recently");
-        let long_ago = Instant::now().checked_sub(RETRY_AFTER + Duration::from_secs(1));
-        if let Some(t) = long_ago {
-            p.set(key, Probe::Failed(t));
-            assert!(p.start(key), "failed long ago: probe again");
-        }
-        p.set(key, Probe::Works);
-        assert!(!p.start(key));
-        assert_eq!(p.get(&(key.0, "198.18.0.1:4002".parse().unwrap())), None);
     }
 }

@@ -31,6 +31,7 @@
 
 pub mod authorized_keys;
 pub mod bulk;
+pub(crate) mod circuits;
 pub mod diag;
 pub mod doctor;
 pub mod fsutil;

@@ -132,6 +132,9 @@ pub struct Node {
     bulk_services: crate::bulk::Registry,
     bulk_probes: crate::bulk::Probes,
     bulk_slots: Arc<tokio::sync::Semaphore>,
+    /// Circuits for relayed bulk connections: the relay client transport, and its budget.
+    circuits: crate::circuits::Circuits,
+    bulk_circuits: crate::bulk::CircuitBudget,
     tracker: TaskTracker,
     cancel: CancellationToken,
     bulk_revocations: crate::bulk::Revocations,
@@ -167,12 +170,20 @@ impl Node {
             crate::netwatch::spawn(tx, cancel.clone(), tracker);
             rx
         });
+        let (relay_transport, relay_client) = libp2p::relay::client::new(peer_id);
+        let circuits = crate::circuits::Circuits::new(relay_transport);
+        let parts = behaviour::Parts {
+            control: streams.clone(),
+            bulk: bulk_tx,
+            sockets: crate::tcp::Sockets::default(),
+            circuits: circuits.clone(),
+            relay_client,
+        };
         let actor = event_loop::EventLoop::new(
             config,
-            streams.clone(),
             rx,
             events.clone(),
-            bulk_tx,
+            parts,
             bulk_probes.clone(),
             network,
         )?;
@@ -193,6 +204,8 @@ impl Node {
             bulk_services,
             bulk_probes,
             bulk_slots: Arc::new(tokio::sync::Semaphore::new(crate::bulk::MAX_CLIENT_BULK)),
+            bulk_circuits: crate::bulk::CircuitBudget::default(),
+            circuits,
             tracker: tracker.clone(),
             cancel,
             bulk_revocations,
@@ -253,26 +266,35 @@ impl Node {
         &self.bulk_services
     }
 
-    /// A bulk connection to `service` on `peer` if a direct TCP connection exists and the peer
-    /// offers the bulk path; `None` otherwise.
+    /// A bulk connection to `service` on `peer` if a direct TCP connection exists, or only
+    /// relayed ones (a circuit of its own then), and the peer offers the bulk path; otherwise
+    /// whether the peer was connected at all ([`crate::bulk::Miss`]). With no `service`, only
+    /// probes the routes not probed yet.
     pub(crate) async fn open_bulk(
         &self,
         peer: PeerId,
-        service: &str,
-    ) -> Option<(crate::bulk::ServiceIo, PathInfo)> {
+        service: Option<&str>,
+    ) -> Result<(crate::bulk::ServiceIo, PathInfo), crate::bulk::Miss> {
         if !self.enable_bulk {
-            return None;
+            return Err(crate::bulk::Miss::Unavailable);
         }
-        let paths = self.paths(peer).await.ok()?;
+        let paths = self.paths(peer).await.map_err(|_| crate::bulk::Miss::Unavailable)?;
+        if paths.is_empty() {
+            return Err(crate::bulk::Miss::NotConnected);
+        }
         let client = crate::bulk::Client {
             tls: &self.bulk_tls,
+            circuits: &self.circuits,
             slots: &self.bulk_slots,
+            budget: &self.bulk_circuits,
             probes: &self.bulk_probes,
             revocations: &self.bulk_revocations,
             tracker: &self.tracker,
             cancel: &self.cancel,
         };
-        crate::bulk::try_connect(client, peer, &paths, service).await
+        crate::bulk::try_connect(client, peer, &paths, service)
+            .await
+            .ok_or(crate::bulk::Miss::Unavailable)
     }
 
     /// Opens a stream to `peer`, connecting first if needed (through every relay and any known

@@ -145,18 +145,22 @@ async fn serve_stream(incoming: IncomingStream, spec: &ServiceSpec, active: &Act
     carry_local(incoming.stream, tcp, &peer, &spec.name, active).await;
 }
 
-/// Opens a connection to a peer's service: on the bulk path when a direct TCP connection to the
-/// peer exists and the peer offers it (see [`crate::bulk`]), else as a yamux stream (connecting
-/// first if needed).
+/// Opens a connection to a peer's service: on the bulk path when the peer offers it along a path
+/// already probed (see [`crate::bulk`]), else as a yamux stream (connecting first if needed).
 pub async fn connect(
     node: &Node,
     peer: PeerId,
     service: &str,
 ) -> Result<(ServiceIo, PathInfo), NodeError> {
     let protocol = protocol_for(service).map_err(|e| NodeError::Transport(e.to_string()))?;
-    if let Some(found) = node.open_bulk(peer, service).await {
-        return Ok(found);
-    }
+    let miss = match node.open_bulk(peer, Some(service)).await {
+        Ok(found) => return Ok(found),
+        Err(miss) => miss,
+    };
     let (stream, path) = node.open_stream(peer, protocol).await?;
+    if miss == crate::bulk::Miss::NotConnected {
+        // Connected just now: probe the bulk path for the next connection.
+        let _ = node.open_bulk(peer, None).await;
+    }
     Ok((Box::new(stream), path))
 }

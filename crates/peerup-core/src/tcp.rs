@@ -201,6 +201,11 @@ impl UpgradeInfo for Security {
 type Secured<C> = (PeerId, Either<futures_rustls::TlsStream<C>, noise::Output<C>>);
 
 impl Security {
+    /// `tls`, with Noise for peers that don't speak TLS.
+    pub(crate) fn new(key: &Keypair, tls: tls::Config) -> Result<Self, noise::Error> {
+        Ok(Self { tls, noise: noise::Config::new(key)? })
+    }
+
     fn is_noise(&self, info: &str) -> bool {
         self.noise.protocol_info().any(|p| p == info)
     }
@@ -262,7 +267,7 @@ pub(crate) fn transport(
     tls: tls::Config,
     sockets: Sockets,
 ) -> Result<Boxed<(PeerId, StreamMuxerBox)>, noise::Error> {
-    let security = Security { tls, noise: noise::Config::new(key)? };
+    let security = Security::new(key, tls)?;
     let tcp = libp2p::tcp::tokio::Transport::new(libp2p::tcp::Config::default().nodelay(true));
     Ok(tcp
         .map(move |stream, _| sockets.register(stream.0))

@@ -58,6 +58,8 @@ pub struct Config {
     server: Arc<rustls::ServerConfig>,
     /// Where inbound connections that negotiated the bulk path go; `None` = not offered.
     bulk: Option<tokio::sync::mpsc::Sender<crate::bulk::Inbound>>,
+    /// Whether this upgrade secures relayed circuits (for the bulk path's logs and paths).
+    relayed: bool,
 }
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
@@ -95,7 +97,7 @@ impl Config {
         // The bulk path takes the keys over after the handshake (`bulk/handshake.rs`).
         client.enable_secret_extraction = true;
         server.enable_secret_extraction = true;
-        Ok(Self { client: Arc::new(client), server: Arc::new(server), bulk: None })
+        Ok(Self { client: Arc::new(client), server: Arc::new(server), bulk: None, relayed: false })
     }
 
     /// The same, also offering the bulk path ([`crate::bulk`]) to inbound connections: those that
@@ -105,6 +107,15 @@ impl Config {
         bulk: tokio::sync::mpsc::Sender<crate::bulk::Inbound>,
     ) -> Result<Self, TlsError> {
         Ok(Self { bulk: Some(bulk), ..Self::new(identity)? })
+    }
+
+    /// [`Config::with_bulk`] for relayed circuits: a bulk connection through a relay is a
+    /// circuit of its own, secured end to end.
+    pub(crate) fn with_relayed_bulk(
+        identity: &Keypair,
+        bulk: tokio::sync::mpsc::Sender<crate::bulk::Inbound>,
+    ) -> Result<Self, TlsError> {
+        Ok(Self { relayed: true, ..Self::with_bulk(identity, bulk)? })
     }
 }
 
@@ -156,7 +167,8 @@ where
         async move {
             if let (crate::bulk::PROTOCOL, Some(bulk)) = (info, &self.bulk) {
                 let (peer, io) = crate::bulk::accept(self.server, socket).await?;
-                if bulk.try_send(crate::bulk::Inbound { peer, io }).is_err() {
+                let relayed = self.relayed;
+                if bulk.try_send(crate::bulk::Inbound { peer, io, relayed }).is_err() {
                     tracing::debug!(%peer, "bulk queue full; connection dropped");
                 }
                 return Err(TlsError::Diverted);

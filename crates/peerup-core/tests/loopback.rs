@@ -479,3 +479,64 @@ async fn bulk_path_on_direct_connections() {
     }
     assert_eq!(old.metrics().bulk_connections.get(), 0);
 }
+
+/// Two nodes that only reach each other through the relay (neither listens, so no hole punch
+/// can succeed): once the relayed route is probed, service connections take the bulk path on
+/// circuits of their own, byte-exact; at most `MAX_RELAYED_BULK` at once, the rest on yamux.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_path_through_the_relay() {
+    let lab = Lab::start().await;
+    let bob_key = Keypair::generate_ed25519();
+    let access = AccessList::from_keys(&keys_of(&[bob_key.public().to_peer_id()]));
+    let unreachable = |key: Keypair, reserve: bool, access: AccessList| {
+        let mut cfg = NodeConfig::new(key);
+        cfg.listen = Vec::new();
+        cfg.relays = vec![lab.relay_addr.clone()];
+        cfg.enable_dht = false;
+        cfg.reserve = reserve;
+        cfg.access = access;
+        Node::spawn(cfg, lab.cancel.clone(), &lab.tracker).unwrap()
+    };
+    let (server, mut ev) = unreachable(Keypair::generate_ed25519(), true, access.clone());
+    wait_for(&mut ev, |e| matches!(e, NodeEvent::ReservationAccepted { .. })).await;
+    let spec = ServiceSpec {
+        name: "echo".into(),
+        local_address: echo_server().await,
+        allowed_peers: None,
+    };
+    service::expose(&server, spec, access, lab.cancel.clone(), &lab.tracker).unwrap();
+    let (client, _) =
+        unreachable(bob_key, false, AccessList::from_keys(&keys_of(&[server.peer_id()])));
+
+    let data: Vec<u8> =
+        (0..3 * 1024 * 1024u32).map(|i| (i.wrapping_mul(2654435761) >> 9) as u8).collect();
+    let (out, relayed) = echo_through(&client, server.peer_id(), &data).await;
+    assert!(out == data && relayed, "the first connection rides yamux on the relayed connection");
+    assert_eq!(server.metrics().bulk_connections.get(), 0, "not before the probe answered");
+    let mut tries = 0;
+    while server.metrics().bulk_connections.get() == 0 {
+        tries += 1;
+        assert!(tries < 200, "the relayed bulk path was never taken");
+        let (out, relayed) = echo_through(&client, server.peer_id(), b"until bulk").await;
+        assert!(out == b"until bulk" && relayed);
+    }
+    let (out, relayed) = echo_through(&client, server.peer_id(), &data).await;
+    assert!(out == data && relayed, "relayed bulk echo differs");
+    assert_eq!(server.metrics().bulk_connections.get(), 2);
+
+    // At most MAX_RELAYED_BULK at once: the next connection rides a yamux stream.
+    let mut held = Vec::new();
+    for _ in 0..peerup_core::bulk::MAX_RELAYED_BULK {
+        let (mut io, path) = service::connect(&client, server.peer_id(), "echo").await.unwrap();
+        assert!(path.relayed);
+        io.write_all(b"held").await.unwrap();
+        let mut four = [0u8; 4];
+        io.read_exact(&mut four).await.unwrap();
+        held.push(io);
+    }
+    let cap = peerup_core::bulk::MAX_RELAYED_BULK as u64;
+    assert_eq!(server.metrics().bulk_connections.get(), 2 + cap);
+    let (out, relayed) = echo_through(&client, server.peer_id(), &data).await;
+    assert!(out == data && relayed);
+    assert_eq!(server.metrics().bulk_connections.get(), 2 + cap, "the extra one went yamux");
+}

@@ -4,9 +4,7 @@ use std::time::Duration;
 
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::swarm::behaviour::toggle::Toggle;
-use libp2p::{
-    PeerId, StreamProtocol, Swarm, autonat, dcutr, identify, kad, noise, ping, relay, upnp,
-};
+use libp2p::{PeerId, StreamProtocol, Swarm, autonat, dcutr, identify, kad, ping, relay, upnp};
 
 use super::{NodeConfig, NodeError};
 use crate::gate::Gate;
@@ -33,19 +31,35 @@ pub(crate) struct Behaviour {
     pub(crate) streams: streams::Behaviour,
 }
 
+/// What the swarm is built around, besides the config.
+pub(crate) struct Parts {
+    pub(crate) control: streams::StreamControl,
+    /// Where inbound bulk connections go.
+    pub(crate) bulk: tokio::sync::mpsc::Sender<crate::bulk::Inbound>,
+    /// The swarm's TCP sockets.
+    pub(crate) sockets: crate::tcp::Sockets,
+    /// The relay client transport, shared with the bulk path, and its behaviour.
+    pub(crate) circuits: crate::circuits::Circuits,
+    pub(crate) relay_client: relay::client::Behaviour,
+}
+
 /// Builds the swarm: TCP (`crate::tcp`: TLS 1.3 with AES-GCM preferred offered first, Noise
-/// second; yamux with 256 KiB frames; every socket in `sockets`) and QUIC v1, DNS, the relay client transport (the same upgrades over circuits),
-/// and the behaviour above.
+/// second; yamux with 256 KiB frames; every socket in `sockets`) and QUIC v1, the relay client
+/// transport (`crate::circuits`: the same upgrades over circuits), DNS, and the behaviour above.
 pub(crate) fn build_swarm(
     config: &NodeConfig,
-    control: streams::StreamControl,
-    bulk: tokio::sync::mpsc::Sender<crate::bulk::Inbound>,
-    sockets: crate::tcp::Sockets,
+    parts: Parts,
 ) -> Result<Swarm<Behaviour>, NodeError> {
-    // Direct TCP connections also offer the bulk path (`crate::bulk`); relayed circuits don't.
+    let Parts { control, bulk, sockets, circuits, relay_client } = parts;
+    // Direct TCP connections and relayed circuits also offer the bulk path (`crate::bulk`).
     let offer_bulk = config.enable_bulk;
+    let (tcp_bulk, relayed_bulk) = (bulk.clone(), bulk);
     let tcp_tls = move |key: &libp2p::identity::Keypair| match offer_bulk {
-        true => crate::tls::Config::with_bulk(key, bulk),
+        true => crate::tls::Config::with_bulk(key, tcp_bulk),
+        false => crate::tls::Config::new(key),
+    };
+    let relayed_tls = move |key: &libp2p::identity::Keypair| match offer_bulk {
+        true => crate::tls::Config::with_relayed_bulk(key, relayed_bulk),
         false => crate::tls::Config::new(key),
     };
     let swarm = libp2p::SwarmBuilder::with_existing_identity(config.keypair.clone())
@@ -55,11 +69,13 @@ pub(crate) fn build_swarm(
             Ok(crate::tcp::transport(key, tcp_tls(key)?, sockets)?)
         })
         .map_err(|e| NodeError::Transport(e.to_string()))?
+        .with_other_transport(|key| -> Result<_, Box<dyn std::error::Error + Send + Sync>> {
+            Ok(crate::circuits::transport(key, relayed_tls(key)?, circuits)?)
+        })
+        .map_err(|e| NodeError::Transport(e.to_string()))?
         .with_dns()
         .map_err(|e| NodeError::Transport(e.to_string()))?
-        .with_relay_client((crate::tls::Config::new, noise::Config::new), crate::mux::Config::new)
-        .map_err(|e| NodeError::Transport(e.to_string()))?
-        .with_behaviour(|key, relay_client| {
+        .with_behaviour(|key| {
             let peer_id = key.public().to_peer_id();
             Behaviour {
                 gate: Gate::new(

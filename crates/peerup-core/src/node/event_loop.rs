@@ -23,13 +23,13 @@ use tokio::sync::{broadcast, mpsc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::behaviour::{Behaviour, BehaviourEvent, build_swarm};
+use super::behaviour::{Behaviour, BehaviourEvent, Parts, build_swarm};
 use super::peers::PeerBook;
 use super::repunch::Repunch;
 use super::reservations::Reservations;
 use super::{Command, NodeConfig, NodeError, NodeEvent};
 use crate::relay_addr::{self, quic_twin};
-use crate::streams::{OpenRequest, PathInfo, StreamControl, is_relayed};
+use crate::streams::{OpenRequest, PathInfo, is_relayed};
 
 /// How often due reservation retries and deferred dials are checked.
 const RETRY_TICK: Duration = Duration::from_millis(250);
@@ -106,15 +106,14 @@ fn strip_p2p(addr: &Multiaddr) -> Multiaddr {
 impl EventLoop {
     pub(crate) fn new(
         config: NodeConfig,
-        control: StreamControl,
         commands: mpsc::Receiver<Command>,
         events: broadcast::Sender<NodeEvent>,
-        bulk: mpsc::Sender<crate::bulk::Inbound>,
+        parts: Parts,
         bulk_probes: crate::bulk::Probes,
         network: Option<mpsc::Receiver<crate::netwatch::AddressChange>>,
     ) -> Result<Self, NodeError> {
-        let sockets = crate::tcp::Sockets::default();
-        let mut swarm = build_swarm(&config, control, bulk, sockets.clone())?;
+        let sockets = parts.sockets.clone();
+        let mut swarm = build_swarm(&config, parts)?;
         for addr in &config.listen {
             swarm
                 .listen_on(addr.clone())

@@ -1,0 +1,352 @@
+//! The client side: which routes take bulk connections, and opening them.
+//!
+//! A bulk connection goes one of two ways:
+//! - over a direct TCP path: a fresh TCP connection to the address of the peer's connection;
+//! - through a relay, when the peer is reachable no other way: a circuit of its own through the
+//!   relay of the peer's relayed connection ([`crate::circuits`]). The relay forwards TLS records
+//!   it cannot read, and the proxied bytes skip the relayed connection's own TLS and yamux layers.
+//!
+//! Circuits are a relay's scarce resource (a relay caps the circuits per peer, counting both
+//! ends, and how fast a peer opens them), so a node keeps few relayed bulk connections open
+//! ([`MAX_RELAYED_BULK`]) and opens few per [`RELAYED_WINDOW`] ([`RELAYED_PER_WINDOW`]); beyond
+//! that, connections ride yamux streams on the relayed connection as before.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use libp2p::PeerId;
+use multistream_select::{Version, dialer_select_proto};
+use tokio::sync::Semaphore;
+use tokio_util::compat::TokioAsyncReadCompatExt;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::{
+    Answer, BulkError, PROTOCOL, RETRY_AFTER, Revocations, SETUP_TIMEOUT, ServiceIo,
+    encode_request, handshake,
+};
+use crate::circuits::Circuits;
+use crate::streams::PathInfo;
+
+/// Relayed bulk connections a node keeps open at once.
+pub const MAX_RELAYED_BULK: usize = 4;
+/// Relayed bulk connections a node opens per [`RELAYED_WINDOW`] (probes included). libp2p's
+/// relay server lets a peer open 30 circuits per 2 minutes by default; this leaves most of that
+/// to relayed connections themselves.
+pub const RELAYED_PER_WINDOW: usize = 8;
+/// See [`RELAYED_PER_WINDOW`].
+pub const RELAYED_WINDOW: Duration = Duration::from_secs(120);
+
+/// Where a bulk connection to a peer goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Route {
+    /// A TCP connection to this address of the peer's.
+    Tcp(SocketAddr),
+    /// A circuit through this relay.
+    Relay(PeerId),
+}
+
+/// What is known of the bulk path along a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Probe {
+    /// A probe is under way.
+    Running,
+    /// It answered.
+    Works,
+    /// It failed at this time.
+    Failed(Instant),
+}
+
+/// Which routes to a peer take bulk connections. A route is probed in the background the first
+/// time a connection could use it; until the probe answers, connections use yamux streams, so an
+/// address that silently drops new flows (a filtering NAT in front of a hole-punched path) never
+/// delays one.
+#[derive(Clone, Default)]
+pub(crate) struct Probes(Arc<Mutex<HashMap<(PeerId, Route), Probe>>>);
+
+impl Probes {
+    fn get(&self, key: &(PeerId, Route)) -> Option<Probe> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).get(key).copied()
+    }
+
+    fn set(&self, key: (PeerId, Route), state: Probe) {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.retain(|_, p| !matches!(p, Probe::Failed(t) if t.elapsed() >= RETRY_AFTER));
+        map.insert(key, state);
+    }
+
+    /// Forgets every result (the network changed).
+    pub(crate) fn clear(&self) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+
+    /// Marks `key` as being probed, unless it is known or already being probed.
+    fn start(&self, key: (PeerId, Route)) -> bool {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match map.get(&key) {
+            Some(Probe::Running | Probe::Works) => false,
+            Some(Probe::Failed(t)) if t.elapsed() < RETRY_AFTER => false,
+            _ => {
+                map.insert(key, Probe::Running);
+                true
+            }
+        }
+    }
+}
+
+/// The budget of circuits for relayed bulk connections: how many are open, how many were opened
+/// lately.
+#[derive(Clone)]
+pub(crate) struct CircuitBudget {
+    open: Arc<Semaphore>,
+    opened: Arc<Mutex<VecDeque<Instant>>>,
+}
+
+impl Default for CircuitBudget {
+    fn default() -> Self {
+        Self { open: Arc::new(Semaphore::new(MAX_RELAYED_BULK)), opened: Arc::default() }
+    }
+}
+
+impl CircuitBudget {
+    /// Takes one circuit from the budget, if both limits allow it; the permit is held while the
+    /// circuit is open.
+    fn take(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let permit = self.open.clone().try_acquire_owned().ok()?;
+        let mut opened = self.opened.lock().unwrap_or_else(|e| e.into_inner());
+        while opened.front().is_some_and(|t| t.elapsed() >= RELAYED_WINDOW) {
+            opened.pop_front();
+        }
+        if opened.len() >= RELAYED_PER_WINDOW {
+            return None;
+        }
+        opened.push_back(Instant::now());
+        Some(permit)
+    }
+}
+
+/// Sends the request over a connection that negotiated [`PROTOCOL`] and reads the answer.
+async fn request<C>(
+    tls: &crate::tls::Config,
+    peer: PeerId,
+    negotiated: C,
+    service: &str,
+) -> Result<ServiceIo, BulkError>
+where
+    C: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let (found, mut io) = handshake::client(tls.client_config(), negotiated)
+        .await
+        .map_err(|e| BulkError::Connect(e.to_string()))?;
+    if found != peer {
+        return Err(BulkError::WrongPeer(found.to_string()));
+    }
+    io.write_all(&encode_request(service)?).await.map_err(|e| BulkError::Connect(e.to_string()))?;
+    io.flush().await.map_err(|e| BulkError::Connect(e.to_string()))?;
+    let mut answer = [0u8; 1];
+    io.read_exact(&mut answer).await.map_err(|e| BulkError::Connect(e.to_string()))?;
+    if answer[0] != Answer::Ok as u8 {
+        return Err(BulkError::Refused);
+    }
+    Ok(Box::new(io))
+}
+
+/// Opens a bulk connection to `service` on `peer` at `addr` (a TCP listen address of the peer).
+pub async fn dial(
+    tls: crate::tls::Config,
+    peer: PeerId,
+    addr: SocketAddr,
+    service: &str,
+) -> Result<ServiceIo, BulkError> {
+    let tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| BulkError::Connect(e.to_string()))?;
+    let _ = tcp.set_nodelay(true);
+    // multistream-select names the bulk path where a libp2p dial names `/tls/1.0.0`; the TLS
+    // handshake that follows is the same.
+    let (_, negotiated) = dialer_select_proto(tcp.compat(), [PROTOCOL], Version::V1Lazy)
+        .await
+        .map_err(|e| BulkError::Connect(e.to_string()))?;
+    request(&tls, peer, negotiated, service).await
+}
+
+/// Opens a bulk connection to `service` on `peer` through the relay of `path` (a relayed
+/// connection's address).
+async fn dial_relayed(
+    tls: crate::tls::Config,
+    circuits: Circuits,
+    peer: PeerId,
+    path: libp2p::Multiaddr,
+    service: &str,
+) -> Result<ServiceIo, BulkError> {
+    let circuit =
+        circuits.dial(&path, peer).await.map_err(|e| BulkError::Connect(e.to_string()))?;
+    let (_, negotiated) = dialer_select_proto(circuit, [PROTOCOL], Version::V1Lazy)
+        .await
+        .map_err(|e| BulkError::Connect(e.to_string()))?;
+    request(&tls, peer, negotiated, service).await
+}
+
+/// What [`try_connect`] needs from the node.
+pub(crate) struct Client<'a> {
+    pub(crate) tls: &'a crate::tls::Config,
+    pub(crate) circuits: &'a Circuits,
+    pub(crate) slots: &'a Arc<Semaphore>,
+    pub(crate) budget: &'a CircuitBudget,
+    pub(crate) probes: &'a Probes,
+    pub(crate) revocations: &'a Revocations,
+    pub(crate) tracker: &'a TaskTracker,
+    pub(crate) cancel: &'a CancellationToken,
+}
+
+impl Client<'_> {
+    /// Opens a bulk connection along `route`.
+    fn open(
+        &self,
+        peer: PeerId,
+        route: Route,
+        path: &PathInfo,
+        service: &str,
+    ) -> impl Future<Output = Result<ServiceIo, BulkError>> + Send + 'static {
+        let (tls, circuits) = (self.tls.clone(), self.circuits.clone());
+        let (addr, service) = (path.remote_addr.clone(), service.to_string());
+        async move {
+            let dial = async {
+                match route {
+                    Route::Tcp(socket) => dial(tls, peer, socket, &service).await,
+                    Route::Relay(_) => dial_relayed(tls, circuits, peer, addr, &service).await,
+                }
+            };
+            tokio::time::timeout(SETUP_TIMEOUT, dial).await.unwrap_or(Err(BulkError::Timeout))
+        }
+    }
+}
+
+/// The route a bulk connection would take along `path`: direct TCP paths always; relayed paths
+/// only when `only_relayed` (no direct connection exists, which would carry streams better).
+fn route_of(path: &PathInfo, only_relayed: bool) -> Option<Route> {
+    match (path.relayed, path.is_quic()) {
+        (false, false) => crate::netinfo::socket_of(&path.remote_addr).map(Route::Tcp),
+        (true, _) if only_relayed => crate::circuits::relay_of(&path.remote_addr).map(Route::Relay),
+        _ => None,
+    }
+}
+
+/// A bulk connection to `service` along a path in `paths` known to take them; `None` otherwise
+/// (the caller then uses a yamux stream). Routes not probed yet are probed in the background for
+/// the next connection. With no `service`, only that: nothing is opened.
+pub(crate) async fn try_connect(
+    c: Client<'_>,
+    peer: PeerId,
+    paths: &[PathInfo],
+    service: Option<&str>,
+) -> Option<(ServiceIo, PathInfo)> {
+    let only_relayed = paths.iter().all(|p| p.relayed);
+    for path in paths {
+        let Some(route) = route_of(path, only_relayed) else { continue };
+        let key = (peer, route);
+        let works = c.probes.get(&key) == Some(Probe::Works);
+        if let (true, Some(service)) = (works, service) {
+            // Every bulk slot (or the relayed ones' budget) taken: a yamux stream it is.
+            let mut held = vec![c.slots.clone().try_acquire_owned().ok()?];
+            if let Route::Relay(_) = route {
+                held.push(c.budget.take()?);
+            }
+            match c.open(peer, route, path, service).await {
+                Ok(io) => return Some((c.revocations.guard(peer, io, held), path.clone())),
+                Err(e) => tracing::debug!(%peer, ?route, error = %e, "bulk connection failed"),
+            }
+            c.probes.set(key, Probe::Failed(Instant::now()));
+        } else if !works && c.probes.start(key) {
+            let circuit = match route {
+                Route::Relay(_) => match c.budget.take() {
+                    Some(permit) => Some(permit),
+                    None => {
+                        c.probes.set(key, Probe::Failed(Instant::now()));
+                        continue;
+                    }
+                },
+                Route::Tcp(_) => None,
+            };
+            let (probes, cancel) = (c.probes.clone(), c.cancel.clone());
+            let probe = c.open(peer, route, path, "");
+            c.tracker.spawn(async move {
+                let state = tokio::select! {
+                    () = cancel.cancelled() => return,
+                    r = probe => match r {
+                        Ok(_) => Probe::Works,
+                        Err(e) => {
+                            tracing::debug!(%peer, ?route, error = %e, "no bulk path this way");
+                            Probe::Failed(Instant::now())
+                        }
+                    },
+                };
+                drop(circuit);
+                tracing::debug!(%peer, ?route, ?state, "bulk path probed");
+                probes.set((peer, route), state);
+            });
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_route_is_probed_once_until_its_failure_expires() {
+        let p = Probes::default();
+        let key = (PeerId::random(), Route::Tcp("198.18.0.1:4001".parse().unwrap()));
+        assert!(p.start(key), "unknown: probe it");
+        assert!(!p.start(key), "already being probed");
+        p.set(key, Probe::Failed(Instant::now()));
+        assert!(!p.start(key), "failed recently");
+        let long_ago = Instant::now().checked_sub(RETRY_AFTER + Duration::from_secs(1));
+        if let Some(t) = long_ago {
+            p.set(key, Probe::Failed(t));
+            assert!(p.start(key), "failed long ago: probe again");
+        }
+        p.set(key, Probe::Works);
+        assert!(!p.start(key));
+        assert_eq!(p.get(&(key.0, Route::Tcp("198.18.0.1:4002".parse().unwrap()))), None);
+        assert_eq!(p.get(&(key.0, Route::Relay(PeerId::random()))), None);
+    }
+
+    #[test]
+    fn relayed_routes_only_when_nothing_direct_exists() {
+        let relay = PeerId::random();
+        let circuit = PathInfo {
+            remote_addr: format!("/ip4/198.18.0.1/tcp/7777/p2p/{relay}/p2p-circuit")
+                .parse()
+                .unwrap(),
+            relayed: true,
+        };
+        let tcp =
+            PathInfo { remote_addr: "/ip4/198.18.0.2/tcp/4001".parse().unwrap(), relayed: false };
+        let quic = PathInfo {
+            remote_addr: "/ip4/198.18.0.2/udp/4001/quic-v1".parse().unwrap(),
+            relayed: false,
+        };
+        assert_eq!(route_of(&circuit, true), Some(Route::Relay(relay)));
+        assert_eq!(route_of(&circuit, false), None);
+        assert_eq!(route_of(&tcp, false), Some(Route::Tcp("198.18.0.2:4001".parse().unwrap())));
+        assert_eq!(route_of(&quic, false), None);
+    }
+
+    #[test]
+    fn the_circuit_budget_caps_open_and_recent_circuits() {
+        let budget = CircuitBudget::default();
+        let held: Vec<_> = (0..MAX_RELAYED_BULK).map(|_| budget.take().unwrap()).collect();
+        assert!(budget.take().is_none(), "all open");
+        drop(held);
+        let more = RELAYED_PER_WINDOW - MAX_RELAYED_BULK;
+        for _ in 0..more {
+            assert!(budget.take().is_some(), "a closed circuit frees its place");
+        }
+        assert!(budget.take().is_none(), "{RELAYED_PER_WINDOW} opened in this window");
+    }
+}
