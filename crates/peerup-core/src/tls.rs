@@ -145,6 +145,12 @@ impl UpgradeInfo for Config {
     }
 }
 
+/// The server name a client hands rustls: the libp2p TLS spec forbids SNI, and an IP address
+/// as the name disables it (peers are identified by their certificates alone).
+pub(crate) fn no_sni() -> ServerName<'static> {
+    ServerName::IpAddress(IpAddr::V4(Ipv4Addr::UNSPECIFIED).into())
+}
+
 /// The peer ID in the single certificate the remote presented.
 pub(crate) fn remote_peer(state: &CommonState) -> Result<PeerId, TlsError> {
     match state.peer_certificates() {
@@ -191,10 +197,8 @@ where
 
     fn upgrade_outbound(self, socket: C, _: Self::Info) -> Self::Future {
         async move {
-            // The libp2p TLS spec forbids SNI; an IP address as the name disables it.
-            let name = ServerName::IpAddress(IpAddr::V4(Ipv4Addr::UNSPECIFIED).into());
             let stream =
-                futures_rustls::TlsConnector::from(self.client).connect(name, socket).await?;
+                futures_rustls::TlsConnector::from(self.client).connect(no_sni(), socket).await?;
             let peer = remote_peer(stream.get_ref().1)?;
             Ok((peer, stream.into()))
         }

@@ -7,14 +7,12 @@
 //! next (the bulk request, or a service's first bytes) stays in the socket for [`Sealed`].
 
 use std::io;
-use std::net::{IpAddr, Ipv4Addr};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use futures::{AsyncRead, AsyncWrite};
 use libp2p::PeerId;
-use rustls::pki_types::ServerName;
 
 use super::records::Sealed;
 use crate::tls::TlsError;
@@ -131,10 +129,9 @@ pub(crate) async fn client<C>(
 where
     C: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
-    // The libp2p TLS spec forbids SNI; an IP address as the name disables it.
-    let name = ServerName::IpAddress(IpAddr::V4(Ipv4Addr::UNSPECIFIED).into());
-    let stream =
-        futures_rustls::TlsConnector::from(config).connect(name, RecordReads::new(socket)).await?;
+    let stream = futures_rustls::TlsConnector::from(config)
+        .connect(crate::tls::no_sni(), RecordReads::new(socket))
+        .await?;
     let peer = crate::tls::remote_peer(stream.get_ref().1)?;
     let (io, conn) = stream.into_inner();
     Ok((peer, take_over(io, conn.into())?))
