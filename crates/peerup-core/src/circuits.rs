@@ -20,7 +20,6 @@ use libp2p::core::muxing::StreamMuxerBox;
 use libp2p::core::transport::{
     Boxed, DialOpts, ListenerId, PortUse, TransportError, TransportEvent,
 };
-use libp2p::core::upgrade::Version;
 use libp2p::identity::Keypair;
 use libp2p::multiaddr::Protocol;
 use libp2p::relay::client::{self, transport::Error};
@@ -122,13 +121,7 @@ pub(crate) fn transport(
     tls: crate::tls::Config,
     circuits: Circuits,
 ) -> Result<Boxed<(PeerId, StreamMuxerBox)>, libp2p::noise::Error> {
-    let security = crate::tcp::Security::new(key, tls)?;
-    Ok(circuits
-        .upgrade(Version::V1Lazy)
-        .authenticate(security)
-        .multiplex(crate::mux::Config::new())
-        .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)))
-        .boxed())
+    crate::tcp::secured(circuits, key, tls)
 }
 
 #[cfg(test)]

@@ -267,10 +267,26 @@ pub(crate) fn transport(
     tls: tls::Config,
     sockets: Sockets,
 ) -> Result<Boxed<(PeerId, StreamMuxerBox)>, noise::Error> {
-    let security = Security::new(key, tls)?;
     let tcp = libp2p::tcp::tokio::Transport::new(libp2p::tcp::Config::default().nodelay(true));
-    Ok(tcp
-        .map(move |stream, _| sockets.register(stream.0))
+    secured(tcp.map(move |stream, _| sockets.register(stream.0)), key, tls)
+}
+
+/// `base` with the upgrades of every swarm transport: multistream-select, [`Security`] (`tls`
+/// or Noise), peerup's yamux.
+pub(crate) fn secured<T>(
+    base: T,
+    key: &Keypair,
+    tls: tls::Config,
+) -> Result<Boxed<(PeerId, StreamMuxerBox)>, noise::Error>
+where
+    T: Transport + Send + Unpin + 'static,
+    T::Output: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    T::Error: Send + Sync + 'static,
+    T::Dial: Send + 'static,
+    T::ListenerUpgrade: Send + 'static,
+{
+    let security = Security::new(key, tls)?;
+    Ok(base
         .upgrade(Version::V1Lazy)
         .authenticate(security)
         .multiplex(crate::mux::Config::new())
