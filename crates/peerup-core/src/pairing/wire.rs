@@ -178,6 +178,16 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// A peer ID in its one canonical encoding: the multihash parser also takes a ten-byte varint
+/// whose last byte overflows 64 bits (the overflow is dropped), so one peer would have many byte
+/// strings, and a message would not re-encode to itself.
+fn peer_id(bytes: &[u8]) -> Result<PeerId, WireError> {
+    match PeerId::from_bytes(bytes) {
+        Ok(peer) if peer.to_bytes() == bytes => Ok(peer),
+        _ => Err(WireError::Invalid("peer ID")),
+    }
+}
+
 fn text(bytes: &[u8], max: usize, what: &'static str) -> Result<String, WireError> {
     if bytes.len() > max {
         return Err(WireError::Invalid(what));
@@ -274,9 +284,7 @@ impl Message {
             JOIN => Message::Join { slot: r.u32()? },
             ADMIT => {
                 let slot = r.u32()?;
-                let peer =
-                    PeerId::from_bytes(r.rest()).map_err(|_| WireError::Invalid("peer ID"))?;
-                Message::Admit { slot, peer }
+                Message::Admit { slot, peer: peer_id(r.rest())? }
             }
             RELEASE => Message::Release { slot: r.u32()? },
             REGISTERED => Message::Registered,
@@ -307,8 +315,7 @@ impl Message {
                 let n = r.u8()?;
                 let mut peers = Vec::with_capacity(usize::from(n));
                 for _ in 0..n {
-                    let peer = PeerId::from_bytes(r.short_bytes()?)
-                        .map_err(|_| WireError::Invalid("peer ID"))?;
+                    let peer = peer_id(r.short_bytes()?)?;
                     peers.push((peer, text(r.short_bytes()?, MAX_NAME, "name")?));
                 }
                 match kind {
@@ -388,6 +395,22 @@ mod tests {
         assert_eq!(Message::decode(&[REGISTER, 0, 0]), Err(WireError::Truncated("register")));
         assert_eq!(Message::decode(&[MATCHED, 0]), Err(WireError::Trailing("matched")));
         assert_eq!(Message::decode(&[ADMIT, 0, 0, 0, 1, 9, 9]), Err(WireError::Invalid("peer ID")));
+        // A peer ID whose multihash varint is padded with empty continuation bytes (found by the
+        // pairing_wire fuzz target): the same peer in another encoding is refused.
+        let padded = [
+            ADMIT, 0x26, 1, 0xb3, 0, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x12, 0,
+        ];
+        assert_eq!(Message::decode(&padded), Err(WireError::Invalid("peer ID")));
+        let peer = PeerId::random();
+        let mut padded_member = vec![MEMBERS, 0, 0, 0, 1, 1];
+        let mut id = peer.to_bytes();
+        // The multihash code (identity, 0) as ten bytes whose last one overflows 64 bits.
+        assert_eq!(id[0], 0);
+        id.splice(0..1, [0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x12]);
+        padded_member.push(id.len() as u8);
+        padded_member.extend(&id);
+        padded_member.push(0);
+        assert_eq!(Message::decode(&padded_member), Err(WireError::Invalid("peer ID")));
         assert_eq!(Message::decode(&[HELLO, 5, 1, 1, 1]), Err(WireError::Invalid("role")));
         assert_eq!(Message::decode(&[HELLO, 0, 40, 1]), Err(WireError::Truncated("hello")));
         assert_eq!(Message::decode(&[ERROR, 0xff, 0xfe]), Err(WireError::Invalid("error text")));
