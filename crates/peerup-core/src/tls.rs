@@ -109,13 +109,10 @@ impl Config {
         Ok(Self { bulk: Some(bulk), ..Self::new(identity)? })
     }
 
-    /// [`Config::with_bulk`] for relayed circuits: a bulk connection through a relay is a
-    /// circuit of its own, secured end to end.
-    pub(crate) fn with_relayed_bulk(
-        identity: &Keypair,
-        bulk: tokio::sync::mpsc::Sender<crate::bulk::Inbound>,
-    ) -> Result<Self, TlsError> {
-        Ok(Self { relayed: true, ..Self::with_bulk(identity, bulk)? })
+    /// The same upgrade for relayed circuits: a bulk connection through a relay is a circuit of
+    /// its own, secured end to end, and is marked as relayed for the acceptor.
+    pub(crate) fn on_circuits(&self) -> Self {
+        Self { relayed: true, ..self.clone() }
     }
 }
 

@@ -128,16 +128,22 @@ impl CircuitBudget {
     }
 }
 
-/// Sends the request over a connection that negotiated [`PROTOCOL`] and reads the answer.
+/// Negotiates [`PROTOCOL`] on a fresh connection to `peer` (a TCP connection or a circuit), runs
+/// the handshake, sends the request and reads the answer.
 async fn request<C>(
     tls: &crate::tls::Config,
     peer: PeerId,
-    negotiated: C,
+    conn: C,
     service: &str,
 ) -> Result<ServiceIo, BulkError>
 where
     C: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
+    // multistream-select names the bulk path where a libp2p dial names `/tls/1.0.0`; the TLS
+    // handshake that follows is the same.
+    let (_, negotiated) = dialer_select_proto(conn, [PROTOCOL], Version::V1Lazy)
+        .await
+        .map_err(|e| BulkError::Connect(e.to_string()))?;
     let (found, mut io) = handshake::client(tls.client_config(), negotiated)
         .await
         .map_err(|e| BulkError::Connect(e.to_string()))?;
@@ -165,12 +171,7 @@ pub async fn dial(
         .await
         .map_err(|e| BulkError::Connect(e.to_string()))?;
     let _ = tcp.set_nodelay(true);
-    // multistream-select names the bulk path where a libp2p dial names `/tls/1.0.0`; the TLS
-    // handshake that follows is the same.
-    let (_, negotiated) = dialer_select_proto(tcp.compat(), [PROTOCOL], Version::V1Lazy)
-        .await
-        .map_err(|e| BulkError::Connect(e.to_string()))?;
-    request(&tls, peer, negotiated, service).await
+    request(&tls, peer, tcp.compat(), service).await
 }
 
 /// Opens a bulk connection to `service` on `peer` through the relay of `path` (a relayed
@@ -184,10 +185,7 @@ async fn dial_relayed(
 ) -> Result<ServiceIo, BulkError> {
     let circuit =
         circuits.dial(&path, peer).await.map_err(|e| BulkError::Connect(e.to_string()))?;
-    let (_, negotiated) = dialer_select_proto(circuit, [PROTOCOL], Version::V1Lazy)
-        .await
-        .map_err(|e| BulkError::Connect(e.to_string()))?;
-    request(&tls, peer, negotiated, service).await
+    request(&tls, peer, circuit, service).await
 }
 
 /// What [`try_connect`] needs from the node.

@@ -51,26 +51,23 @@ pub(crate) fn build_swarm(
     parts: Parts,
 ) -> Result<Swarm<Behaviour>, NodeError> {
     let Parts { control, bulk, sockets, circuits, relay_client } = parts;
-    // Direct TCP connections and relayed circuits also offer the bulk path (`crate::bulk`).
-    let offer_bulk = config.enable_bulk;
-    let (tcp_bulk, relayed_bulk) = (bulk.clone(), bulk);
-    let tcp_tls = move |key: &libp2p::identity::Keypair| match offer_bulk {
-        true => crate::tls::Config::with_bulk(key, tcp_bulk),
-        false => crate::tls::Config::new(key),
-    };
-    let relayed_tls = move |key: &libp2p::identity::Keypair| match offer_bulk {
-        true => crate::tls::Config::with_relayed_bulk(key, relayed_bulk),
-        false => crate::tls::Config::new(key),
-    };
+    // Direct TCP connections and relayed circuits also offer the bulk path (`crate::bulk`). One
+    // certificate serves both.
+    let tls = match config.enable_bulk {
+        true => crate::tls::Config::with_bulk(&config.keypair, bulk),
+        false => crate::tls::Config::new(&config.keypair),
+    }
+    .map_err(|e| NodeError::Transport(e.to_string()))?;
+    let circuits_tls = tls.on_circuits();
     let swarm = libp2p::SwarmBuilder::with_existing_identity(config.keypair.clone())
         .with_tokio()
         .with_quic()
         .with_other_transport(|key| -> Result<_, Box<dyn std::error::Error + Send + Sync>> {
-            Ok(crate::tcp::transport(key, tcp_tls(key)?, sockets)?)
+            Ok(crate::tcp::transport(key, tls, sockets)?)
         })
         .map_err(|e| NodeError::Transport(e.to_string()))?
         .with_other_transport(|key| -> Result<_, Box<dyn std::error::Error + Send + Sync>> {
-            Ok(crate::circuits::transport(key, relayed_tls(key)?, circuits)?)
+            Ok(crate::circuits::transport(key, circuits_tls, circuits)?)
         })
         .map_err(|e| NodeError::Transport(e.to_string()))?
         .with_dns()
