@@ -35,7 +35,9 @@ use libp2p::{Multiaddr, PeerId, Transport, noise};
 
 use crate::tls::{self, TlsError};
 
-type Peers = HashMap<SocketAddr, Vec<Weak<tokio::net::TcpStream>>>;
+/// Registered sockets by peer address: a second descriptor of each (`dup`), so that the
+/// registry can reach a socket without sharing the tokio stream its connection reads through.
+type Peers = HashMap<SocketAddr, Vec<Weak<socket2::Socket>>>;
 
 /// The live TCP sockets of a swarm, by peer address.
 #[derive(Clone, Default)]
@@ -57,7 +59,9 @@ impl Sockets {
         };
         let mut marked = 0;
         for s in sockets {
-            match socket2::SockRef::from(&*s).set_linger(Some(Duration::ZERO)) {
+            // SO_LINGER belongs to the socket, not the descriptor: it applies when the last
+            // descriptor (the connection's own, or this one) is closed.
+            match s.set_linger(Some(Duration::ZERO)) {
                 Ok(()) => marked += 1,
                 Err(e) => tracing::debug!(%peer, error = %e, "cannot mark a socket for reset"),
             }
@@ -66,12 +70,23 @@ impl Sockets {
     }
 
     fn register(&self, stream: tokio::net::TcpStream) -> Socket {
-        let stream = Arc::new(stream);
         let peer = stream.peer_addr().ok();
-        if let Some(peer) = peer {
-            self.lock().entry(peer).or_default().push(Arc::downgrade(&stream));
-        }
-        Socket { stream, peer, sockets: self.clone() }
+        // The registry holds a duplicate descriptor: the connection keeps the tokio stream to
+        // itself and reads through its `AsyncRead`, which skips the extra read that
+        // `try_read` costs after every short read.
+        let handle = match (peer, socket2::SockRef::from(&stream).try_clone()) {
+            (Some(peer), Ok(dup)) => {
+                let dup = Arc::new(dup);
+                self.lock().entry(peer).or_default().push(Arc::downgrade(&dup));
+                Some((peer, dup))
+            }
+            (Some(peer), Err(e)) => {
+                tracing::debug!(%peer, error = %e, "cannot register a socket for reset");
+                None
+            }
+            (None, _) => None,
+        };
+        Socket { stream, handle, sockets: self.clone() }
     }
 
     #[cfg(test)]
@@ -80,22 +95,23 @@ impl Sockets {
     }
 }
 
-/// A connection's TCP socket, shared with the [`Sockets`] registry while it is open.
+/// A connection's TCP socket, registered with [`Sockets`] while it is open.
 pub(crate) struct Socket {
-    stream: Arc<tokio::net::TcpStream>,
-    peer: Option<SocketAddr>,
+    stream: tokio::net::TcpStream,
+    /// The peer's address and the registry's descriptor of this socket.
+    handle: Option<(SocketAddr, Arc<socket2::Socket>)>,
     sockets: Sockets,
 }
 
 impl Drop for Socket {
     fn drop(&mut self) {
-        let Some(peer) = self.peer else { return };
+        let Some((peer, handle)) = &self.handle else { return };
         let mut map = self.sockets.lock();
-        if let Some(list) = map.get_mut(&peer) {
-            let own = Arc::as_ptr(&self.stream);
+        if let Some(list) = map.get_mut(peer) {
+            let own = Arc::as_ptr(handle);
             list.retain(|w| w.as_ptr() != own);
             if list.is_empty() {
-                map.remove(&peer);
+                map.remove(peer);
             }
         }
     }
@@ -107,13 +123,13 @@ impl AsyncRead for Socket {
         cx: &mut Context<'_>,
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
-        loop {
-            ready!(self.stream.poll_read_ready(cx))?;
-            match self.stream.try_read(buf) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                r => return Poll::Ready(r),
-            }
-        }
+        let mut buf = tokio::io::ReadBuf::new(buf);
+        ready!(tokio::io::AsyncRead::poll_read(
+            Pin::new(&mut self.get_mut().stream),
+            cx,
+            &mut buf
+        ))?;
+        Poll::Ready(Ok(buf.filled().len()))
     }
 }
 
@@ -123,13 +139,7 @@ impl AsyncWrite for Socket {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        loop {
-            ready!(self.stream.poll_write_ready(cx))?;
-            match self.stream.try_write(buf) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                r => return Poll::Ready(r),
-            }
-        }
+        tokio::io::AsyncWrite::poll_write(Pin::new(&mut self.get_mut().stream), cx, buf)
     }
 
     fn poll_write_vectored(
@@ -137,21 +147,15 @@ impl AsyncWrite for Socket {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        loop {
-            ready!(self.stream.poll_write_ready(cx))?;
-            match self.stream.try_write_vectored(bufs) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                r => return Poll::Ready(r),
-            }
-        }
+        tokio::io::AsyncWrite::poll_write_vectored(Pin::new(&mut self.get_mut().stream), cx, bufs)
     }
 
     fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
         Poll::Ready(Ok(()))
     }
 
-    fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(socket2::SockRef::from(&*self.stream).shutdown(std::net::Shutdown::Write))
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        tokio::io::AsyncWrite::poll_shutdown(Pin::new(&mut self.get_mut().stream), cx)
     }
 }
 
