@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use libp2p::PeerId;
 use multistream_select::{Version, dialer_select_proto};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::compat::TokioAsyncReadCompatExt;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -83,6 +83,11 @@ impl Probes {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
 
+    /// Forgets `key`'s probe: the route is probed again the next time a connection could use it.
+    fn forget(&self, key: &(PeerId, Route)) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
+    }
+
     /// Marks `key` as being probed, unless it is known or already being probed.
     fn start(&self, key: (PeerId, Route)) -> bool {
         let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
@@ -114,7 +119,7 @@ impl Default for CircuitBudget {
 impl CircuitBudget {
     /// Takes one circuit from the budget, if both limits allow it; the permit is held while the
     /// circuit is open.
-    fn take(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    fn take(&self) -> Option<OwnedSemaphorePermit> {
         let permit = self.open.clone().try_acquire_owned().ok()?;
         let mut opened = self.opened.lock().unwrap_or_else(|e| e.into_inner());
         while opened.front().is_some_and(|t| t.elapsed() >= RELAYED_WINDOW) {
@@ -201,6 +206,15 @@ pub(crate) struct Client<'a> {
 }
 
 impl Client<'_> {
+    /// A circuit from the budget for a connection along `route`: `Some(None)` for a TCP route,
+    /// which needs none; `None` when it is relayed and the budget is spent.
+    fn circuit(&self, route: Route) -> Option<Option<OwnedSemaphorePermit>> {
+        match route {
+            Route::Tcp(_) => Some(None),
+            Route::Relay(_) => self.budget.take().map(Some),
+        }
+    }
+
     /// Opens a bulk connection along `route`.
     fn open(
         &self,
@@ -249,25 +263,19 @@ pub(crate) async fn try_connect(
         let works = c.probes.get(&key) == Some(Probe::Works);
         if let (true, Some(service)) = (works, service) {
             // Every bulk slot (or the relayed ones' budget) taken: a yamux stream it is.
-            let mut held = vec![c.slots.clone().try_acquire_owned().ok()?];
-            if let Route::Relay(_) = route {
-                held.push(c.budget.take()?);
-            }
+            let slot = c.slots.clone().try_acquire_owned().ok()?;
+            let held = std::iter::once(slot).chain(c.circuit(route)?).collect();
             match c.open(peer, route, path, service).await {
                 Ok(io) => return Some((c.revocations.guard(peer, io, held), path.clone())),
                 Err(e) => tracing::debug!(%peer, ?route, error = %e, "bulk connection failed"),
             }
             c.probes.set(key, Probe::Failed(Instant::now()));
         } else if !works && c.probes.start(key) {
-            let circuit = match route {
-                Route::Relay(_) => match c.budget.take() {
-                    Some(permit) => Some(permit),
-                    None => {
-                        c.probes.set(key, Probe::Failed(Instant::now()));
-                        continue;
-                    }
-                },
-                Route::Tcp(_) => None,
+            // With no circuit to spare, the route is not known to fail: a later connection
+            // probes it, once the budget allows.
+            let Some(circuit) = c.circuit(route) else {
+                c.probes.forget(&key);
+                continue;
             };
             let (probes, cancel) = (c.probes.clone(), c.cancel.clone());
             let probe = c.open(peer, route, path, "");
@@ -308,6 +316,8 @@ mod tests {
             p.set(key, Probe::Failed(t));
             assert!(p.start(key), "failed long ago: probe again");
         }
+        p.forget(&key);
+        assert!(p.start(key), "forgotten (no circuit to spare for it): probe it next time");
         p.set(key, Probe::Works);
         assert!(!p.start(key));
         assert_eq!(p.get(&(key.0, Route::Tcp("198.18.0.1:4002".parse().unwrap()))), None);
