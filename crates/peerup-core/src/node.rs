@@ -127,7 +127,7 @@ pub(crate) enum Command {
 pub struct Node {
     peer_id: PeerId,
     relaying: bool,
-    /// TLS for the client side of bulk connections.
+    /// The swarm's TLS config; its client side serves bulk connections too.
     bulk_tls: crate::tls::Config,
     bulk_services: crate::bulk::Registry,
     bulk_probes: crate::bulk::Probes,
@@ -160,10 +160,15 @@ impl Node {
         let metrics = config.metrics.clone();
         let relaying = config.relay_server.is_some();
         let enable_bulk = config.enable_bulk;
-        let bulk_tls = crate::tls::Config::new(&config.keypair)
-            .map_err(|e| NodeError::Transport(e.to_string()))?;
         let bulk_services = crate::bulk::Registry::default();
         let (bulk_tx, bulk_rx) = mpsc::channel(crate::bulk::QUEUE);
+        // One certificate for the swarm's TCP connections, its relayed circuits and the bulk
+        // client; inbound connections are offered the bulk path (`crate::bulk`) when it is on.
+        let bulk_tls = match enable_bulk {
+            true => crate::tls::Config::with_bulk(&config.keypair, bulk_tx),
+            false => crate::tls::Config::new(&config.keypair),
+        }
+        .map_err(|e| NodeError::Transport(e.to_string()))?;
         let bulk_probes = crate::bulk::Probes::default();
         let network = config.watch_network.then(|| {
             let (tx, rx) = mpsc::channel(NETWORK_QUEUE);
@@ -174,7 +179,7 @@ impl Node {
         let circuits = crate::circuits::Circuits::new(relay_transport);
         let parts = behaviour::Parts {
             control: streams.clone(),
-            bulk: bulk_tx,
+            tls: bulk_tls.clone(),
             sockets: crate::tcp::Sockets::default(),
             circuits: circuits.clone(),
             relay_client,

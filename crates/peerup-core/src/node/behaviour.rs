@@ -34,8 +34,8 @@ pub(crate) struct Behaviour {
 /// What the swarm is built around, besides the config.
 pub(crate) struct Parts {
     pub(crate) control: streams::StreamControl,
-    /// Where inbound bulk connections go.
-    pub(crate) bulk: tokio::sync::mpsc::Sender<crate::bulk::Inbound>,
+    /// TLS for TCP connections and relayed circuits (offering the bulk path when it is on).
+    pub(crate) tls: crate::tls::Config,
     /// The swarm's TCP sockets.
     pub(crate) sockets: crate::tcp::Sockets,
     /// The relay client transport, shared with the bulk path, and its behaviour.
@@ -50,14 +50,7 @@ pub(crate) fn build_swarm(
     config: &NodeConfig,
     parts: Parts,
 ) -> Result<Swarm<Behaviour>, NodeError> {
-    let Parts { control, bulk, sockets, circuits, relay_client } = parts;
-    // Direct TCP connections and relayed circuits also offer the bulk path (`crate::bulk`). One
-    // certificate serves both.
-    let tls = match config.enable_bulk {
-        true => crate::tls::Config::with_bulk(&config.keypair, bulk),
-        false => crate::tls::Config::new(&config.keypair),
-    }
-    .map_err(|e| NodeError::Transport(e.to_string()))?;
+    let Parts { control, tls, sockets, circuits, relay_client } = parts;
     let circuits_tls = tls.on_circuits();
     let swarm = libp2p::SwarmBuilder::with_existing_identity(config.keypair.clone())
         .with_tokio()
