@@ -7,7 +7,8 @@
 //! client. Cases run round-robin for `$BENCH_ROUNDS` rounds (default 3), with the order rotated
 //! each round. Results go to `bench/results/<UTC date>-<commit>.{md,json}` and `latest.{md,json}`.
 //!
-//! Besides the round-robin cases: rathole with Noise on the public path (`lab/rathole.rs`, when
+//! Besides the round-robin cases: two bare forwarders in a chain, the latency floor of any
+//! two-process tunnel (`lab/forward.rs`); rathole with Noise on the public path (`lab/rathole.rs`, when
 //! `$BENCH_RATHOLE` is built), and `$BENCH_CONNS` concurrent connections through one proxy
 //! (`lab/many.rs`). A PNG chart (`lab/chart.rs`) goes beside the results, and when they go to
 //! bench/results the README's benchmark block is rewritten from them (`lab/summary.rs`).
@@ -60,6 +61,8 @@ use ssh::Sshd;
 mod cases;
 #[path = "lab/chart.rs"]
 mod chart;
+#[path = "lab/forward.rs"]
+mod forward;
 #[path = "lab/many.rs"]
 mod many;
 #[path = "lab/measure.rs"]
@@ -137,6 +140,7 @@ impl Settings {
 }
 
 fn main() {
+    forward::serve_if_asked();
     if let Some(json) = std::env::var_os("BENCH_FROM_JSON") {
         report::redraw(std::path::Path::new(&json));
         return;
@@ -254,6 +258,8 @@ fn run(set: &Settings) -> bool {
     let mut c = Case::new("raw-public", "raw TCP", "pubpeer → relay host", "pubpeer");
     (c.ip, c.port) = (RELAY_IP.into(), relay_sink_port);
     cases.push(c);
+    let forwarders = forward::Forwarders::start(&lab, relay_sink_port);
+    cases.push(forwarders.case());
     for (id, label, local, sshd, client, cipher) in [
         (
             "ssh-default",
@@ -320,7 +326,7 @@ fn run(set: &Settings) -> bool {
     };
     let rathole_skip = match &rathole {
         Ok(r) => {
-            cases.insert(3, r.case());
+            cases.insert(4, r.case());
             None
         }
         Err(reason) => {
@@ -361,6 +367,7 @@ fn run(set: &Settings) -> bool {
         c.peak_rss = Some(memory_mib(&c.tracked, "VmHWM"));
     }
     drop(rathole);
+    drop(forwarders);
 
     // Last, so that its reset of the daemon's VmHWM leaves the cases' peaks alone.
     let concurrency = many::run(

@@ -86,6 +86,10 @@ pub(crate) fn report(ctx: &Context<'_>, cases: &[Case]) -> (String, Value) {
             "ssh_p99": num(p99("ssh-default") - p99("raw-public"), 1),
             "ssh_aes_p50": num(p50("ssh-aes128gcm") - p50("raw-public"), 1),
             "ssh_aes_p99": num(p99("ssh-aes128gcm") - p99("raw-public"), 1),
+            "floor_p50": num(p50("floor-public") - p50("raw-public"), 1),
+            "floor_p99": num(p99("floor-public") - p99("raw-public"), 1),
+            "direct_over_floor_p50": num(p50("peerup-public-direct") - p50("floor-public"), 1),
+            "direct_over_floor_p99": num(p99("peerup-public-direct") - p99("floor-public"), 1),
             "rathole_p50": num(p50("rathole-noise") - p50("raw-public"), 1),
             "rathole_p99": num(p99("rathole-noise") - p99("raw-public"), 1),
             "nat_direct_p50": num(p50("peerup-nat-direct") - p50("raw-nat"), 1),
@@ -280,10 +284,14 @@ pub(crate) fn report(ctx: &Context<'_>, cases: &[Case]) -> (String, Value) {
     }
     let a = &ratios["added_latency_us"];
     md.push_str(&format!(
-        "- added latency vs raw (p50 / p99 µs): peerup DIRECT +{} / +{}; ssh -L +{} / +{}; ssh -L aes +{} / +{}; rathole +{} / +{}; bob→alice DIRECT +{} / +{}, carol→alice RELAYED +{} / +{} (vs raw alice→relay)\n\n",
+        "- added latency vs raw (p50 / p99 µs): peerup DIRECT +{} / +{}; ssh -L +{} / +{}; ssh -L aes +{} / +{}; rathole +{} / +{}; bob→alice DIRECT +{} / +{}, carol→alice RELAYED +{} / +{} (vs raw alice→relay)\n",
         a["direct_p50"], a["direct_p99"], a["ssh_p50"], a["ssh_p99"], a["ssh_aes_p50"], a["ssh_aes_p99"],
         a["rathole_p50"], a["rathole_p99"],
         a["nat_direct_p50"], a["nat_direct_p99"], a["relayed_p50"], a["relayed_p99"]
+    ));
+    md.push_str(&format!(
+        "- the floor of a two-process tunnel (two bare forwarders, no encryption) adds +{} / +{} µs; peerup DIRECT adds +{} / +{} µs over that floor\n\n",
+        a["floor_p50"], a["floor_p99"], a["direct_over_floor_p50"], a["direct_over_floor_p99"]
     ));
     md.push_str("peerup start-up (medians over rounds):\n\n| case | proxy start → listening ms | connect → first byte ms | start → first byte ms | first connection path | start → DIRECT s | warm-up: start → DIRECT s |\n|---|---|---|---|---|---|---|\n");
     md.push_str(&(peerup_rows.join("\n") + "\n\n"));
