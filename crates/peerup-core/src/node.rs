@@ -128,7 +128,7 @@ pub struct Node {
     peer_id: PeerId,
     relaying: bool,
     /// The swarm's TLS config; its client side serves bulk connections too.
-    bulk_tls: crate::tls::Config,
+    tls: crate::tls::Config,
     bulk_services: crate::bulk::Registry,
     bulk_probes: crate::bulk::Probes,
     bulk_slots: Arc<tokio::sync::Semaphore>,
@@ -164,7 +164,7 @@ impl Node {
         let (bulk_tx, bulk_rx) = mpsc::channel(crate::bulk::QUEUE);
         // One certificate for the swarm's TCP connections, its relayed circuits and the bulk
         // client; inbound connections are offered the bulk path (`crate::bulk`) when it is on.
-        let bulk_tls = match enable_bulk {
+        let tls = match enable_bulk {
             true => crate::tls::Config::with_bulk(&config.keypair, bulk_tx),
             false => crate::tls::Config::new(&config.keypair),
         }
@@ -179,7 +179,7 @@ impl Node {
         let circuits = crate::circuits::Circuits::new(relay_transport);
         let parts = behaviour::Parts {
             control: streams.clone(),
-            tls: bulk_tls.clone(),
+            tls: tls.clone(),
             sockets: crate::tcp::Sockets::default(),
             circuits: circuits.clone(),
             relay_client,
@@ -205,7 +205,7 @@ impl Node {
         let node = Self {
             peer_id,
             relaying,
-            bulk_tls,
+            tls,
             bulk_services,
             bulk_probes,
             bulk_slots: Arc::new(tokio::sync::Semaphore::new(crate::bulk::MAX_CLIENT_BULK)),
@@ -288,7 +288,7 @@ impl Node {
             return Err(crate::bulk::Miss::NotConnected);
         }
         let client = crate::bulk::Client {
-            tls: &self.bulk_tls,
+            tls: &self.tls,
             circuits: &self.circuits,
             slots: &self.bulk_slots,
             budget: &self.bulk_circuits,

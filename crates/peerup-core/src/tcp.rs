@@ -74,18 +74,17 @@ impl Sockets {
         // The registry holds a duplicate descriptor: the connection keeps the tokio stream to
         // itself and reads through its `AsyncRead`, which skips the extra read that
         // `try_read` costs after every short read.
-        let handle = match (peer, socket2::SockRef::from(&stream).try_clone()) {
-            (Some(peer), Ok(dup)) => {
+        let handle = peer.and_then(|peer| match socket2::SockRef::from(&stream).try_clone() {
+            Ok(dup) => {
                 let dup = Arc::new(dup);
                 self.lock().entry(peer).or_default().push(Arc::downgrade(&dup));
                 Some((peer, dup))
             }
-            (Some(peer), Err(e)) => {
+            Err(e) => {
                 tracing::debug!(%peer, error = %e, "cannot register a socket for reset");
                 None
             }
-            (None, _) => None,
-        };
+        });
         Socket { stream, handle, sockets: self.clone() }
     }
 
