@@ -158,12 +158,20 @@ impl AsyncWrite for Revocable {
     }
 }
 
+/// The path of a bulk connection over a direct TCP connection, as logged.
+pub(crate) const DIRECT: &str = "DIRECT/bulk";
+/// ... over a circuit of its own through a relay.
+pub(crate) const RELAYED: &str = "RELAYED/bulk";
+/// ... over two legs a relay joined ([`crate::legs`]).
+pub(crate) const LEGS: &str = "RELAYED/legs";
+
 /// A secured inbound bulk connection, from the TLS upgrade to the acceptor.
 pub(crate) struct Inbound {
     pub(crate) peer: PeerId,
     pub(crate) io: ServiceIo,
-    /// Whether it came through a relay (a circuit of its own).
-    pub(crate) relayed: bool,
+    /// The way it came, for the logs: [`DIRECT`], [`RELAYED`] (a circuit of its own) or
+    /// [`LEGS`] (two legs a relay joined).
+    pub(crate) path: &'static str,
 }
 
 /// Runs the server side of a bulk connection's handshake on `socket` (after multistream-select
@@ -339,7 +347,7 @@ pub(crate) fn spawn_acceptor(
 }
 
 async fn serve(conn: Inbound, registry: &Registry, metrics: &Metrics) {
-    let Inbound { peer, mut io, relayed } = conn;
+    let Inbound { peer, mut io, path } = conn;
     let name = match tokio::time::timeout(SETUP_TIMEOUT, read_request(&mut io)).await {
         Ok(Ok(name)) => name,
         Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "bad bulk request"),
@@ -369,7 +377,6 @@ async fn serve(conn: Inbound, registry: &Registry, metrics: &Metrics) {
         return;
     }
     let active = metrics.proxy(&spec.name, Role::Server);
-    let path = if relayed { "RELAYED/bulk" } else { "DIRECT/bulk" };
     tracing::info!(%peer, service = %spec.name, path, "serving stream");
     crate::service::carry_local(io, tcp, &peer, &spec.name, &active).await;
 }

@@ -38,6 +38,7 @@ pub mod fsutil;
 pub mod gate;
 pub mod identity;
 pub mod label;
+pub mod legs;
 pub mod metrics;
 pub mod mux;
 pub mod netinfo;

@@ -102,6 +102,8 @@ pub struct Metrics {
     pub auth_denials: Counter,
     /// Proxied connections served on the bulk path (beside yamux).
     pub bulk_connections: Counter,
+    /// Leg pairs a relay joined ([`crate::legs`]).
+    pub relay_legs: Counter,
     /// rust-libp2p's own metrics (connections, bandwidth per protocol, identify, kad, ping, relay,
     /// DCUtR), set once the metrics are registered.
     libp2p: std::sync::Arc<std::sync::OnceLock<libp2p::metrics::Metrics>>,
@@ -135,6 +137,11 @@ impl Metrics {
             "peerup_bulk_connections",
             "Proxied connections served on the bulk path (own TLS connection beside yamux)",
             self.bulk_connections.clone(),
+        );
+        registry.register(
+            "peerup_relay_legs",
+            "Relayed bulk connections joined as two TCP legs (relay servers)",
+            self.relay_legs.clone(),
         );
         registry.register(
             "peerup_auth_denials",

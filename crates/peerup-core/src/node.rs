@@ -169,6 +169,15 @@ impl Node {
             false => crate::tls::Config::new(&config.keypair),
         }
         .map_err(|e| NodeError::Transport(e.to_string()))?;
+        // A relay joins relayed bulk connections as two TCP legs (`crate::legs`).
+        let legs = config.relay_server.clone().filter(|l| l.legs).map(|limits| {
+            crate::legs::Legs::new(limits, metrics.clone(), tracker.clone(), cancel.clone())
+        });
+        let tls = match &legs {
+            Some(legs) => tls.with_legs(legs.clone()),
+            None => tls,
+        };
+        let access = config.access.clone();
         let bulk_probes = crate::bulk::Probes::default();
         let network = config.watch_network.then(|| {
             let (tx, rx) = mpsc::channel(NETWORK_QUEUE);
@@ -220,6 +229,12 @@ impl Node {
             events,
             streams,
         };
+        if let Some(legs) = legs {
+            crate::legs::serve(node.clone(), legs, access);
+        }
+        if enable_bulk {
+            crate::legs::spawn_answerer(&node, node.tls.clone(), tracker, node.cancel.clone());
+        }
         Ok((node, first))
     }
 
@@ -288,6 +303,7 @@ impl Node {
             return Err(crate::bulk::Miss::NotConnected);
         }
         let client = crate::bulk::Client {
+            node: self,
             tls: &self.tls,
             circuits: &self.circuits,
             slots: &self.bulk_slots,

@@ -31,6 +31,9 @@ pub struct RelayLimits {
     /// Most bytes one circuit carries, both directions counted together (libp2p adds up what it
     /// forwards each way); every stream of the relayed connection shares it.
     pub circuit_bytes: u64,
+    /// Whether relayed bulk connections may also be joined as two TCP legs ([`crate::legs`]),
+    /// under the same limits as circuits.
+    pub legs: bool,
 }
 
 impl Default for RelayLimits {
@@ -44,6 +47,7 @@ impl Default for RelayLimits {
             max_circuits_per_peer: 16,
             circuit_duration: Duration::from_secs(12 * 3600),
             circuit_bytes: 1 << 30,
+            legs: true,
         }
     }
 }

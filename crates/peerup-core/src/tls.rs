@@ -46,7 +46,8 @@ pub enum TlsError {
     /// The peer's certificate is not a valid libp2p certificate.
     #[error("invalid peer certificate: {0}")]
     BadCertificate(String),
-    /// Not a failure: the secured connection went to the bulk path, not the swarm.
+    /// Not a failure: the connection went to the bulk path (or, on a relay, became a leg), not
+    /// the swarm.
     #[error("handed over to the bulk path")]
     Diverted,
 }
@@ -58,8 +59,11 @@ pub struct Config {
     server: Arc<rustls::ServerConfig>,
     /// Where inbound connections that negotiated the bulk path go; `None` = not offered.
     bulk: Option<tokio::sync::mpsc::Sender<crate::bulk::Inbound>>,
-    /// Whether this upgrade secures relayed circuits (for the bulk path's logs and paths).
-    relayed: bool,
+    /// The path of the bulk connections it accepts, for the logs: whether this upgrade secures
+    /// relayed circuits or direct TCP connections.
+    bulk_path: &'static str,
+    /// On a relay: where legs ([`crate::legs`]) go; `None` = not offered.
+    legs: Option<crate::legs::Legs>,
 }
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
@@ -97,7 +101,13 @@ impl Config {
         // The bulk path takes the keys over after the handshake (`bulk/handshake.rs`).
         client.enable_secret_extraction = true;
         server.enable_secret_extraction = true;
-        Ok(Self { client: Arc::new(client), server: Arc::new(server), bulk: None, relayed: false })
+        Ok(Self {
+            client: Arc::new(client),
+            server: Arc::new(server),
+            bulk: None,
+            bulk_path: crate::bulk::DIRECT,
+            legs: None,
+        })
     }
 
     /// The same, also offering the bulk path ([`crate::bulk`]) to inbound connections: those that
@@ -112,7 +122,27 @@ impl Config {
     /// The same upgrade for relayed circuits: a bulk connection through a relay is a circuit of
     /// its own, secured end to end, and is marked as relayed for the acceptor.
     pub(crate) fn on_circuits(&self) -> Self {
-        Self { relayed: true, ..self.clone() }
+        Self { bulk_path: crate::bulk::RELAYED, legs: None, ..self.clone() }
+    }
+
+    /// The same, also taking relay legs (on a relay's TCP listener).
+    pub(crate) fn with_legs(self, legs: crate::legs::Legs) -> Self {
+        Self { legs: Some(legs), ..self }
+    }
+
+    /// Runs the bulk path's server handshake on `socket` (multistream-select named
+    /// [`crate::bulk::PROTOCOL`] on it) and hands the secured connection to the bulk acceptor;
+    /// `path` says how it came, for the logs.
+    pub(crate) async fn divert_bulk<C>(&self, socket: C, path: &'static str) -> Result<(), TlsError>
+    where
+        C: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    {
+        let Some(bulk) = &self.bulk else { return Err(TlsError::Diverted) };
+        let (peer, io) = crate::bulk::accept(self.server.clone(), socket).await?;
+        if bulk.try_send(crate::bulk::Inbound { peer, io, path }).is_err() {
+            tracing::debug!(%peer, "bulk queue full; connection dropped");
+        }
+        Ok(())
     }
 }
 
@@ -134,11 +164,15 @@ pub const PROTOCOL: &str = "/tls/1.0.0";
 
 impl UpgradeInfo for Config {
     type Info = &'static str;
-    type InfoIter =
-        std::iter::Chain<std::iter::Once<Self::Info>, std::option::IntoIter<Self::Info>>;
+    type InfoIter = std::iter::Chain<
+        std::iter::Chain<std::iter::Once<Self::Info>, std::option::IntoIter<Self::Info>>,
+        std::option::IntoIter<Self::Info>,
+    >;
 
     fn protocol_info(&self) -> Self::InfoIter {
-        std::iter::once(PROTOCOL).chain(self.bulk.as_ref().map(|_| crate::bulk::PROTOCOL))
+        std::iter::once(PROTOCOL)
+            .chain(self.bulk.as_ref().map(|_| crate::bulk::PROTOCOL))
+            .chain(self.legs.as_ref().map(|_| crate::legs::SECURITY))
     }
 }
 
@@ -168,13 +202,16 @@ where
 
     fn upgrade_inbound(self, socket: C, info: Self::Info) -> Self::Future {
         async move {
-            if let (crate::bulk::PROTOCOL, Some(bulk)) = (info, &self.bulk) {
-                let (peer, io) = crate::bulk::accept(self.server, socket).await?;
-                let relayed = self.relayed;
-                if bulk.try_send(crate::bulk::Inbound { peer, io, relayed }).is_err() {
-                    tracing::debug!(%peer, "bulk queue full; connection dropped");
+            match (info, &self.legs) {
+                (crate::bulk::PROTOCOL, _) if self.bulk.is_some() => {
+                    self.divert_bulk(socket, self.bulk_path).await?;
+                    return Err(TlsError::Diverted);
                 }
-                return Err(TlsError::Diverted);
+                (crate::legs::SECURITY, Some(legs)) => {
+                    legs.accept(socket);
+                    return Err(TlsError::Diverted);
+                }
+                _ => {}
             }
             let stream = futures_rustls::TlsAcceptor::from(self.server).accept(socket).await?;
             let peer = remote_peer(stream.get_ref().1)?;

@@ -35,11 +35,17 @@ struct Lab {
     cancel: CancellationToken,
     tracker: TaskTracker,
     relay_addr: Multiaddr,
+    relay: Node,
 }
 
 impl Lab {
     /// Starts a relay on 127.0.0.1 with gating open.
     async fn start() -> Self {
+        Self::start_with(RelayLimits::default()).await
+    }
+
+    /// The same, with these relay limits.
+    async fn start_with(limits: RelayLimits) -> Self {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
             .with_test_writer()
@@ -51,7 +57,7 @@ impl Lab {
             "/ip4/127.0.0.1/tcp/0".parse().unwrap(),
             "/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap(),
         ];
-        cfg.relay_server = Some(RelayLimits::default());
+        cfg.relay_server = Some(limits);
         cfg.listen_addrs_are_external = true;
         let (relay, mut ev) = Node::spawn(cfg, cancel.clone(), &tracker).unwrap();
         let addr = match wait_for(&mut ev, |e| matches!(e, NodeEvent::Listening(a) if a.iter().any(|p| matches!(p, Protocol::Tcp(_))))).await {
@@ -59,7 +65,7 @@ impl Lab {
             _ => unreachable!(),
         };
         let relay_addr = addr.with(Protocol::P2p(relay.peer_id()));
-        Self { cancel, tracker, relay_addr }
+        Self { cancel, tracker, relay_addr, relay }
     }
 
     fn node(
@@ -482,10 +488,20 @@ async fn bulk_path_on_direct_connections() {
 
 /// Two nodes that only reach each other through the relay (neither listens, so no hole punch
 /// can succeed): once the relayed route is probed, service connections take the bulk path on
-/// circuits of their own, byte-exact; at most `MAX_RELAYED_BULK` at once, the rest on yamux.
+/// legs the relay joins, byte-exact; at most `MAX_RELAYED_BULK` at once, the rest on yamux.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bulk_path_through_the_relay() {
-    let lab = Lab::start().await;
+    bulk_through_relay(true).await;
+}
+
+/// The same through a relay that offers no legs: circuits of their own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_path_through_a_relay_without_legs() {
+    bulk_through_relay(false).await;
+}
+
+async fn bulk_through_relay(legs: bool) {
+    let lab = Lab::start_with(RelayLimits { legs, ..RelayLimits::default() }).await;
     let bob_key = Keypair::generate_ed25519();
     let access = AccessList::from_keys(&keys_of(&[bob_key.public().to_peer_id()]));
     let unreachable = |key: Keypair, reserve: bool, access: AccessList| {
@@ -539,4 +555,7 @@ async fn bulk_path_through_the_relay() {
     let (out, relayed) = echo_through(&client, server.peer_id(), &data).await;
     assert!(out == data && relayed);
     assert_eq!(server.metrics().bulk_connections.get(), 2 + cap, "the extra one went yamux");
+    // Every bulk connection, and the probe before them.
+    let joined = if legs { 3 + cap } else { 0 };
+    assert_eq!(lab.relay.metrics().relay_legs.get(), joined, "bulk connections on legs");
 }

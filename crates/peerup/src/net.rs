@@ -147,6 +147,7 @@ pub fn relay_node_config(loaded: &Loaded<RelayConfig>) -> Result<CoreConfig> {
         max_circuits_per_peer: r.max_circuits as usize,
         circuit_duration: parse_duration(&r.session_duration).map_err(anyhow::Error::msg)?,
         circuit_bytes: parse_data_size(&r.session_data_limit).map_err(anyhow::Error::msg)?,
+        legs: true,
     });
     core.max_inbound_per_ip = Some(per_ip * 2);
     core.listen_addrs_are_external = true;

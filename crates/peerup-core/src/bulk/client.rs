@@ -1,12 +1,16 @@
 //! The client side: which routes take bulk connections, and opening them.
 //!
-//! A bulk connection goes one of two ways:
+//! A bulk connection goes one of three ways:
 //! - over a direct TCP path: a fresh TCP connection to the address of the peer's connection;
-//! - through a relay, when the peer is reachable no other way: a circuit of its own through the
-//!   relay of the peer's relayed connection ([`crate::circuits`]). The relay forwards TLS records
-//!   it cannot read, and the proxied bytes skip the relayed connection's own TLS and yamux layers.
+//! - through a relay, when the peer is reachable no other way: two TCP legs that the relay joins
+//!   ([`crate::legs`]), when the relay is reached over TCP and offers them;
+//! - otherwise a circuit of its own through the relay of the peer's relayed connection
+//!   ([`crate::circuits`]).
 //!
-//! Circuits are a relay's scarce resource (a relay caps the circuits per peer, counting both
+//! Either way the relay forwards TLS records it cannot read, and the proxied bytes skip the
+//! relayed connection's own TLS and yamux layers (and, on legs, the relay's).
+//!
+//! Relayed bulk connections use a relay's scarce resources (a relay caps the circuits per peer, counting both
 //! ends, and how fast a peer opens them), so a node keeps few relayed bulk connections open
 //! ([`MAX_RELAYED_BULK`]) and opens few per [`RELAYED_WINDOW`] ([`RELAYED_PER_WINDOW`]); beyond
 //! that, connections ride yamux streams on the relayed connection as before.
@@ -45,6 +49,8 @@ pub const RELAYED_WINDOW: Duration = Duration::from_secs(120);
 enum Route {
     /// A TCP connection to this address of the peer's.
     Tcp(SocketAddr),
+    /// Two legs joined by this relay.
+    Leg(PeerId),
     /// A circuit through this relay.
     Relay(PeerId),
 }
@@ -86,6 +92,11 @@ impl Probes {
     /// Forgets `key`'s probe: the route is probed again the next time a connection could use it.
     fn forget(&self, key: &(PeerId, Route)) {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
+    }
+
+    /// Whether `key`'s probe failed lately.
+    fn failed(&self, key: &(PeerId, Route)) -> bool {
+        matches!(self.get(key), Some(Probe::Failed(t)) if t.elapsed() < RETRY_AFTER)
     }
 
     /// Marks `key` as being probed, unless it is known or already being probed.
@@ -193,8 +204,26 @@ async fn dial_relayed(
     request(&tls, peer, circuit, service).await
 }
 
+/// Opens a bulk connection to `service` on `peer` over legs joined by `relay` (the relay of
+/// `path`, a relayed connection's address).
+async fn dial_legs(
+    tls: crate::tls::Config,
+    node: crate::node::Node,
+    relay: PeerId,
+    peer: PeerId,
+    path: libp2p::Multiaddr,
+    service: &str,
+) -> Result<ServiceIo, BulkError> {
+    let leg = crate::legs::open(&node, relay, &path, peer)
+        .await
+        .map_err(|e| BulkError::Connect(e.to_string()))?;
+    request(&tls, peer, leg, service).await
+}
+
 /// What [`try_connect`] needs from the node.
 pub(crate) struct Client<'a> {
+    /// For streams to relays (legs).
+    pub(crate) node: &'a crate::node::Node,
     pub(crate) tls: &'a crate::tls::Config,
     pub(crate) circuits: &'a Circuits,
     pub(crate) slots: &'a Arc<Semaphore>,
@@ -211,7 +240,7 @@ impl Client<'_> {
     fn circuit(&self, route: Route) -> Option<Option<OwnedSemaphorePermit>> {
         match route {
             Route::Tcp(_) => Some(None),
-            Route::Relay(_) => self.budget.take().map(Some),
+            Route::Leg(_) | Route::Relay(_) => self.budget.take().map(Some),
         }
     }
 
@@ -223,12 +252,13 @@ impl Client<'_> {
         path: &PathInfo,
         service: &str,
     ) -> impl Future<Output = Result<ServiceIo, BulkError>> + Send + 'static {
-        let (tls, circuits) = (self.tls.clone(), self.circuits.clone());
+        let (tls, circuits, node) = (self.tls.clone(), self.circuits.clone(), self.node.clone());
         let (addr, service) = (path.remote_addr.clone(), service.to_string());
         async move {
             let dial = async {
                 match route {
                     Route::Tcp(socket) => dial(tls, peer, socket, &service).await,
+                    Route::Leg(relay) => dial_legs(tls, node, relay, peer, addr, &service).await,
                     Route::Relay(_) => dial_relayed(tls, circuits, peer, addr, &service).await,
                 }
             };
@@ -238,11 +268,20 @@ impl Client<'_> {
 }
 
 /// The route a bulk connection would take along `path`: direct TCP paths always; relayed paths
-/// only when `only_relayed` (no direct connection exists, which would carry streams better).
-fn route_of(path: &PathInfo, only_relayed: bool) -> Option<Route> {
+/// only when `only_relayed` (no direct connection exists, which would carry streams better):
+/// legs when the relay is reached over TCP and they did not fail lately, else a circuit.
+fn route_of(
+    path: &PathInfo,
+    only_relayed: bool,
+    legs_failed: impl Fn(PeerId) -> bool,
+) -> Option<Route> {
     match (path.relayed, path.is_quic()) {
         (false, false) => crate::netinfo::socket_of(&path.remote_addr).map(Route::Tcp),
-        (true, _) if only_relayed => crate::circuits::relay_of(&path.remote_addr).map(Route::Relay),
+        (true, _) if only_relayed => {
+            let relay = crate::circuits::relay_of(&path.remote_addr)?;
+            let legs = crate::legs::tcp_addr(&path.remote_addr).is_some() && !legs_failed(relay);
+            Some(if legs { Route::Leg(relay) } else { Route::Relay(relay) })
+        }
         _ => None,
     }
 }
@@ -258,7 +297,8 @@ pub(crate) async fn try_connect(
 ) -> Option<(ServiceIo, PathInfo)> {
     let only_relayed = paths.iter().all(|p| p.relayed);
     for path in paths {
-        let Some(route) = route_of(path, only_relayed) else { continue };
+        let legs_failed = |relay| c.probes.failed(&(peer, Route::Leg(relay)));
+        let Some(route) = route_of(path, only_relayed, legs_failed) else { continue };
         let key = (peer, route);
         let works = c.probes.get(&key) == Some(Probe::Works);
         if let (true, Some(service)) = (works, service) {
@@ -339,10 +379,20 @@ mod tests {
             remote_addr: "/ip4/198.18.0.2/udp/4001/quic-v1".parse().unwrap(),
             relayed: false,
         };
-        assert_eq!(route_of(&circuit, true), Some(Route::Relay(relay)));
-        assert_eq!(route_of(&circuit, false), None);
-        assert_eq!(route_of(&tcp, false), Some(Route::Tcp("198.18.0.2:4001".parse().unwrap())));
-        assert_eq!(route_of(&quic, false), None);
+        let quic_relay = PathInfo {
+            remote_addr: format!("/ip4/198.18.0.1/udp/7777/quic-v1/p2p/{relay}/p2p-circuit")
+                .parse()
+                .unwrap(),
+            relayed: true,
+        };
+        let (fine, failed) = (|_| false, |r| r == relay);
+        assert_eq!(route_of(&circuit, true, fine), Some(Route::Leg(relay)), "legs first");
+        assert_eq!(route_of(&circuit, true, failed), Some(Route::Relay(relay)), "then a circuit");
+        assert_eq!(route_of(&quic_relay, true, fine), Some(Route::Relay(relay)), "legs need TCP");
+        assert_eq!(route_of(&circuit, false, fine), None);
+        let direct = Some(Route::Tcp("198.18.0.2:4001".parse().unwrap()));
+        assert_eq!(route_of(&tcp, false, fine), direct);
+        assert_eq!(route_of(&quic, false, fine), None);
     }
 
     #[test]

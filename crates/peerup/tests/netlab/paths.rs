@@ -162,14 +162,14 @@ pub fn symmetric_x_cone_relayed() {
     t.assert_exact(PROBE, "carol -> alice after the payload");
     let (path, line, _) = p.proxy.path_from(mark, Duration::from_secs(10));
     assert_eq!(path, PathKind::Relayed, "{line}");
-    // The first connection probed the bulk path through the relay; later ones take it (a
-    // circuit of their own, without the relayed connection's TLS and yamux layers).
+    // The first connection probed the bulk path through the relay; later ones take it (two TCP
+    // legs the relay joins, without the relayed connection's TLS and yamux layers).
     p.daemon
         .proc
         .wait_line_from(0, None, Duration::from_secs(5), |l| {
-            l.contains("serving stream") && l.contains("path=\"RELAYED/bulk\"")
+            l.contains("serving stream") && l.contains("path=\"RELAYED/legs\"")
         })
-        .expect("alice serves a later relayed connection on the bulk path");
+        .expect("alice serves a later relayed connection on the bulk path, over relay legs");
 }
 
 /// Issue scenario 3: bob (cone NAT) reaches a service on dave (double NAT behind a CGNAT)

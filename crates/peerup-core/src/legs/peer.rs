@@ -1,0 +1,150 @@
+//! A peer's side: asking a relay for a leg pair (the dialer), taking one (the target), and
+//! connecting a leg.
+
+use std::sync::Arc;
+
+use futures::AsyncWriteExt;
+use libp2p::multiaddr::Protocol;
+use libp2p::{Multiaddr, PeerId, StreamProtocol};
+use multistream_select::{Version, dialer_select_proto, listener_select_proto};
+use tokio::sync::Semaphore;
+use tokio_util::compat::TokioAsyncReadCompatExt;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::wire::{self, Status, Token};
+use super::{INCOMING, LegError, OPEN, PAIRING_TIMEOUT, SECURITY};
+use crate::bulk::ServiceIo;
+use crate::node::Node;
+use crate::streams::IncomingStream;
+
+/// Leg pairs a peer takes at once; further offers wait in the stream queue.
+const CONCURRENT: usize = 16;
+
+/// The host and TCP port of the relay that `addr` starts with (a relay connection's address or
+/// a relayed path through it); `None` unless that is plain TCP.
+pub(crate) fn tcp_addr(addr: &Multiaddr) -> Option<(String, u16)> {
+    let mut parts = addr.iter();
+    let host = match parts.next()? {
+        Protocol::Ip4(ip) => ip.to_string(),
+        Protocol::Ip6(ip) => ip.to_string(),
+        Protocol::Dns(h) | Protocol::Dns4(h) | Protocol::Dns6(h) => h.to_string(),
+        _ => return None,
+    };
+    let Protocol::Tcp(port) = parts.next()? else { return None };
+    parts.all(|p| matches!(p, Protocol::P2p(_) | Protocol::P2pCircuit)).then_some((host, port))
+}
+
+/// Asks `relay` (reached over TCP along `path`, a relayed path through it) for a leg pair to
+/// `peer` and connects this side's leg. The result is a byte pipe to `peer` once it connects its
+/// leg; the bulk handshake runs over it next.
+pub(crate) async fn open(
+    node: &Node,
+    relay: PeerId,
+    path: &Multiaddr,
+    peer: PeerId,
+) -> Result<ServiceIo, LegError> {
+    let addr = tcp_addr(path).ok_or(LegError::Refused("the relay is not reached over TCP"))?;
+    let (mut stream, _) = node
+        .open_stream(relay, StreamProtocol::new(OPEN))
+        .await
+        .map_err(|e| LegError::Io(e.to_string()))?;
+    stream.write_all(&wire::encode_hello(&peer, None)).await?;
+    stream.flush().await?;
+    let token = wire::read_answer(&mut stream, true).await?;
+    let _ = stream.close().await;
+    connect(addr, token.ok_or(LegError::Malformed("no token"))?).await
+}
+
+/// Connects a leg to the relay at `addr` and presents `token`.
+async fn connect((host, port): (String, u16), token: Token) -> Result<ServiceIo, LegError> {
+    let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
+    let _ = tcp.set_nodelay(true);
+    let (_, mut leg) = dialer_select_proto(tcp.compat(), [SECURITY], Version::V1Lazy)
+        .await
+        .map_err(|e| LegError::Io(e.to_string()))?;
+    leg.write_all(&token).await?;
+    leg.flush().await?;
+    Ok(Box::new(leg))
+}
+
+/// Takes the leg pairs that relays offer (on [`INCOMING`]): connects the leg and runs the bulk
+/// path's server side on it, as for an inbound circuit.
+pub(crate) fn spawn_answerer(
+    node: &Node,
+    tls: crate::tls::Config,
+    tracker: &TaskTracker,
+    cancel: CancellationToken,
+) {
+    let mut offers = node.accept(StreamProtocol::new(INCOMING));
+    let limit = Arc::new(Semaphore::new(CONCURRENT));
+    let tasks = tracker.clone();
+    tracker.spawn(async move {
+        loop {
+            let offer = tokio::select! {
+                () = cancel.cancelled() => return,
+                o = offers.recv() => o,
+            };
+            let Some(offer) = offer else { return };
+            let Ok(permit) = limit.clone().acquire_owned().await else { return };
+            let tls = tls.clone();
+            tasks.spawn(async move {
+                let relay = offer.peer;
+                match tokio::time::timeout(PAIRING_TIMEOUT, take(&tls, offer)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::debug!(%relay, error = %e, "relay leg not taken"),
+                    Err(_) => tracing::debug!(%relay, "relay leg timed out"),
+                }
+                drop(permit);
+            });
+        }
+    });
+}
+
+async fn take(tls: &crate::tls::Config, offer: IncomingStream) -> Result<(), LegError> {
+    let mut stream = offer.stream;
+    let (source, token) = wire::read_hello(&mut stream, true).await?;
+    let token = token.ok_or(LegError::Malformed("no token"))?;
+    // The leg goes to the relay's own address: the one this offer's connection reached.
+    let addr = tcp_addr(&offer.path.remote_addr).filter(|_| !offer.path.relayed);
+    let status = if addr.is_some() { Status::Ok } else { Status::Unreachable };
+    wire::write_answer(&mut stream, status, None).await?;
+    let _ = stream.close().await;
+    let addr = addr.ok_or(Status::Unreachable.error())?;
+    let leg = connect(addr, token).await?;
+    // From here on the leg is the dialer's: the bulk handshake, with this side as the server.
+    let (_, negotiated) = listener_select_proto(leg, [crate::bulk::PROTOCOL])
+        .await
+        .map_err(|e| LegError::Io(e.to_string()))?;
+    tracing::debug!(%source, relay = %offer.peer, "relay leg taken");
+    tls.divert_bulk(negotiated, crate::bulk::LEGS).await.map_err(|e| LegError::Io(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_plain_tcp_relay_addresses_take_legs() {
+        let relay = PeerId::random();
+        let peer = PeerId::random();
+        for (addr, want) in [
+            (
+                format!("/ip4/198.18.0.1/tcp/7777/p2p/{relay}/p2p-circuit/p2p/{peer}"),
+                Some(("198.18.0.1", 7777)),
+            ),
+            ("/ip4/198.18.0.1/tcp/7777".into(), Some(("198.18.0.1", 7777))),
+            (format!("/ip6/::1/tcp/4001/p2p/{relay}"), Some(("::1", 4001))),
+            (
+                format!("/dns4/relay.example/tcp/443/p2p/{relay}/p2p-circuit"),
+                Some(("relay.example", 443)),
+            ),
+            (format!("/ip4/198.18.0.1/udp/7777/quic-v1/p2p/{relay}/p2p-circuit"), None),
+            (format!("/ip4/198.18.0.1/tcp/443/ws/p2p/{relay}/p2p-circuit"), None),
+            (format!("/p2p/{relay}/p2p-circuit"), None),
+        ] {
+            let got = tcp_addr(&addr.parse().unwrap());
+            assert_eq!(got, want.map(|(h, p)| (h.to_string(), p)), "{addr}");
+        }
+    }
+}
