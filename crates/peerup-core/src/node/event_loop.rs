@@ -68,9 +68,10 @@ pub(crate) struct EventLoop {
     bulk_probes: crate::bulk::Probes,
     /// Changes of the machine's addresses, when watched.
     network: Option<mpsc::Receiver<crate::netwatch::AddressChange>>,
-    /// Peers one of whose direct connections broke, until when their other direct connections
-    /// are held to the shorter silence limit (see `network::on_broken`).
-    suspect: HashMap<PeerId, Instant>,
+    /// Peers one of whose direct connections broke: until when their other direct connections
+    /// (those open at the break) are held to the shorter silence limit, and when it broke (see
+    /// `network::on_broken`).
+    suspect: HashMap<PeerId, (Instant, Instant)>,
     /// Direct connections being closed because they went silent.
     closing_silent: HashSet<ConnectionId>,
     /// The swarm's TCP sockets: those of silent connections are reset, not closed.

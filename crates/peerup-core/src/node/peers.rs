@@ -42,6 +42,8 @@ struct Entry {
     /// When each connection's pings were last answered (or it opened); `None` once it is not
     /// judged by them (the peer does not answer pings, or it is being closed already).
     liveness: HashMap<ConnectionId, Option<Instant>>,
+    /// When each connection opened.
+    opened: HashMap<ConnectionId, Instant>,
 }
 
 /// Connected peers, kept by the swarm task.
@@ -56,12 +58,14 @@ impl PeerBook {
         let e = self.peers.entry(peer).or_default();
         e.conns.insert(id, state);
         e.liveness.insert(id, Some(Instant::now()));
+        e.opened.insert(id, Instant::now());
     }
 
     pub(crate) fn closed(&mut self, peer: PeerId, id: ConnectionId) {
         if let Some(e) = self.peers.get_mut(&peer) {
             e.conns.remove(&id);
             e.liveness.remove(&id);
+            e.opened.remove(&id);
             if e.conns.is_empty() {
                 self.peers.remove(&peer);
             }
@@ -134,14 +138,19 @@ impl PeerBook {
         }
     }
 
-    /// Like [`Self::direct_silent`], but each connection is returned once (as by [`Self::silent`]).
+    /// Like [`Self::direct_silent`], among the connections opened by `opened_by`, and each
+    /// connection is returned once (as by [`Self::silent`]).
     pub(crate) fn take_direct_silent(
         &mut self,
         peer: &PeerId,
         now: Instant,
         max: Duration,
+        opened_by: Instant,
     ) -> Vec<ConnectionId> {
-        let found = self.direct_silent(peer, now, max);
+        let Some(e) = self.peers.get(peer) else { return Vec::new() };
+        let old_enough = |id: &ConnectionId| e.opened.get(id).is_some_and(|t| *t <= opened_by);
+        let found: Vec<_> =
+            self.direct_silent(peer, now, max).into_iter().filter(old_enough).collect();
         if let Some(e) = self.peers.get_mut(peer) {
             for id in &found {
                 e.liveness.insert(*id, None);
@@ -262,10 +271,17 @@ mod tests {
         let circuit = "/ip4/198.18.0.1/tcp/7777/p2p/12D3KooWGq3UU75XxXeeDVA8Jyef1aW7XE8JC5aHBQwdPibXkkx9/p2p-circuit";
         book.connected(peer, relayed, path(circuit));
         let quiet = Duration::from_secs(3);
-        assert!(book.take_direct_silent(&peer, Instant::now(), quiet).is_empty(), "not yet");
+        let broke = Instant::now();
+        // A connection that opened after the break comes from a live process: not suspect.
+        tokio::time::advance(Duration::from_millis(1)).await;
+        let newer = ConnectionId::new_unchecked(3);
+        book.connected(peer, newer, path("/ip4/198.18.0.11/tcp/4001"));
+        let take =
+            |book: &mut PeerBook| book.take_direct_silent(&peer, Instant::now(), quiet, broke);
+        assert!(take(&mut book).is_empty(), "not yet");
         tokio::time::advance(Duration::from_secs(4)).await;
-        assert_eq!(book.take_direct_silent(&peer, Instant::now(), quiet), vec![direct]);
-        assert!(book.take_direct_silent(&peer, Instant::now(), quiet).is_empty(), "taken once");
+        assert_eq!(take(&mut book), vec![direct], "the old direct one only");
+        assert!(take(&mut book).is_empty(), "taken once");
         assert!(book.silent(Instant::now(), quiet).iter().all(|(_, id)| *id != direct));
     }
 }

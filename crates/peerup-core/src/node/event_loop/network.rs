@@ -97,13 +97,14 @@ impl EventLoop {
     /// remain. When its process crashed (a relay, or a peer's daemon), its TCP connection ended
     /// but its QUIC one only goes silent: for [`SUSPECT_FOR`], the peer's other direct
     /// connections (to a relay: the TCP or QUIC twin, which circuits may run over) are closed
-    /// after [`QUIET`] without a pong instead of [`SILENCE`]. A stream waiting on a dead one is
+    /// after [`QUIET`] without a pong instead of [`SILENCE`] (those open at the break only). A stream waiting on a dead one is
     /// then retried on a fresh connection (through another relay, or the restarted peer) within
     /// seconds. One that still answers is kept: the other end may only have closed an idle twin.
     pub(super) fn on_broken(&mut self, peer: PeerId, relayed: bool) {
         if !relayed {
             tracing::debug!(%peer, "direct connection broke; its others are suspect");
-            self.suspect.insert(peer, Instant::now() + SUSPECT_FOR);
+            let now = Instant::now();
+            self.suspect.insert(peer, (now + SUSPECT_FOR, now));
         }
     }
 
@@ -114,10 +115,14 @@ impl EventLoop {
     /// timeout too: far too late.
     pub(super) fn close_silent(&mut self) {
         let now = Instant::now();
-        self.suspect.retain(|_, until| *until > now);
-        let suspect: Vec<PeerId> = self.suspect.keys().copied().collect();
-        for peer in suspect {
-            for id in self.book.take_direct_silent(&peer, now, QUIET) {
+        self.suspect.retain(|_, (until, _)| *until > now);
+        let suspect: Vec<(PeerId, Instant)> =
+            self.suspect.iter().map(|(peer, (_, broke))| (*peer, *broke)).collect();
+        for (peer, broke) in suspect {
+            // Only connections that were open when the other broke: one opened since comes from
+            // a live process (the same peer ID may run more than one, e.g. several proxies),
+            // and a busy one may answer pings late.
+            for id in self.book.take_direct_silent(&peer, now, QUIET, broke) {
                 tracing::info!(%peer, "a connection to this peer broke and this one is silent; closing it");
                 self.close_for_silence(peer, id);
             }
