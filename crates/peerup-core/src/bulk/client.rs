@@ -10,8 +10,9 @@
 //! Either way the relay forwards TLS records it cannot read, and the proxied bytes skip the
 //! relayed connection's own TLS and yamux layers (and, on legs, the relay's).
 //!
-//! Relayed bulk connections use a relay's scarce resources (a relay caps the circuits per peer, counting both
-//! ends, and how fast a peer opens them), so a node keeps few relayed bulk connections open
+//! Relayed bulk connections use a relay's scarce resources (a relay caps the circuits, or leg
+//! pairs, per peer, counting both ends, and libp2p's relay how fast a peer opens circuits), so a
+//! node keeps few relayed bulk connections open
 //! ([`MAX_RELAYED_BULK`]) and opens few per [`RELAYED_WINDOW`] ([`RELAYED_PER_WINDOW`]); beyond
 //! that, connections ride yamux streams on the relayed connection as before.
 
@@ -113,8 +114,8 @@ impl Probes {
     }
 }
 
-/// The budget of circuits for relayed bulk connections: how many are open, how many were opened
-/// lately.
+/// The budget of relayed bulk connections (circuits or leg pairs): how many are open, how many
+/// were opened lately.
 #[derive(Clone)]
 pub(crate) struct CircuitBudget {
     open: Arc<Semaphore>,
@@ -128,8 +129,8 @@ impl Default for CircuitBudget {
 }
 
 impl CircuitBudget {
-    /// Takes one circuit from the budget, if both limits allow it; the permit is held while the
-    /// circuit is open.
+    /// Takes one place from the budget, if both limits allow it; the permit is held while the
+    /// connection is open.
     fn take(&self) -> Option<OwnedSemaphorePermit> {
         let permit = self.open.clone().try_acquire_owned().ok()?;
         let mut opened = self.opened.lock().unwrap_or_else(|e| e.into_inner());
@@ -220,6 +221,23 @@ async fn dial_legs(
     request(&tls, peer, leg, service).await
 }
 
+/// A bulk connection's place in the budget of relayed ones ([`CircuitBudget`]).
+enum Place {
+    /// A direct route needs none.
+    Direct,
+    /// A relayed one holds this while it is open.
+    Relayed(OwnedSemaphorePermit),
+}
+
+impl Place {
+    fn permit(self) -> Option<OwnedSemaphorePermit> {
+        match self {
+            Self::Direct => None,
+            Self::Relayed(p) => Some(p),
+        }
+    }
+}
+
 /// What [`try_connect`] needs from the node.
 pub(crate) struct Client<'a> {
     /// For streams to relays (legs).
@@ -235,12 +253,12 @@ pub(crate) struct Client<'a> {
 }
 
 impl Client<'_> {
-    /// A circuit from the budget for a connection along `route`: `Some(None)` for a TCP route,
-    /// which needs none; `None` when it is relayed and the budget is spent.
-    fn circuit(&self, route: Route) -> Option<Option<OwnedSemaphorePermit>> {
+    /// The place a connection along `route` takes in the relayed budget; `None` when it is
+    /// relayed and the budget is spent.
+    fn place(&self, route: Route) -> Option<Place> {
         match route {
-            Route::Tcp(_) => Some(None),
-            Route::Leg(_) | Route::Relay(_) => self.budget.take().map(Some),
+            Route::Tcp(_) => Some(Place::Direct),
+            Route::Leg(_) | Route::Relay(_) => self.budget.take().map(Place::Relayed),
         }
     }
 
@@ -304,16 +322,16 @@ pub(crate) async fn try_connect(
         if let (true, Some(service)) = (works, service) {
             // Every bulk slot (or the relayed ones' budget) taken: a yamux stream it is.
             let slot = c.slots.clone().try_acquire_owned().ok()?;
-            let held = std::iter::once(slot).chain(c.circuit(route)?).collect();
+            let held = std::iter::once(slot).chain(c.place(route)?.permit()).collect();
             match c.open(peer, route, path, service).await {
                 Ok(io) => return Some((c.revocations.guard(peer, io, held), path.clone())),
                 Err(e) => tracing::debug!(%peer, ?route, error = %e, "bulk connection failed"),
             }
             c.probes.set(key, Probe::Failed(Instant::now()));
         } else if !works && c.probes.start(key) {
-            // With no circuit to spare, the route is not known to fail: a later connection
+            // With no relayed place to spare, the route is not known to fail: a later connection
             // probes it, once the budget allows.
-            let Some(circuit) = c.circuit(route) else {
+            let Some(place) = c.place(route) else {
                 c.probes.forget(&key);
                 continue;
             };
@@ -330,7 +348,7 @@ pub(crate) async fn try_connect(
                         }
                     },
                 };
-                drop(circuit);
+                drop(place);
                 tracing::debug!(%peer, ?route, ?state, "bulk path probed");
                 probes.set((peer, route), state);
             });

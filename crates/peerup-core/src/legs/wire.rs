@@ -134,6 +134,7 @@ pub(crate) async fn read_answer<R: AsyncRead + Unpin>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     fn block<T>(f: impl Future<Output = T>) -> T {
         futures::executor::block_on(f)
@@ -196,5 +197,32 @@ mod tests {
             Err(LegError::Malformed(_))
         ));
         assert_ne!(token().unwrap(), token().unwrap());
+    }
+
+    proptest! {
+        #[test]
+        fn any_bytes_give_an_error_or_exactly_what_they_encode(
+            bytes in proptest::collection::vec(any::<u8>(), 0..120),
+            with_token: bool,
+        ) {
+            let mut r = &bytes[..];
+            if let Ok((peer, token)) = block(read_hello(&mut r, with_token)) {
+                let used = bytes.len() - r.len();
+                prop_assert_eq!(encode_hello(&peer, token.as_ref()), &bytes[..used]);
+            }
+        }
+
+        #[test]
+        fn a_hello_decodes_whatever_follows_it(
+            token in any::<[u8; TOKEN_LEN]>(),
+            tail in proptest::collection::vec(any::<u8>(), 0..64),
+        ) {
+            let peer = PeerId::random();
+            let mut bytes = encode_hello(&peer, Some(&token));
+            bytes.extend_from_slice(&tail);
+            let mut r = &bytes[..];
+            prop_assert_eq!(block(read_hello(&mut r, true)).unwrap(), (peer, Some(token)));
+            prop_assert_eq!(r, &tail[..]);
+        }
     }
 }
