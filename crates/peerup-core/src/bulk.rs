@@ -9,9 +9,10 @@
 //! the swarm. One small request names the service; the answer says whether it is served; then
 //! the socket is a plain byte pipe under TLS, one connection per proxied connection.
 //!
-//! A peer reached only through a relay gets the same over a circuit of its own through that
-//! relay (`bulk/client.rs`): the relay forwards the TLS records, and the bytes skip the relayed
-//! connection's TLS and yamux layers.
+//! A peer reached only through a relay gets the same over two TCP legs that a peerup relay joins
+//! ([`crate::legs`]), or else over a circuit of its own through that relay (`bulk/client.rs`):
+//! the relay forwards the TLS records, and the bytes skip the relayed connection's TLS and yamux
+//! layers.
 //!
 //! Authorization is the same as for service streams: the peer must be authorized and allowed to
 //! use the service. Each route to a peer is probed in the background before any connection relies on

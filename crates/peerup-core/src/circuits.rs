@@ -4,8 +4,9 @@
 //! a behaviour in the swarm (which opens the circuits on the connection to the relay). The swarm
 //! builder's `with_relay_client` keeps the transport to itself; here it is assembled the same way
 //! (circuit, multistream-select, TLS or Noise, yamux) around a handle that the bulk path can dial
-//! too: a relayed bulk connection is a circuit of its own, secured end to end by the same TLS
-//! handshake and carried without a second yamux layer ([`crate::bulk`]).
+//! too: a relayed bulk connection through a relay without legs ([`crate::legs`]) is a circuit of
+//! its own, secured end to end by the same TLS handshake and carried without a second yamux
+//! layer ([`crate::bulk`]).
 //!
 //! Inbound circuits reach the swarm's listener either way; the security upgrade hands the ones
 //! that negotiate the bulk path to the bulk acceptor.

@@ -287,7 +287,7 @@ impl Node {
     }
 
     /// A bulk connection to `service` on `peer` if a direct TCP connection exists, or only
-    /// relayed ones (a circuit of its own then), and the peer offers the bulk path; otherwise
+    /// relayed ones (relay legs or a circuit of its own then), and the peer offers the bulk path; otherwise
     /// whether the peer was connected at all ([`crate::bulk::Miss`]). With no `service`, only
     /// probes the routes not probed yet.
     pub(crate) async fn open_bulk(
