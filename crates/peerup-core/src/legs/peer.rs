@@ -1,19 +1,16 @@
 //! A peer's side: asking a relay for a leg pair (the dialer), taking one (the target), and
 //! connecting a leg.
 
-use std::sync::Arc;
-
 use futures::AsyncWriteExt;
 use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId, StreamProtocol};
 use multistream_select::{Version, dialer_select_proto, listener_select_proto};
-use tokio::sync::Semaphore;
 use tokio_util::compat::TokioAsyncReadCompatExt;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::wire::{self, Status, Token};
-use super::{INCOMING, LegError, OPEN, PAIRING_TIMEOUT, SECURITY};
+use super::{INCOMING, LegError, OPEN, SECURITY};
 use crate::bulk::ServiceIo;
 use crate::node::Node;
 use crate::streams::IncomingStream;
@@ -76,28 +73,10 @@ pub(crate) fn spawn_answerer(
     tracker: &TaskTracker,
     cancel: CancellationToken,
 ) {
-    let mut offers = node.accept(StreamProtocol::new(INCOMING));
-    let limit = Arc::new(Semaphore::new(CONCURRENT));
-    let tasks = tracker.clone();
-    tracker.spawn(async move {
-        loop {
-            let offer = tokio::select! {
-                () = cancel.cancelled() => return,
-                o = offers.recv() => o,
-            };
-            let Some(offer) = offer else { return };
-            let Ok(permit) = limit.clone().acquire_owned().await else { return };
-            let tls = tls.clone();
-            tasks.spawn(async move {
-                let relay = offer.peer;
-                match tokio::time::timeout(PAIRING_TIMEOUT, take(&tls, offer)).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => tracing::debug!(%relay, error = %e, "relay leg not taken"),
-                    Err(_) => tracing::debug!(%relay, "relay leg timed out"),
-                }
-                drop(permit);
-            });
-        }
+    let offers = node.accept(StreamProtocol::new(INCOMING));
+    super::handle_each(offers, CONCURRENT, "relay leg offer", tracker, cancel, move |offer| {
+        let tls = tls.clone();
+        async move { take(&tls, offer).await }
     });
 }
 

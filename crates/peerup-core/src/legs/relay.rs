@@ -218,33 +218,24 @@ where
 /// Serves [`OPEN`] requests from the peers `access` allows, on the relay `node`.
 pub(crate) fn serve(node: Node, legs: Legs, access: AccessList) {
     let filter_access = access.clone();
-    let mut requests = node.accept_from(
+    let requests = node.accept_from(
         StreamProtocol::new(OPEN),
         Arc::new(move |peer: &PeerId| filter_access.is_allowed(peer)),
     );
     let (tracker, cancel) = (legs.0.tracker.clone(), legs.0.cancel.clone());
-    let limit = Arc::new(Semaphore::new(CONCURRENT_REQUESTS));
-    tracker.clone().spawn(async move {
-        loop {
-            let request = tokio::select! {
-                () = cancel.cancelled() => return,
-                r = requests.recv() => r,
-            };
-            let Some(request) = request else { return };
-            let Ok(permit) = limit.clone().acquire_owned().await else { return };
-            let (node, legs, access) = (node.clone(), legs.clone(), access.clone());
-            tracker.spawn(async move {
-                let answer = answer(&node, &legs, &access, request);
-                if let Err(e) = tokio::time::timeout(PAIRING_TIMEOUT, answer).await {
-                    tracing::debug!(error = %e, "relay leg request timed out");
-                }
-                drop(permit);
-            });
-        }
+    let what = "relay leg request";
+    super::handle_each(requests, CONCURRENT_REQUESTS, what, &tracker, cancel, move |request| {
+        let (node, legs, access) = (node.clone(), legs.clone(), access.clone());
+        async move { answer(&node, &legs, &access, request).await }
     });
 }
 
-async fn answer(node: &Node, legs: &Legs, access: &AccessList, request: IncomingStream) {
+async fn answer(
+    node: &Node,
+    legs: &Legs,
+    access: &AccessList,
+    request: IncomingStream,
+) -> Result<(), LegError> {
     let (source, mut stream) = (request.peer, request.stream);
     let result = async {
         let (target, _) = wire::read_hello(&mut stream, false).await?;
@@ -256,11 +247,10 @@ async fn answer(node: &Node, legs: &Legs, access: &AccessList, request: Incoming
         tracing::debug!(%source, %target, ?status, "relay leg request");
         wire::write_answer(&mut stream, status, token.as_ref()).await?;
         Ok::<_, LegError>(())
-    };
-    if let Err(e) = result.await {
-        tracing::debug!(%source, error = %e, "relay leg request failed");
     }
+    .await;
     let _ = stream.close().await;
+    result
 }
 
 /// Mints a token for `source` → `target` and tells `target`.
