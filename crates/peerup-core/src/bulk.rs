@@ -165,6 +165,8 @@ pub(crate) const DIRECT: &str = "DIRECT/bulk";
 pub(crate) const RELAYED: &str = "RELAYED/bulk";
 /// ... over two legs a relay joined ([`crate::legs`]).
 pub(crate) const LEGS: &str = "RELAYED/legs";
+/// ... over a TCP connection of its own punched through both NATs ([`crate::punch`]).
+pub(crate) const PUNCHED: &str = "DIRECT/punched";
 
 /// A secured inbound bulk connection, from the TLS upgrade to the acceptor.
 pub(crate) struct Inbound {

@@ -30,14 +30,7 @@ mod wire;
 pub(crate) use peer::{open, spawn_answerer, tcp_addr};
 pub(crate) use relay::{Legs, serve};
 
-use std::sync::Arc;
 use std::time::Duration;
-
-use tokio::sync::{Semaphore, mpsc};
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
-
-use crate::streams::IncomingStream;
 
 /// The stream protocol on which a peer asks a relay for a leg pair.
 pub const OPEN: &str = "/peerup/relay-legs/open/1.0.0";
@@ -67,41 +60,4 @@ impl From<std::io::Error> for LegError {
     fn from(e: std::io::Error) -> Self {
         Self::Io(e.to_string())
     }
-}
-
-/// Handles each stream from `streams` in a task of its own, at most `limit` at once and each
-/// within [`PAIRING_TIMEOUT`], until `cancel` fires; `what` names the work in the logs.
-fn handle_each<F, Fut>(
-    mut streams: mpsc::Receiver<IncomingStream>,
-    limit: usize,
-    what: &'static str,
-    tracker: &TaskTracker,
-    cancel: CancellationToken,
-    handle: F,
-) where
-    F: Fn(IncomingStream) -> Fut + Send + 'static,
-    Fut: Future<Output = Result<(), LegError>> + Send + 'static,
-{
-    let limit = Arc::new(Semaphore::new(limit));
-    let tasks = tracker.clone();
-    tracker.spawn(async move {
-        loop {
-            let next = tokio::select! {
-                () = cancel.cancelled() => return,
-                next = streams.recv() => next,
-            };
-            let Some(stream) = next else { return };
-            let Ok(permit) = limit.clone().acquire_owned().await else { return };
-            let peer = stream.peer;
-            let work = handle(stream);
-            tasks.spawn(async move {
-                match tokio::time::timeout(PAIRING_TIMEOUT, work).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => tracing::debug!(%peer, error = %e, "{what} failed"),
-                    Err(_) => tracing::debug!(%peer, "{what} timed out"),
-                }
-                drop(permit);
-            });
-        }
-    });
 }

@@ -14,6 +14,8 @@
 //! - [`streams`]: application streams, opened on a direct connection whenever one exists.
 //! - [`gate`]: refuses inbound connections from peers not in authorized_keys.
 //! - [`bulk`]: proxied connections on their own TLS connection beside yamux, when direct.
+//! - [`punch`]: a hole punch per bulk connection, for peers whose direct connection was punched.
+//! - [`legs`]: relayed bulk connections as two TCP legs a relay joins.
 //! - [`service`]: exposing local TCP services and reaching a peer's; [`pingpong`]: ping.
 //! - [`metrics`]: Prometheus metrics of the node.
 //! - [`netinfo`]: local addresses, NAT mapping and the reachability grade.
@@ -47,6 +49,7 @@ pub mod node;
 pub mod pairing;
 pub mod pingpong;
 pub mod protocols;
+pub mod punch;
 pub mod relay;
 pub mod relay_addr;
 pub mod service;

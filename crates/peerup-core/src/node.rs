@@ -178,6 +178,7 @@ impl Node {
             None => tls,
         };
         let access = config.access.clone();
+        let punch_access = access.clone();
         let bulk_probes = crate::bulk::Probes::default();
         let network = config.watch_network.then(|| {
             let (tx, rx) = mpsc::channel(NETWORK_QUEUE);
@@ -234,6 +235,8 @@ impl Node {
         }
         if enable_bulk {
             crate::legs::spawn_answerer(&node, node.tls.clone(), tracker, node.cancel.clone());
+            let (tls, cancel) = (node.tls.clone(), node.cancel.clone());
+            crate::punch::spawn_answerer(&node, tls, punch_access, tracker, cancel);
         }
         Ok((node, first))
     }

@@ -1,7 +1,9 @@
 //! The client side: which routes take bulk connections, and opening them.
 //!
-//! A bulk connection goes one of three ways:
+//! A bulk connection goes one of four ways:
 //! - over a direct TCP path: a fresh TCP connection to the address of the peer's connection;
+//! - over a direct path where that fails (the peer's NAT filters new flows: a hole-punched
+//!   path), a TCP connection punched through both NATs for it ([`crate::punch`]);
 //! - through a relay, when the peer is reachable no other way: two TCP legs that the relay joins
 //!   ([`crate::legs`]), when the relay is reached over TCP and offers them;
 //! - otherwise a circuit of its own through the relay of the peer's relayed connection
@@ -50,6 +52,9 @@ pub const RELAYED_WINDOW: Duration = Duration::from_secs(120);
 enum Route {
     /// A TCP connection to this address of the peer's.
     Tcp(SocketAddr),
+    /// A TCP connection punched to the peer at this address's host, when [`Route::Tcp`] to it
+    /// failed.
+    Punch(SocketAddr),
     /// Two legs joined by this relay.
     Leg(PeerId),
     /// A circuit through this relay.
@@ -191,6 +196,19 @@ pub async fn dial(
     request(&tls, peer, tcp.compat(), service).await
 }
 
+/// Opens a bulk connection to `service` on `peer`, punched to it at `ip` ([`crate::punch`]).
+async fn dial_punched(
+    tls: crate::tls::Config,
+    node: crate::node::Node,
+    peer: PeerId,
+    ip: std::net::IpAddr,
+    service: &str,
+) -> Result<ServiceIo, BulkError> {
+    let tcp =
+        crate::punch::open(&node, peer, ip).await.map_err(|e| BulkError::Connect(e.to_string()))?;
+    request(&tls, peer, tcp.compat(), service).await
+}
+
 /// Opens a bulk connection to `service` on `peer` through the relay of `path` (a relayed
 /// connection's address).
 async fn dial_relayed(
@@ -257,7 +275,7 @@ impl Client<'_> {
     /// relayed and the budget is spent.
     fn place(&self, route: Route) -> Option<Place> {
         match route {
-            Route::Tcp(_) => Some(Place::Direct),
+            Route::Tcp(_) | Route::Punch(_) => Some(Place::Direct),
             Route::Leg(_) | Route::Relay(_) => self.budget.take().map(Place::Relayed),
         }
     }
@@ -276,6 +294,9 @@ impl Client<'_> {
             let dial = async {
                 match route {
                     Route::Tcp(socket) => dial(tls, peer, socket, &service).await,
+                    Route::Punch(socket) => {
+                        dial_punched(tls, node, peer, socket.ip(), &service).await
+                    }
                     Route::Leg(relay) => dial_legs(tls, node, relay, peer, addr, &service).await,
                     Route::Relay(_) => dial_relayed(tls, circuits, peer, addr, &service).await,
                 }
@@ -285,19 +306,20 @@ impl Client<'_> {
     }
 }
 
-/// The route a bulk connection would take along `path`: direct TCP paths always; relayed paths
-/// only when `only_relayed` (no direct connection exists, which would carry streams better):
-/// legs when the relay is reached over TCP and they did not fail lately, else a circuit.
-fn route_of(
-    path: &PathInfo,
-    only_relayed: bool,
-    legs_failed: impl Fn(PeerId) -> bool,
-) -> Option<Route> {
+/// The route a bulk connection would take along `path`: direct TCP paths always, punched when
+/// a plain connection to them failed lately; relayed paths only when `only_relayed` (no direct
+/// connection exists, which would carry streams better): legs when the relay is reached over
+/// TCP and they did not fail lately, else a circuit. `failed` tells which routes failed lately.
+fn route_of(path: &PathInfo, only_relayed: bool, failed: impl Fn(Route) -> bool) -> Option<Route> {
     match (path.relayed, path.is_quic()) {
-        (false, false) => crate::netinfo::socket_of(&path.remote_addr).map(Route::Tcp),
+        (false, false) => {
+            let socket = crate::netinfo::socket_of(&path.remote_addr)?;
+            Some(if failed(Route::Tcp(socket)) { Route::Punch(socket) } else { Route::Tcp(socket) })
+        }
         (true, _) if only_relayed => {
             let relay = crate::circuits::relay_of(&path.remote_addr)?;
-            let legs = crate::legs::tcp_addr(&path.remote_addr).is_some() && !legs_failed(relay);
+            let legs =
+                crate::legs::tcp_addr(&path.remote_addr).is_some() && !failed(Route::Leg(relay));
             Some(if legs { Route::Leg(relay) } else { Route::Relay(relay) })
         }
         _ => None,
@@ -315,8 +337,8 @@ pub(crate) async fn try_connect(
 ) -> Option<(ServiceIo, PathInfo)> {
     let only_relayed = paths.iter().all(|p| p.relayed);
     for path in paths {
-        let legs_failed = |relay| c.probes.failed(&(peer, Route::Leg(relay)));
-        let Some(route) = route_of(path, only_relayed, legs_failed) else { continue };
+        let failed = |route| c.probes.failed(&(peer, route));
+        let Some(route) = route_of(path, only_relayed, failed) else { continue };
         let key = (peer, route);
         let works = c.probes.get(&key) == Some(Probe::Works);
         if let (true, Some(service)) = (works, service) {
@@ -403,13 +425,15 @@ mod tests {
                 .unwrap(),
             relayed: true,
         };
-        let (fine, failed) = (|_| false, |r| r == relay);
+        let (fine, failed) = (|_| false, |r| r == Route::Leg(relay));
         assert_eq!(route_of(&circuit, true, fine), Some(Route::Leg(relay)), "legs first");
         assert_eq!(route_of(&circuit, true, failed), Some(Route::Relay(relay)), "then a circuit");
         assert_eq!(route_of(&quic_relay, true, fine), Some(Route::Relay(relay)), "legs need TCP");
         assert_eq!(route_of(&circuit, false, fine), None);
-        let direct = Some(Route::Tcp("198.18.0.2:4001".parse().unwrap()));
-        assert_eq!(route_of(&tcp, false, fine), direct);
+        let socket = "198.18.0.2:4001".parse().unwrap();
+        assert_eq!(route_of(&tcp, false, fine), Some(Route::Tcp(socket)));
+        let filtered = |r| r == Route::Tcp(socket);
+        assert_eq!(route_of(&tcp, false, filtered), Some(Route::Punch(socket)), "then punched");
         assert_eq!(route_of(&quic, false, fine), None);
     }
 

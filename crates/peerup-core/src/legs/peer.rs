@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::wire::{self, Status, Token};
-use super::{INCOMING, LegError, OPEN, SECURITY};
+use super::{INCOMING, LegError, OPEN, PAIRING_TIMEOUT, SECURITY};
 use crate::bulk::ServiceIo;
 use crate::node::Node;
 use crate::streams::IncomingStream;
@@ -74,7 +74,8 @@ pub(crate) fn spawn_answerer(
     cancel: CancellationToken,
 ) {
     let offers = node.accept(StreamProtocol::new(INCOMING));
-    super::handle_each(offers, CONCURRENT, "relay leg offer", tracker, cancel, move |offer| {
+    let (what, each) = ("relay leg offer", (tracker, cancel));
+    crate::streams::serve_each(offers, CONCURRENT, PAIRING_TIMEOUT, what, each, move |offer| {
         let tls = tls.clone();
         async move { take(&tls, offer).await }
     });

@@ -119,8 +119,14 @@ pub fn cone_x_cone_direct() {
         probed.paths,
         probed.first_ttfb_ms
     );
+    // A plain bulk connection to alice's address is filtered by her NAT (its probe fails), so
+    // her proxied connections get a hole of their own punched (`peerup_core::punch`).
+    let punched = wait_punched(&lab, &mut p, Duration::from_secs(20));
+    let mark = p.daemon.proc.mark();
     let (path, line) = payload_through(&lab, "bob", &mut p.proxy, "bob -> alice echo");
     assert_eq!(path, PathKind::Direct, "payload connection after DIRECT was not direct: {line}");
+    let what = "alice serves the payload on a punched bulk connection";
+    p.daemon.proc.expect_line_from(what, mark, None, Duration::from_secs(5), is_punched);
 
     let replies = p.client.ping(&lab, &p.server.id, 3);
     assert_eq!(replies.len(), 3, "ping -c 3 --json: {replies:?}");
@@ -130,8 +136,40 @@ pub fn cone_x_cone_direct() {
         assert!(matches!(r["path"].as_str(), Some("DIRECT" | "RELAYED")), "ping path: {r}");
     }
     say!("[pu1] bob pings alice: {replies:?}");
-    assert_eq!(p.echo.connections(), probed.connections + 1, "connections reaching the service");
+    let expected = probed.connections + punched + 1;
+    assert_eq!(p.echo.connections(), expected, "connections reaching the service");
     assert!(p.daemon.proc.is_running(), "alice's daemon exited");
+}
+
+fn is_punched(line: &str) -> bool {
+    line.contains("serving stream") && line.contains("path=\"DIRECT/punched\"")
+}
+
+/// Opens probe connections through `p`'s proxy until the server's daemon serves one on a punched
+/// bulk connection; returns how many were opened.
+fn wait_punched(lab: &Lab, p: &mut Pair, window: Duration) -> usize {
+    let start = Instant::now();
+    let mut n = 0;
+    loop {
+        n += 1;
+        let mark = p.daemon.proc.mark();
+        let t = Client::local(&p.client.host, p.proxy.port, PROBE).run(
+            lab,
+            &format!("{}-punch-{n}", p.client.host),
+            TRANSFER,
+        );
+        t.assert_exact(PROBE, &format!("probe connection {n} for a punched bulk path"));
+        if p.daemon.proc.wait_line_from(mark, None, Duration::from_secs(2), is_punched).is_some() {
+            say!(
+                "[{}] punched bulk connection after {n} probes, {:.1} s",
+                lab.prefix(),
+                start.elapsed().as_secs_f64()
+            );
+            return n;
+        }
+        assert!(start.elapsed() < window, "no bulk connection punched within {window:?}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
 }
 
 /// Issue scenario 2: carol (symmetric NAT) reaches alice's echo service byte-exact over the relay;

@@ -1,0 +1,330 @@
+//! A hole punch per bulk connection, for peers whose direct connection was itself hole-punched.
+//!
+//! A bulk connection is a fresh TCP connection to the peer's address ([`crate::bulk`]). When the
+//! peer sits behind a NAT that filters by address and port, that address takes packets only
+//! from where the peer itself sent to, so the fresh connection's SYN, from a new port, is
+//! dropped; the connections then rode yamux on the hole-punched libp2p connection. This module
+//! punches a new hole for each bulk connection instead, coordinated over the direct connection
+//! that already exists:
+//!
+//! 1. The dialer binds a socket to a fresh port and asks the peer, on a stream of [`PROTOCOL`]
+//!    over their direct connection, to meet it there.
+//! 2. The peer binds a listener to a fresh port of its own, starts connecting from that port to
+//!    the dialer's (the dialer's address as their direct connection sees it), and only then
+//!    answers with its port. Its SYN opens its own NAT for the dialer's address and port (the
+//!    dialer's NAT drops it, having seen nothing from the peer's new port yet).
+//! 3. The dialer connects to the peer's port at the peer's address. Its SYN opens the dialer's
+//!    NAT and passes the peer's, which now expects it: the two SYNs make one TCP connection
+//!    (a simultaneous open). Where nothing filters, the peer's early SYN is refused instead and
+//!    the dialer's reaches the listener; the peer takes whichever comes first.
+//! 4. Over the connection the two run the bulk path's handshake, the dialer as the client:
+//!    TLS 1.3 with libp2p certificates, then the request, as on any bulk connection.
+//!
+//! This needs NATs that keep a socket's port (endpoint-independent mapping with the port
+//! preserved, as Linux's masquerade does when it can): each side names its own local port, and
+//! the other reaches it at the same number. Where that fails, the punch times out, the bulk
+//! client marks the route as failed and its connections keep riding yamux.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::task::Poll;
+
+use futures::future::BoxFuture;
+use futures::{AsyncReadExt, AsyncWriteExt, FutureExt};
+use libp2p::{PeerId, StreamProtocol};
+use multistream_select::listener_select_proto;
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio_util::compat::TokioAsyncReadCompatExt;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::gate::AccessList;
+use crate::node::Node;
+use crate::streams::IncomingStream;
+
+/// The stream protocol on which a peer asks another to meet it for a bulk connection.
+pub const PROTOCOL: &str = "/peerup/bulk-punch/1.0.0";
+/// Punches a peer answers at once; further requests wait in the stream queue.
+const CONCURRENT: usize = 16;
+/// The version byte of a request.
+const VERSION: u8 = 1;
+
+/// A punch could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PunchError {
+    /// The peer would not meet (no direct connection to reach back over, or no port).
+    #[error("the peer refused the hole punch: {0}")]
+    Refused(&'static str),
+    /// A malformed message.
+    #[error("malformed hole punch message: {0}")]
+    Malformed(&'static str),
+    /// The stream or a socket failed.
+    #[error("hole punch: {0}")]
+    Io(String),
+}
+
+impl From<io::Error> for PunchError {
+    fn from(e: io::Error) -> Self {
+        Self::Io(e.to_string())
+    }
+}
+
+/// A request: the version, then the dialer's port (big-endian).
+pub(crate) fn encode_request(port: u16) -> [u8; 3] {
+    let [hi, lo] = port.to_be_bytes();
+    [VERSION, hi, lo]
+}
+
+/// The dialer's port in a request.
+pub(crate) fn decode_request(bytes: [u8; 3]) -> Result<u16, PunchError> {
+    if bytes[0] != VERSION {
+        return Err(PunchError::Malformed("unknown version"));
+    }
+    match u16::from_be_bytes([bytes[1], bytes[2]]) {
+        0 => Err(PunchError::Malformed("port 0")),
+        port => Ok(port),
+    }
+}
+
+/// An answer: 0 and the peer's port, or 1 (refused) and zeros.
+pub(crate) fn encode_answer(port: Option<u16>) -> [u8; 3] {
+    match port {
+        Some(port) => {
+            let [hi, lo] = port.to_be_bytes();
+            [0, hi, lo]
+        }
+        None => [1, 0, 0],
+    }
+}
+
+/// The peer's port in an answer.
+pub(crate) fn decode_answer(bytes: [u8; 3]) -> Result<u16, PunchError> {
+    match (bytes[0], u16::from_be_bytes([bytes[1], bytes[2]])) {
+        (0, 0) => Err(PunchError::Malformed("port 0")),
+        (0, port) => Ok(port),
+        (1, _) => Err(PunchError::Refused("no direct connection to reach back over")),
+        _ => Err(PunchError::Malformed("unknown answer")),
+    }
+}
+
+/// A TCP socket of `ip`'s family bound to `port` (0: a fresh one), shareable with another socket
+/// on the same port when `shared`.
+fn socket_for(ip: IpAddr, port: u16, shared: bool) -> io::Result<TcpSocket> {
+    let (socket, any) = match ip {
+        IpAddr::V4(_) => (TcpSocket::new_v4()?, IpAddr::from([0u8; 4])),
+        IpAddr::V6(_) => (TcpSocket::new_v6()?, IpAddr::from([0u16; 8])),
+    };
+    if shared {
+        socket.set_reuseaddr(true)?;
+        #[cfg(unix)]
+        socket.set_reuseport(true)?;
+    }
+    socket.bind(SocketAddr::new(any, port))?;
+    Ok(socket)
+}
+
+/// Asks `peer` (reached at `ip` over a direct connection) to meet this node for a bulk
+/// connection, and connects to it: a TCP connection on which the bulk handshake runs next, this
+/// side as the client.
+pub(crate) async fn open(node: &Node, peer: PeerId, ip: IpAddr) -> Result<TcpStream, PunchError> {
+    let socket = socket_for(ip, 0, false)?;
+    let ours = socket.local_addr()?.port();
+    let (mut stream, _) = node
+        .open_stream(peer, StreamProtocol::new(PROTOCOL))
+        .await
+        .map_err(|e| PunchError::Io(e.to_string()))?;
+    stream.write_all(&encode_request(ours)).await?;
+    stream.flush().await?;
+    let mut answer = [0u8; 3];
+    stream.read_exact(&mut answer).await?;
+    let theirs = decode_answer(answer)?;
+    let tcp = socket.connect(SocketAddr::new(ip, theirs)).await;
+    let _ = stream.close().await;
+    let tcp = tcp?;
+    let _ = tcp.set_nodelay(true);
+    Ok(tcp)
+}
+
+/// Meets the peers that ask (on [`PROTOCOL`], those `access` authorizes): connects back and runs
+/// the bulk path's server side on the connection, as for any inbound bulk connection.
+pub(crate) fn spawn_answerer(
+    node: &Node,
+    tls: crate::tls::Config,
+    access: AccessList,
+    tracker: &TaskTracker,
+    cancel: CancellationToken,
+) {
+    let requests = node.accept_from(
+        StreamProtocol::new(PROTOCOL),
+        Arc::new(move |peer: &PeerId| access.is_authorized(peer)),
+    );
+    let (what, each, timeout) = ("bulk hole punch", (tracker, cancel), crate::bulk::SETUP_TIMEOUT);
+    crate::streams::serve_each(requests, CONCURRENT, timeout, what, each, move |request| {
+        let tls = tls.clone();
+        async move { answer(&tls, request).await }
+    });
+}
+
+async fn answer(tls: &crate::tls::Config, request: IncomingStream) -> Result<(), PunchError> {
+    let (source, mut stream) = (request.peer, request.stream);
+    let mut bytes = [0u8; 3];
+    stream.read_exact(&mut bytes).await?;
+    let theirs = decode_request(bytes)?;
+    // The dialer as this direct connection sees it: its NAT's address.
+    let ip = crate::netinfo::socket_of(&request.path.remote_addr)
+        .filter(|_| !request.path.relayed)
+        .map(|a| a.ip());
+    let Some(ip) = ip else {
+        stream.write_all(&encode_answer(None)).await?;
+        let _ = stream.close().await;
+        return Err(PunchError::Refused("not a direct connection"));
+    };
+    let meeting = Meeting::start(ip, theirs).await?;
+    // The SYN has left; now the answer (module docs, step 2).
+    stream.write_all(&encode_answer(Some(meeting.port))).await?;
+    stream.flush().await?;
+    let tcp = meeting.finish().await?;
+    let _ = stream.close().await;
+    let _ = tcp.set_nodelay(true);
+    tracing::debug!(peer = %source, %ip, theirs, "bulk hole punch met");
+    let (_, negotiated) = listener_select_proto(tcp.compat(), [crate::bulk::PROTOCOL])
+        .await
+        .map_err(|e| PunchError::Io(e.to_string()))?;
+    tls.divert_bulk(negotiated, crate::bulk::PUNCHED)
+        .await
+        .map_err(|e| PunchError::Io(e.to_string()))
+}
+
+/// The answering side of a punch: a listener and a connection under way, on one fresh port.
+struct Meeting {
+    port: u16,
+    ip: IpAddr,
+    listener: TcpListener,
+    /// Ours, connecting to the dialer; `None` once it failed.
+    connecting: Option<BoxFuture<'static, io::Result<TcpStream>>>,
+}
+
+impl Meeting {
+    /// Binds a fresh port and starts connecting from it to `theirs` at `ip`: the SYN has left
+    /// when this returns.
+    async fn start(ip: IpAddr, theirs: u16) -> io::Result<Self> {
+        let listener = socket_for(ip, 0, true)?;
+        let port = listener.local_addr()?.port();
+        let listener = listener.listen(1)?;
+        let mut connecting =
+            socket_for(ip, port, true)?.connect(SocketAddr::new(ip, theirs)).boxed();
+        let connecting = match futures::poll!(connecting.as_mut()) {
+            Poll::Pending => Some(connecting),
+            Poll::Ready(Ok(tcp)) => Some(futures::future::ready(Ok(tcp)).boxed()),
+            Poll::Ready(Err(_)) => None,
+        };
+        Ok(Self { port, ip, listener, connecting })
+    }
+
+    /// The first connection with the dialer: ours connecting out, or its own arriving at the
+    /// listener (when ours was refused, as where nothing filters).
+    async fn finish(mut self) -> io::Result<TcpStream> {
+        loop {
+            tokio::select! {
+                r = async { self.connecting.as_mut().expect("guarded").await },
+                    if self.connecting.is_some() => match r {
+                        Ok(tcp) => return Ok(tcp),
+                        Err(_) => self.connecting = None,
+                    },
+                r = accept_from(&self.listener, self.ip) => return r,
+            }
+        }
+    }
+}
+
+/// The next connection to `listener` from `ip`; others are closed.
+async fn accept_from(listener: &TcpListener, ip: IpAddr) -> io::Result<TcpStream> {
+    loop {
+        let (tcp, from) = listener.accept().await?;
+        if from.ip() == ip {
+            return Ok(tcp);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn messages_round_trip_and_garbage_is_an_error() {
+        assert_eq!(decode_request(encode_request(40_001)).unwrap(), 40_001);
+        assert_eq!(decode_answer(encode_answer(Some(7))).unwrap(), 7);
+        assert!(matches!(decode_answer(encode_answer(None)), Err(PunchError::Refused(_))));
+        assert!(matches!(decode_request([2, 0, 1]), Err(PunchError::Malformed(_))));
+        assert!(matches!(decode_request([VERSION, 0, 0]), Err(PunchError::Malformed(_))));
+        assert!(matches!(decode_answer([0, 0, 0]), Err(PunchError::Malformed(_))));
+        assert!(matches!(decode_answer([9, 1, 1]), Err(PunchError::Malformed(_))));
+    }
+
+    proptest! {
+        #[test]
+        fn decoding_never_panics_and_accepts_only_what_encodes(bytes: [u8; 3]) {
+            if let Ok(port) = decode_request(bytes) {
+                prop_assert_eq!(encode_request(port), bytes);
+            }
+            if let Ok(port) = decode_answer(bytes) {
+                prop_assert_eq!(encode_answer(Some(port)), bytes);
+            }
+        }
+    }
+
+    /// Where nothing filters, the answering side's early SYN is refused by the dialer's bound
+    /// (not yet connecting) port, and the dialer's connection reaches the listener on the same
+    /// port instead.
+    #[tokio::test]
+    async fn meets_where_nothing_filters() {
+        let ip = IpAddr::from([127, 0, 0, 1]);
+        let dialer = socket_for(ip, 0, false).unwrap();
+        let theirs = dialer.local_addr().unwrap().port();
+        let meeting = Meeting::start(ip, theirs).await.unwrap();
+        let port = meeting.port;
+        let met = tokio::spawn(async move { meeting.finish().await.unwrap().peer_addr().unwrap() });
+        let limit = std::time::Duration::from_secs(5);
+        let tcp = tokio::time::timeout(limit, dialer.connect((ip, port).into()))
+            .await
+            .expect("connected in time")
+            .expect("the listener took it");
+        let seen = tokio::time::timeout(limit, met).await.expect("met in time").unwrap();
+        assert_eq!(seen, tcp.local_addr().unwrap(), "it took the dialer's own connection");
+    }
+
+    /// A connection from elsewhere is not taken for the dialer's.
+    #[tokio::test]
+    async fn only_the_dialers_address_is_met() {
+        let ip = IpAddr::from([127, 0, 0, 1]);
+        let dialer = socket_for(ip, 0, false).unwrap();
+        let theirs = dialer.local_addr().unwrap().port();
+        let meeting = Meeting::start(ip, theirs).await.unwrap();
+        let port = meeting.port;
+        let met = tokio::spawn(meeting.finish());
+        let stranger = TcpSocket::new_v4().unwrap();
+        stranger.bind((IpAddr::from([127, 0, 0, 2]), 0).into()).unwrap();
+        let limit = std::time::Duration::from_secs(5);
+        // The stranger gets in at the TCP level (the listener's backlog), and is closed once
+        // taken from it.
+        let mut stranger = tokio::time::timeout(limit, stranger.connect((ip, port).into()))
+            .await
+            .expect("connected in time")
+            .unwrap();
+        let mut byte = [0u8; 1];
+        let read =
+            tokio::time::timeout(limit, tokio::io::AsyncReadExt::read(&mut stranger, &mut byte));
+        assert!(matches!(read.await, Ok(Ok(0) | Err(_))), "the stranger's connection was closed");
+        assert!(!met.is_finished(), "a stranger's connection was met");
+        let tcp = tokio::time::timeout(limit, dialer.connect((ip, port).into()))
+            .await
+            .expect("connected in time")
+            .unwrap();
+        let seen = tokio::time::timeout(limit, met).await.expect("met in time").unwrap().unwrap();
+        assert_eq!(seen.peer_addr().unwrap(), tcp.local_addr().unwrap());
+    }
+}
