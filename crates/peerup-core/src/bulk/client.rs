@@ -100,9 +100,9 @@ impl Probes {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
     }
 
-    /// Whether `key`'s probe failed lately.
-    fn failed(&self, key: &(PeerId, Route)) -> bool {
-        matches!(self.get(key), Some(Probe::Failed(t)) if t.elapsed() < RETRY_AFTER)
+    /// What is known of `key`'s route: `None` also once a failure is old enough to retry.
+    fn state(&self, key: &(PeerId, Route)) -> Option<Probe> {
+        self.get(key).filter(|p| !matches!(p, Probe::Failed(t) if t.elapsed() >= RETRY_AFTER))
     }
 
     /// Marks `key` as being probed, unless it is known or already being probed.
@@ -280,6 +280,37 @@ impl Client<'_> {
         }
     }
 
+    /// Probes `route` in the background, unless it is known or being probed already.
+    fn probe(&self, peer: PeerId, route: Route, path: &PathInfo) {
+        let key = (peer, route);
+        if !self.probes.start(key) {
+            return;
+        }
+        // With no relayed place to spare, the route is not known to fail: a later connection
+        // probes it, once the budget allows.
+        let Some(place) = self.place(route) else {
+            self.probes.forget(&key);
+            return;
+        };
+        let (probes, cancel) = (self.probes.clone(), self.cancel.clone());
+        let probe = self.open(peer, route, path, "");
+        self.tracker.spawn(async move {
+            let state = tokio::select! {
+                () = cancel.cancelled() => return,
+                r = probe => match r {
+                    Ok(_) => Probe::Works,
+                    Err(e) => {
+                        tracing::debug!(%peer, ?route, error = %e, "no bulk path this way");
+                        Probe::Failed(Instant::now())
+                    }
+                },
+            };
+            drop(place);
+            tracing::debug!(%peer, ?route, ?state, "bulk path probed");
+            probes.set(key, state);
+        });
+    }
+
     /// Opens a bulk connection along `route`.
     fn open(
         &self,
@@ -306,20 +337,31 @@ impl Client<'_> {
     }
 }
 
-/// The route a bulk connection would take along `path`: direct TCP paths always, punched when
-/// a plain connection to them failed lately; relayed paths only when `only_relayed` (no direct
-/// connection exists, which would carry streams better): legs when the relay is reached over
-/// TCP and they did not fail lately, else a circuit. `failed` tells which routes failed lately.
-fn route_of(path: &PathInfo, only_relayed: bool, failed: impl Fn(Route) -> bool) -> Option<Route> {
+/// The route a bulk connection would take along `path`: direct TCP paths always, with a plain
+/// connection unless that failed lately or a punched one is known to work while the plain one
+/// is not; relayed paths only when `only_relayed` (no direct connection exists, which would
+/// carry streams better): legs when the relay is reached over TCP and they did not fail lately,
+/// else a circuit. `state` tells what is known of each route ([`Probes::state`]).
+fn route_of(
+    path: &PathInfo,
+    only_relayed: bool,
+    state: impl Fn(Route) -> Option<Probe>,
+) -> Option<Route> {
     match (path.relayed, path.is_quic()) {
         (false, false) => {
             let socket = crate::netinfo::socket_of(&path.remote_addr)?;
-            Some(if failed(Route::Tcp(socket)) { Route::Punch(socket) } else { Route::Tcp(socket) })
+            let (tcp, punch) = (Route::Tcp(socket), Route::Punch(socket));
+            let plain = match state(tcp) {
+                Some(Probe::Works) => true,
+                Some(Probe::Failed(_)) => false,
+                Some(Probe::Running) | None => state(punch) != Some(Probe::Works),
+            };
+            Some(if plain { tcp } else { punch })
         }
         (true, _) if only_relayed => {
             let relay = crate::circuits::relay_of(&path.remote_addr)?;
-            let legs =
-                crate::legs::tcp_addr(&path.remote_addr).is_some() && !failed(Route::Leg(relay));
+            let failed = matches!(state(Route::Leg(relay)), Some(Probe::Failed(_)));
+            let legs = crate::legs::tcp_addr(&path.remote_addr).is_some() && !failed;
             Some(if legs { Route::Leg(relay) } else { Route::Relay(relay) })
         }
         _ => None,
@@ -337,8 +379,8 @@ pub(crate) async fn try_connect(
 ) -> Option<(ServiceIo, PathInfo)> {
     let only_relayed = paths.iter().all(|p| p.relayed);
     for path in paths {
-        let failed = |route| c.probes.failed(&(peer, route));
-        let Some(route) = route_of(path, only_relayed, failed) else { continue };
+        let state = |route| c.probes.state(&(peer, route));
+        let Some(route) = route_of(path, only_relayed, state) else { continue };
         let key = (peer, route);
         let works = c.probes.get(&key) == Some(Probe::Works);
         if let (true, Some(service)) = (works, service) {
@@ -350,30 +392,16 @@ pub(crate) async fn try_connect(
                 Err(e) => tracing::debug!(%peer, ?route, error = %e, "bulk connection failed"),
             }
             c.probes.set(key, Probe::Failed(Instant::now()));
-        } else if !works && c.probes.start(key) {
-            // With no relayed place to spare, the route is not known to fail: a later connection
-            // probes it, once the budget allows.
-            let Some(place) = c.place(route) else {
-                c.probes.forget(&key);
-                continue;
+        } else if !works {
+            // A direct path is probed both ways at once: a plain connection, and a punched one
+            // for when the peer's NAT drops the plain one (which then takes a timeout to tell).
+            let punch = match route {
+                Route::Tcp(socket) => Some(Route::Punch(socket)),
+                _ => None,
             };
-            let (probes, cancel) = (c.probes.clone(), c.cancel.clone());
-            let probe = c.open(peer, route, path, "");
-            c.tracker.spawn(async move {
-                let state = tokio::select! {
-                    () = cancel.cancelled() => return,
-                    r = probe => match r {
-                        Ok(_) => Probe::Works,
-                        Err(e) => {
-                            tracing::debug!(%peer, ?route, error = %e, "no bulk path this way");
-                            Probe::Failed(Instant::now())
-                        }
-                    },
-                };
-                drop(place);
-                tracing::debug!(%peer, ?route, ?state, "bulk path probed");
-                probes.set((peer, route), state);
-            });
+            for route in std::iter::once(route).chain(punch) {
+                c.probe(peer, route, path);
+            }
         }
     }
     None
@@ -425,15 +453,30 @@ mod tests {
                 .unwrap(),
             relayed: true,
         };
-        let (fine, failed) = (|_| false, |r| r == Route::Leg(relay));
+        let fine = |_| None;
+        let failed = |r| (r == Route::Leg(relay)).then_some(Probe::Failed(Instant::now()));
         assert_eq!(route_of(&circuit, true, fine), Some(Route::Leg(relay)), "legs first");
         assert_eq!(route_of(&circuit, true, failed), Some(Route::Relay(relay)), "then a circuit");
         assert_eq!(route_of(&quic_relay, true, fine), Some(Route::Relay(relay)), "legs need TCP");
         assert_eq!(route_of(&circuit, false, fine), None);
         let socket = "198.18.0.2:4001".parse().unwrap();
         assert_eq!(route_of(&tcp, false, fine), Some(Route::Tcp(socket)));
-        let filtered = |r| r == Route::Tcp(socket);
-        assert_eq!(route_of(&tcp, false, filtered), Some(Route::Punch(socket)), "then punched");
+        let (plain, punched) = (Route::Tcp(socket), Route::Punch(socket));
+        let known = |states: [(Route, Probe); 2]| {
+            move |r| states.iter().find(|(k, _)| *k == r).map(|(_, p)| *p)
+        };
+        let failed = Probe::Failed(Instant::now());
+        use Probe::{Running, Works};
+        for (a, b, want) in [
+            (Running, Running, plain),
+            (Running, Works, punched),
+            (Works, Works, plain),
+            (failed, Running, punched),
+            (failed, failed, punched),
+        ] {
+            let got = route_of(&tcp, false, known([(plain, a), (punched, b)]));
+            assert_eq!(got, Some(want), "plain {a:?}, punched {b:?}");
+        }
         assert_eq!(route_of(&quic, false, fine), None);
     }
 
