@@ -14,9 +14,9 @@
 //!
 //! Relayed bulk connections use a relay's scarce resources (a relay caps the circuits, or leg
 //! pairs, per peer, counting both ends, and libp2p's relay how fast a peer opens circuits), so a
-//! node keeps few relayed bulk connections open
-//! ([`MAX_RELAYED_BULK`]) and opens few per [`RELAYED_WINDOW`] ([`RELAYED_PER_WINDOW`]); beyond
-//! that, connections ride yamux streams on the relayed connection as before.
+//! node keeps few relayed bulk connections open ([`MAX_RELAYED_BULK`]) and opens few circuits
+//! per [`RELAYED_WINDOW`] ([`RELAYED_PER_WINDOW`]; leg pairs are not circuits and don't count);
+//! beyond that, connections ride yamux streams on the relayed connection as before.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -40,9 +40,10 @@ use crate::streams::PathInfo;
 
 /// Relayed bulk connections a node keeps open at once.
 pub const MAX_RELAYED_BULK: usize = 4;
-/// Relayed bulk connections a node opens per [`RELAYED_WINDOW`] (probes included). libp2p's
-/// relay server lets a peer open 30 circuits per 2 minutes by default; this leaves most of that
-/// to relayed connections themselves.
+/// Relayed bulk connections on circuits of their own a node opens per [`RELAYED_WINDOW`] (probes
+/// included). libp2p's relay server lets a peer open 30 circuits per 2 minutes by default; this
+/// leaves most of that to relayed connections themselves. Leg pairs ([`crate::legs`]) are not
+/// circuits: only [`MAX_RELAYED_BULK`] bounds them.
 pub const RELAYED_PER_WINDOW: usize = 8;
 /// See [`RELAYED_PER_WINDOW`].
 pub const RELAYED_WINDOW: Duration = Duration::from_secs(120);
@@ -134,10 +135,13 @@ impl Default for CircuitBudget {
 }
 
 impl CircuitBudget {
-    /// Takes one place from the budget, if both limits allow it; the permit is held while the
-    /// connection is open.
-    fn take(&self) -> Option<OwnedSemaphorePermit> {
+    /// Takes one place from the budget, if the limits allow it: the places open, and for a
+    /// `circuit` also the circuits opened lately. The permit is held while the connection is open.
+    fn take(&self, circuit: bool) -> Option<OwnedSemaphorePermit> {
         let permit = self.open.clone().try_acquire_owned().ok()?;
+        if !circuit {
+            return Some(permit);
+        }
         let mut opened = self.opened.lock().unwrap_or_else(|e| e.into_inner());
         while opened.front().is_some_and(|t| t.elapsed() >= RELAYED_WINDOW) {
             opened.pop_front();
@@ -276,7 +280,8 @@ impl Client<'_> {
     fn place(&self, route: Route) -> Option<Place> {
         match route {
             Route::Tcp(_) | Route::Punch(_) => Some(Place::Direct),
-            Route::Leg(_) | Route::Relay(_) => self.budget.take().map(Place::Relayed),
+            Route::Leg(_) => self.budget.take(false).map(Place::Relayed),
+            Route::Relay(_) => self.budget.take(true).map(Place::Relayed),
         }
     }
 
@@ -481,15 +486,19 @@ mod tests {
     }
 
     #[test]
-    fn the_circuit_budget_caps_open_and_recent_circuits() {
+    fn the_budget_caps_open_places_and_recent_circuits() {
         let budget = CircuitBudget::default();
-        let held: Vec<_> = (0..MAX_RELAYED_BULK).map(|_| budget.take().unwrap()).collect();
-        assert!(budget.take().is_none(), "all open");
+        let held: Vec<_> = (0..MAX_RELAYED_BULK).map(|_| budget.take(true).unwrap()).collect();
+        assert!(budget.take(true).is_none(), "all open");
+        assert!(budget.take(false).is_none(), "all open, for legs too");
         drop(held);
         let more = RELAYED_PER_WINDOW - MAX_RELAYED_BULK;
         for _ in 0..more {
-            assert!(budget.take().is_some(), "a closed circuit frees its place");
+            assert!(budget.take(true).is_some(), "a closed circuit frees its place");
         }
-        assert!(budget.take().is_none(), "{RELAYED_PER_WINDOW} opened in this window");
+        assert!(budget.take(true).is_none(), "{RELAYED_PER_WINDOW} opened in this window");
+        for _ in 0..2 * RELAYED_PER_WINDOW {
+            assert!(budget.take(false).is_some(), "leg pairs are bounded only by the places open");
+        }
     }
 }
