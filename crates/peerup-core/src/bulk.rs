@@ -48,8 +48,12 @@ use crate::service::{ServiceSpec, may_use};
 pub const PROTOCOL: &str = "/peerup-bulk/1.1.0";
 /// Version byte of the request.
 const VERSION: u8 = 1;
-/// Connect, handshake and answer must fit in this.
+/// Connect, handshake and request must fit in this.
 pub const SETUP_TIMEOUT: Duration = Duration::from_secs(3);
+/// The answer to a request sent must come within this: the peer may be connecting to the
+/// service meanwhile (for up to [`crate::service::LOCAL_DIAL_TIMEOUT`]), and a client that gave
+/// up sooner and fell back to a stream would reach the service twice.
+pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long an address that failed is left alone before it is probed again.
 pub const RETRY_AFTER: Duration = Duration::from_secs(600);
 /// Secured sockets waiting for the acceptor.

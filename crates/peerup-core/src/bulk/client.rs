@@ -32,8 +32,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::{
-    Answer, BulkError, PROTOCOL, RETRY_AFTER, Revocations, SETUP_TIMEOUT, ServiceIo,
-    encode_request, handshake,
+    ANSWER_TIMEOUT, Answer, BulkError, PROTOCOL, RETRY_AFTER, Revocations, SETUP_TIMEOUT,
+    ServiceIo, encode_request, handshake,
 };
 use crate::circuits::Circuits;
 use crate::streams::PathInfo;
@@ -155,8 +155,8 @@ impl CircuitBudget {
 }
 
 /// Negotiates [`PROTOCOL`] on a fresh connection to `peer` (a TCP connection or a circuit), runs
-/// the handshake, sends the request and reads the answer.
-async fn request<C>(
+/// the handshake and sends the request; the answer is read next ([`read_answer`]).
+async fn send_request<C>(
     tls: &crate::tls::Config,
     peer: PeerId,
     conn: C,
@@ -178,12 +178,17 @@ where
     }
     io.write_all(&encode_request(service)?).await.map_err(|e| BulkError::Connect(e.to_string()))?;
     io.flush().await.map_err(|e| BulkError::Connect(e.to_string()))?;
+    Ok(Box::new(io))
+}
+
+/// Reads the answer to a request [`send_request`] sent.
+async fn read_answer(mut io: ServiceIo) -> Result<ServiceIo, BulkError> {
     let mut answer = [0u8; 1];
     io.read_exact(&mut answer).await.map_err(|e| BulkError::Connect(e.to_string()))?;
     if answer[0] != Answer::Ok as u8 {
         return Err(BulkError::Refused);
     }
-    Ok(Box::new(io))
+    Ok(io)
 }
 
 /// Opens a bulk connection to `service` on `peer` at `addr` (a TCP listen address of the peer).
@@ -193,14 +198,24 @@ pub async fn dial(
     addr: SocketAddr,
     service: &str,
 ) -> Result<ServiceIo, BulkError> {
+    read_answer(dial_tcp(tls, peer, addr, service).await?).await
+}
+
+/// Connects to `addr` and sends the request for `service` on `peer`.
+async fn dial_tcp(
+    tls: crate::tls::Config,
+    peer: PeerId,
+    addr: SocketAddr,
+    service: &str,
+) -> Result<ServiceIo, BulkError> {
     let tcp = tokio::net::TcpStream::connect(addr)
         .await
         .map_err(|e| BulkError::Connect(e.to_string()))?;
     let _ = tcp.set_nodelay(true);
-    request(&tls, peer, tcp.compat(), service).await
+    send_request(&tls, peer, tcp.compat(), service).await
 }
 
-/// Opens a bulk connection to `service` on `peer`, punched to it at `ip` ([`crate::punch`]).
+/// Punches a connection to `peer` at `ip` ([`crate::punch`]) and sends the request for `service`.
 async fn dial_punched(
     tls: crate::tls::Config,
     node: crate::node::Node,
@@ -210,11 +225,11 @@ async fn dial_punched(
 ) -> Result<ServiceIo, BulkError> {
     let tcp =
         crate::punch::open(&node, peer, ip).await.map_err(|e| BulkError::Connect(e.to_string()))?;
-    request(&tls, peer, tcp.compat(), service).await
+    send_request(&tls, peer, tcp.compat(), service).await
 }
 
-/// Opens a bulk connection to `service` on `peer` through the relay of `path` (a relayed
-/// connection's address).
+/// Opens a circuit to `peer` through the relay of `path` (a relayed connection's address) and
+/// sends the request for `service`.
 async fn dial_relayed(
     tls: crate::tls::Config,
     circuits: Circuits,
@@ -224,11 +239,11 @@ async fn dial_relayed(
 ) -> Result<ServiceIo, BulkError> {
     let circuit =
         circuits.dial(&path, peer).await.map_err(|e| BulkError::Connect(e.to_string()))?;
-    request(&tls, peer, circuit, service).await
+    send_request(&tls, peer, circuit, service).await
 }
 
-/// Opens a bulk connection to `service` on `peer` over legs joined by `relay` (the relay of
-/// `path`, a relayed connection's address).
+/// Opens legs to `peer` joined by `relay` (the relay of `path`, a relayed connection's address)
+/// and sends the request for `service`.
 async fn dial_legs(
     tls: crate::tls::Config,
     node: crate::node::Node,
@@ -240,7 +255,7 @@ async fn dial_legs(
     let leg = crate::legs::open(&node, relay, &path, peer)
         .await
         .map_err(|e| BulkError::Connect(e.to_string()))?;
-    request(&tls, peer, leg, service).await
+    send_request(&tls, peer, leg, service).await
 }
 
 /// A bulk connection's place in the budget of relayed ones ([`CircuitBudget`]).
@@ -329,7 +344,7 @@ impl Client<'_> {
         async move {
             let dial = async {
                 match route {
-                    Route::Tcp(socket) => dial(tls, peer, socket, &service).await,
+                    Route::Tcp(socket) => dial_tcp(tls, peer, socket, &service).await,
                     Route::Punch(socket) => {
                         dial_punched(tls, node, peer, socket.ip(), &service).await
                     }
@@ -337,7 +352,13 @@ impl Client<'_> {
                     Route::Relay(_) => dial_relayed(tls, circuits, peer, addr, &service).await,
                 }
             };
-            tokio::time::timeout(SETUP_TIMEOUT, dial).await.unwrap_or(Err(BulkError::Timeout))
+            let sent = tokio::time::timeout(SETUP_TIMEOUT, dial)
+                .await
+                .unwrap_or(Err(BulkError::Timeout))?;
+            // Once the request is out the peer may have connected to the service: falling back
+            // to a stream now would reach it a second time, so the answer gets longer to come.
+            let answer = read_answer(sent);
+            tokio::time::timeout(ANSWER_TIMEOUT, answer).await.unwrap_or(Err(BulkError::Timeout))
         }
     }
 }
