@@ -430,7 +430,7 @@ impl Node {
     /// Replaces the relays the node uses (each address with `/p2p/<id>`), at run time: removed
     /// relays lose their reservation and connections, new ones are dialled and reserved on like at
     /// start. A relay whose address changed counts as removed and added. The caller lets new relays
-    /// through its access list (see [`AccessList::allow_always`]), as [`Node::spawn`] does for the
+    /// through its access list (see [`crate::gate::AccessList::allow_always`]), as [`Node::spawn`] does for the
     /// configured ones.
     pub async fn set_relays(&self, relays: Vec<Multiaddr>) -> Result<RelayChange, NodeError> {
         let (reply, rx) = oneshot::channel();

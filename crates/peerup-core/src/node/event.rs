@@ -63,7 +63,7 @@ pub enum NodeEvent {
     NetworkChanged(crate::netwatch::AddressChange),
 }
 
-/// What [`Node::set_relays`] changed, by relay peer ID.
+/// What [`crate::node::Node::set_relays`] changed, by relay peer ID.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RelayChange {
     /// Relays now used (dialled, and reserved on when the node reserves).
