@@ -178,7 +178,6 @@ impl Node {
             None => tls,
         };
         let access = config.access.clone();
-        let punch_access = access.clone();
         let bulk_probes = crate::bulk::Probes::default();
         let network = config.watch_network.then(|| {
             let (tx, rx) = mpsc::channel(NETWORK_QUEUE);
@@ -231,12 +230,12 @@ impl Node {
             streams,
         };
         if let Some(legs) = legs {
-            crate::legs::serve(node.clone(), legs, access);
+            crate::legs::serve(node.clone(), legs, access.clone());
         }
         if enable_bulk {
             crate::legs::spawn_answerer(&node, node.tls.clone(), tracker, node.cancel.clone());
             let (tls, cancel) = (node.tls.clone(), node.cancel.clone());
-            crate::punch::spawn_answerer(&node, tls, punch_access, tracker, cancel);
+            crate::punch::spawn_answerer(&node, tls, access, tracker, cancel);
         }
         Ok((node, first))
     }
@@ -430,8 +429,8 @@ impl Node {
     /// Replaces the relays the node uses (each address with `/p2p/<id>`), at run time: removed
     /// relays lose their reservation and connections, new ones are dialled and reserved on like at
     /// start. A relay whose address changed counts as removed and added. The caller lets new relays
-    /// through its access list (see [`crate::gate::AccessList::allow_always`]), as [`Node::spawn`] does for the
-    /// configured ones.
+    /// through its access list (see [`crate::gate::AccessList::allow_always`]), as [`Node::spawn`]
+    /// does for the configured ones.
     pub async fn set_relays(&self, relays: Vec<Multiaddr>) -> Result<RelayChange, NodeError> {
         let (reply, rx) = oneshot::channel();
         self.send(Command::SetRelays { relays, reply }).await?;

@@ -160,11 +160,19 @@ pub(crate) fn spawn_answerer(
         StreamProtocol::new(PROTOCOL),
         Arc::new(move |peer: &PeerId| access.is_authorized(peer)),
     );
-    let (what, each, timeout) = ("bulk hole punch", (tracker, cancel), crate::bulk::SETUP_TIMEOUT);
-    crate::streams::serve_each(requests, CONCURRENT, timeout, what, each, move |request| {
-        let tls = tls.clone();
-        async move { answer(&tls, request).await }
-    });
+    let (what, timeout) = ("bulk hole punch", crate::bulk::SETUP_TIMEOUT);
+    crate::streams::serve_each(
+        requests,
+        CONCURRENT,
+        timeout,
+        what,
+        tracker,
+        cancel,
+        move |request| {
+            let tls = tls.clone();
+            async move { answer(&tls, request).await }
+        },
+    );
 }
 
 async fn answer(tls: &crate::tls::Config, request: IncomingStream) -> Result<(), PunchError> {

@@ -48,7 +48,7 @@ enum Route {
     /// A TCP connection to this address of the peer's.
     Tcp(SocketAddr),
     /// A TCP connection punched to the peer at this address's host, when [`Route::Tcp`] to it
-    /// failed.
+    /// failed or is not known to work yet while this is ([`route_of`]).
     Punch(SocketAddr),
     /// Two legs joined by this relay.
     Leg(PeerId),

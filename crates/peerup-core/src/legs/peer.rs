@@ -74,11 +74,19 @@ pub(crate) fn spawn_answerer(
     cancel: CancellationToken,
 ) {
     let offers = node.accept(StreamProtocol::new(INCOMING));
-    let (what, each) = ("relay leg offer", (tracker, cancel));
-    crate::streams::serve_each(offers, CONCURRENT, PAIRING_TIMEOUT, what, each, move |offer| {
-        let tls = tls.clone();
-        async move { take(&tls, offer).await }
-    });
+    let what = "relay leg offer";
+    crate::streams::serve_each(
+        offers,
+        CONCURRENT,
+        PAIRING_TIMEOUT,
+        what,
+        tracker,
+        cancel,
+        move |offer| {
+            let tls = tls.clone();
+            async move { take(&tls, offer).await }
+        },
+    );
 }
 
 async fn take(tls: &crate::tls::Config, offer: IncomingStream) -> Result<(), LegError> {

@@ -224,13 +224,13 @@ pub(crate) fn serve(node: Node, legs: Legs, access: AccessList) {
     );
     let (tracker, cancel) = (legs.0.tracker.clone(), legs.0.cancel.clone());
     let what = "relay leg request";
-    let each = (&tracker, cancel);
     crate::streams::serve_each(
         requests,
         CONCURRENT_REQUESTS,
         PAIRING_TIMEOUT,
         what,
-        each,
+        &tracker,
+        cancel,
         move |request| {
             let (node, legs, access) = (node.clone(), legs.clone(), access.clone());
             async move { answer(&node, &legs, &access, request).await }

@@ -16,7 +16,8 @@ pub(crate) fn serve_each<F, Fut, E>(
     limit: usize,
     timeout: Duration,
     what: &'static str,
-    (tracker, cancel): (&TaskTracker, CancellationToken),
+    tracker: &TaskTracker,
+    cancel: CancellationToken,
     handle: F,
 ) where
     F: Fn(IncomingStream) -> Fut + Send + 'static,

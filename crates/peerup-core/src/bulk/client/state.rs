@@ -32,6 +32,13 @@ pub(super) enum Probe {
     Failed(Instant),
 }
 
+impl Probe {
+    /// A failure old enough to probe the route again: as good as unknown.
+    fn expired(&self) -> bool {
+        matches!(self, Self::Failed(t) if t.elapsed() >= RETRY_AFTER)
+    }
+}
+
 /// Which routes to a peer take bulk connections. A route is probed in the background the first
 /// time a connection could use it; until the probe answers, connections use yamux streams, so an
 /// address that silently drops new flows (a filtering NAT in front of a hole-punched path) never
@@ -46,7 +53,7 @@ impl Probes {
 
     pub(super) fn set(&self, key: (PeerId, Route), state: Probe) {
         let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        map.retain(|_, p| !matches!(p, Probe::Failed(t) if t.elapsed() >= RETRY_AFTER));
+        map.retain(|_, p| !p.expired());
         map.insert(key, state);
     }
 
@@ -62,20 +69,17 @@ impl Probes {
 
     /// What is known of `key`'s route: `None` also once a failure is old enough to retry.
     pub(super) fn state(&self, key: &(PeerId, Route)) -> Option<Probe> {
-        self.get(key).filter(|p| !matches!(p, Probe::Failed(t) if t.elapsed() >= RETRY_AFTER))
+        self.get(key).filter(|p| !p.expired())
     }
 
     /// Marks `key` as being probed, unless it is known or already being probed.
     pub(super) fn start(&self, key: (PeerId, Route)) -> bool {
         let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        match map.get(&key) {
-            Some(Probe::Running | Probe::Works) => false,
-            Some(Probe::Failed(t)) if t.elapsed() < RETRY_AFTER => false,
-            _ => {
-                map.insert(key, Probe::Running);
-                true
-            }
+        if map.get(&key).is_some_and(|p| !p.expired()) {
+            return false;
         }
+        map.insert(key, Probe::Running);
+        true
     }
 }
 
