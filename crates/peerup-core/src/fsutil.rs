@@ -1,12 +1,17 @@
-//! Private files: atomic writes with mode 0600, and the check that refuses secrets others can read.
+//! Private files: atomic writes with mode 0600, the check that refuses secrets others can read, the
+//! lock around read-modify-writes, and Unix sockets that are owner-only from their first instant.
 //!
 //! Every file peerup writes that matters (config, identity key, authorized_keys) goes through
 //! [`write_private_atomic`], so a crash or a full disk never leaves half a file behind: the new text
 //! goes to a temporary file in the same folder, is flushed to disk, and only then renamed over the old.
+//! A write that depends on what was read (add a peer, add a name) holds [`lock_exclusive`] from the
+//! read to the rename, so that two writers never lose each other's change.
 
+use std::ffi::OsString;
 use std::fs;
 use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 
 /// The only mode peerup gives to the files it writes.
@@ -27,6 +32,31 @@ pub enum FsError {
         path: PathBuf,
         /// Its permission bits.
         mode: u32,
+    },
+    /// Group or other users may enter or change a folder that must be private.
+    #[error(
+        "{} is open to other users (mode {mode:04o}, expected 0700); fix with: chmod 700 {}",
+        path.display(),
+        path.display()
+    )]
+    InsecureDir {
+        /// The folder.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// A folder that must be private belongs to another user.
+    #[error(
+        "{} belongs to uid {owner}, not to this user (uid {me}); use a folder of your own",
+        path.display()
+    )]
+    NotOwned {
+        /// The folder.
+        path: PathBuf,
+        /// Its owner.
+        owner: u32,
+        /// The effective user ID of this process.
+        me: u32,
     },
     /// An I/O error on the file.
     #[error("{}: {source}", path.display())]
@@ -53,6 +83,89 @@ pub fn check_private(path: &Path) -> Result<(), FsError> {
         return Err(FsError::InsecurePermissions { path: path.to_path_buf(), mode });
     }
     Ok(())
+}
+
+/// Refuses a folder that is not private to this process's user: it must belong to the effective user
+/// and give group and other users no permission at all (`mode & 0o077 == 0`, as 0700). Files whose
+/// safety rests on their folder (the daemon's API socket) live only in such folders.
+pub fn check_private_dir(dir: &Path) -> Result<(), FsError> {
+    let meta = fs::metadata(dir).map_err(|e| FsError::io(dir, e))?;
+    if !meta.is_dir() {
+        return Err(FsError::io(dir, io::Error::other("not a folder")));
+    }
+    let me = nix::unistd::geteuid().as_raw();
+    if meta.uid() != me {
+        return Err(FsError::NotOwned { path: dir.to_path_buf(), owner: meta.uid(), me });
+    }
+    let mode = meta.permissions().mode() & 0o7777;
+    if mode & 0o077 != 0 {
+        return Err(FsError::InsecureDir { path: dir.to_path_buf(), mode });
+    }
+    Ok(())
+}
+
+/// Binds a Unix socket at `path` that no other user can ever connect to, and fails if `path`
+/// exists.
+///
+/// `bind` creates the socket file with the process's umask (often 0755, which lets anyone
+/// connect), so binding in place and then calling `chmod` leaves a window in which another user
+/// can connect. Changing the umask instead is process-wide and would race with other threads that
+/// create files. So the socket is bound in a fresh folder of mode 0700 next to `path`, set to 0600
+/// there, where nobody else can reach it, and only then hard-linked into place: the name appears
+/// with mode 0600 or not at all. The link fails if `path` exists, so two processes binding at the
+/// same time cannot replace each other's socket.
+pub fn bind_private_socket(path: &Path) -> Result<UnixListener, FsError> {
+    let dir = parent_dir(path);
+    // A short name: a socket path may not exceed about 100 bytes.
+    let private = tempfile::Builder::new()
+        .prefix(".s-")
+        .permissions(fs::Permissions::from_mode(0o700))
+        .tempdir_in(dir)
+        .map_err(|e| FsError::io(path, e))?;
+    let inner = private.path().join("s");
+    let listener = UnixListener::bind(&inner).map_err(|e| FsError::io(path, e))?;
+    fs::set_permissions(&inner, fs::Permissions::from_mode(PRIVATE_MODE))
+        .map_err(|e| FsError::io(path, e))?;
+    fs::hard_link(&inner, path).map_err(|e| FsError::io(path, e))?;
+    // The folder and the inner name go when `private` drops; the socket stays bound under `path`.
+    let _ = fs::remove_file(&inner);
+    Ok(listener)
+}
+
+/// An exclusive lock on a file's lock file, released when dropped (or when the process dies).
+#[derive(Debug)]
+#[must_use = "the lock is released when this is dropped"]
+pub struct FileLock {
+    _file: fs::File,
+}
+
+/// The lock file of `path`: `<path>.lock` in the same folder (`authorized_keys.lock`).
+pub fn lock_path(path: &Path) -> PathBuf {
+    let mut name = OsString::from(path.as_os_str());
+    name.push(".lock");
+    PathBuf::from(name)
+}
+
+/// Takes an exclusive `flock` on [`lock_path`]`(path)` (created with mode 0600 if missing), waiting
+/// while another process or thread holds it.
+///
+/// Every read-modify-write of a file that several writers share (authorized_keys and the config:
+/// the CLI, the daemon's API, group introductions) holds it from the read to the rename, so that
+/// one writer never writes back a version that lacks another's change. The lock is on a sibling
+/// file because the atomic rename replaces the file itself with a new inode. Readers need not take
+/// it (they see a whole file either way), and nothing stops an editor that does not know it. The
+/// lock file is left in place: removing it would let two writers lock two different files.
+pub fn lock_exclusive(path: &Path) -> Result<FileLock, FsError> {
+    let lock = lock_path(path);
+    let file = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(PRIVATE_MODE)
+        .open(&lock)
+        .map_err(|e| FsError::io(&lock, e))?;
+    file.lock().map_err(|e| FsError::io(&lock, e))?;
+    Ok(FileLock { _file: file })
 }
 
 /// Writes `contents` to `path` atomically with mode 0600: temp file in the same folder, fsync, rename,
@@ -210,5 +323,118 @@ mod tests {
         assert_eq!(fs::read(&p).unwrap(), b"one");
         // The refused write left no temp file behind.
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_private_dir_is_owned_and_closed_to_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().join("conf");
+        create_private_dir(&d).unwrap();
+        check_private_dir(&d).unwrap();
+        for open in [0o755, 0o750, 0o701] {
+            fs::set_permissions(&d, fs::Permissions::from_mode(open)).unwrap();
+            let err = check_private_dir(&d).unwrap_err().to_string();
+            assert!(err.contains(&format!("{open:04o}")) && err.contains("chmod 700"), "{err}");
+        }
+        fs::set_permissions(&d, fs::Permissions::from_mode(0o700)).unwrap();
+        // A folder of another user: "/" unless we are root, else one given away.
+        let foreign = if nix::unistd::geteuid().is_root() {
+            std::os::unix::fs::chown(&d, Some(65534), None).unwrap();
+            d.clone()
+        } else {
+            PathBuf::from("/")
+        };
+        let err = check_private_dir(&foreign).unwrap_err();
+        assert!(matches!(err, FsError::NotOwned { .. }), "{err}");
+        assert!(err.to_string().contains("use a folder of your own"), "{err}");
+        let file = dir.path().join("f");
+        fs::write(&file, "x").unwrap();
+        assert!(check_private_dir(&file).is_err());
+    }
+
+    #[test]
+    fn a_private_socket_answers_and_refuses_to_replace() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("api.sock");
+        let listener = bind_private_socket(&p).unwrap();
+        assert_eq!(mode(&p), 0o600);
+        // Only the socket is left: the private folder it was bound in is gone.
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+        let _client = std::os::unix::net::UnixStream::connect(&p).unwrap();
+        listener.accept().unwrap();
+        let err = bind_private_socket(&p).unwrap_err();
+        assert!(
+            matches!(&err, FsError::Io { source, .. } if source.kind() == io::ErrorKind::AlreadyExists),
+            "{err}"
+        );
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    /// A watcher that stats the socket's path as fast as it can, while the socket is bound and
+    /// removed over and over, never sees it with any mode but 0600. Binding in place and then
+    /// calling chmod (with the usual umask 022) shows the watcher 0755 hundreds of times.
+    #[test]
+    fn a_private_socket_is_never_seen_with_another_mode() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        const ROUNDS: usize = 1000;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("api.sock");
+        let done = Arc::new(AtomicBool::new(false));
+        let watcher = {
+            let (p, done) = (p.clone(), done.clone());
+            std::thread::spawn(move || {
+                let (mut seen, mut bad, mut other) = (0u64, 0u64, Vec::new());
+                while !done.load(Ordering::Relaxed) {
+                    if let Ok(m) = fs::symlink_metadata(&p) {
+                        seen += 1;
+                        let mode = m.permissions().mode() & 0o777;
+                        if mode != 0o600 {
+                            bad += 1;
+                            if other.len() < 5 {
+                                other.push(format!("{mode:04o}"));
+                            }
+                        }
+                    }
+                }
+                (seen, bad, other)
+            })
+        };
+        for _ in 0..ROUNDS {
+            let l = bind_private_socket(&p).unwrap();
+            fs::remove_file(&p).unwrap();
+            drop(l);
+        }
+        done.store(true, Ordering::Relaxed);
+        let (seen, bad, other) = watcher.join().unwrap();
+        assert_eq!(bad, 0, "{bad} of {seen} looks saw the socket with another mode: {other:?}");
+        assert!(seen > 0, "the watcher never saw the socket; the test proves nothing");
+    }
+
+    /// Threads that each add to a shared counter file with a read-modify-write under the lock lose
+    /// no increment. Without the lock, writers overwrite each other's increments.
+    #[test]
+    fn read_modify_writes_under_the_lock_lose_nothing() {
+        const THREADS: usize = 8;
+        const EACH: usize = 20;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("counter");
+        write_private_atomic(&p, b"0").unwrap();
+        let barrier = std::sync::Barrier::new(THREADS);
+        std::thread::scope(|s| {
+            for _ in 0..THREADS {
+                s.spawn(|| {
+                    barrier.wait();
+                    for _ in 0..EACH {
+                        let _lock = lock_exclusive(&p).unwrap();
+                        let n: usize = fs::read_to_string(&p).unwrap().parse().unwrap();
+                        write_private_atomic(&p, (n + 1).to_string().as_bytes()).unwrap();
+                    }
+                });
+            }
+        });
+        assert_eq!(fs::read_to_string(&p).unwrap(), (THREADS * EACH).to_string());
+        assert_eq!(lock_path(&p), dir.path().join("counter.lock"));
+        assert_eq!(mode(&lock_path(&p)), 0o600);
     }
 }
