@@ -2,8 +2,11 @@
 //!
 //! The file is kept as its original lines so that edits change only the line they touch: comments,
 //! blank lines, unknown attributes and the exact text of other entries survive every rewrite.
-//! Writes are atomic and mode 0600 (see [`crate::fsutil`]). Unlike the Go original, lines with
-//! attributes are valid, and `expires=` is enforced by [`AuthorizedKeys::is_authorized`].
+//! Writes are atomic and mode 0600 (see [`crate::fsutil`]), and every read-modify-write holds
+//! [`AuthorizedKeys::lock`] (or goes through [`AuthorizedKeys::update`]), so that concurrent writers
+//! (the CLI, the daemon's API, group introductions) never undo each other's change. Unlike the Go
+//! original, lines with attributes are valid, and `expires=` is enforced by
+//! [`AuthorizedKeys::is_authorized`].
 
 mod entry;
 
@@ -17,7 +20,7 @@ use libp2p::PeerId;
 
 pub use entry::{ATTR_EXPIRES, ATTR_GROUP, ATTR_HMAC_PROOF, ATTR_VERIFIED, Entry, LineErrorKind};
 
-use crate::fsutil::{self, FsError};
+use crate::fsutil::{self, FileLock, FsError};
 
 /// The header written into a new file.
 pub const HEADER: &str = "# authorized_keys - peers allowed to connect, one per line\n\
@@ -222,6 +225,26 @@ impl AuthorizedKeys {
     pub fn save(&self, path: &Path) -> Result<(), AuthorizedKeysError> {
         Ok(fsutil::write_private_atomic(path, self.render().as_bytes())?)
     }
+
+    /// The exclusive lock for a read-modify-write of the file at `path` (an flock on
+    /// `authorized_keys.lock` next to it): take it before [`Self::load`] and hold it until after
+    /// [`Self::save`]. Waits while another writer holds it; never take it twice in one thread.
+    pub fn lock(path: &Path) -> Result<FileLock, AuthorizedKeysError> {
+        Ok(fsutil::lock_exclusive(path)?)
+    }
+
+    /// Loads the file, applies `edit`, and saves the result, all under [`Self::lock`]. Nothing is
+    /// written when `edit` fails. Returns what `edit` returned and the file as saved.
+    pub fn update<T, E: From<AuthorizedKeysError>>(
+        path: &Path,
+        edit: impl FnOnce(&mut Self) -> Result<T, E>,
+    ) -> Result<(T, Self), E> {
+        let _lock = Self::lock(path)?;
+        let mut keys = Self::load(path)?;
+        let out = edit(&mut keys)?;
+        keys.save(path)?;
+        Ok((out, keys))
+    }
 }
 
 #[cfg(test)]
@@ -322,5 +345,51 @@ mod tests {
         assert!(err.contains("line 2"), "{err}");
         fs::set_permissions(&p, fs::Permissions::from_mode(0o644)).unwrap();
         assert!(AuthorizedKeys::load(&p).unwrap_err().to_string().contains("chmod 600"));
+    }
+
+    /// Threads that each add their own peer and add and remove a second one, all at once, leave
+    /// exactly the peers they added: no writer writes back a file that lacks another's change.
+    /// Without the lock, most runs lose several of the adds (or bring back a removed peer).
+    #[test]
+    fn concurrent_updates_lose_nothing() {
+        const THREADS: usize = 12;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("authorized_keys");
+        fsutil::write_private_atomic(&p, HEADER.as_bytes()).unwrap();
+        let keep: Vec<PeerId> = (0..THREADS).map(|_| PeerId::random()).collect();
+        let gone: Vec<PeerId> = (0..THREADS).map(|_| PeerId::random()).collect();
+        let barrier = std::sync::Barrier::new(THREADS);
+        std::thread::scope(|s| {
+            for (k, g) in keep.iter().zip(&gone) {
+                let (p, barrier) = (&p, &barrier);
+                s.spawn(move || {
+                    barrier.wait();
+                    AuthorizedKeys::update(p, |keys| keys.add(Entry::new(*g, Some("temporary"))))
+                        .unwrap();
+                    AuthorizedKeys::update(p, |keys| keys.add(Entry::new(*k, None))).unwrap();
+                    AuthorizedKeys::update(p, |keys| keys.remove(g))
+                        .unwrap_or_else(|e| panic!("another writer lost this peer: {e}"));
+                });
+            }
+        });
+        let keys = AuthorizedKeys::load_strict(&p).unwrap();
+        let mut have: Vec<PeerId> = keys.entries().map(Entry::peer_id).collect();
+        let mut want = keep.clone();
+        have.sort();
+        want.sort();
+        assert_eq!(have, want, "{}", keys.render());
+        assert!(keys.render().starts_with(HEADER));
+    }
+
+    #[test]
+    fn a_failed_update_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("authorized_keys");
+        fsutil::write_private_atomic(&p, text().as_bytes()).unwrap();
+        let err = AuthorizedKeys::update(&p, |keys| keys.add(Entry::new(A.parse().unwrap(), None)))
+            .unwrap_err();
+        assert!(matches!(err, AuthorizedKeysError::Duplicate(_)));
+        assert_eq!(fs::read_to_string(&p).unwrap(), text());
+        assert!(fsutil::lock_path(&p).exists());
     }
 }
