@@ -18,10 +18,10 @@ pub mod metrics;
 pub mod reload;
 pub mod systemd;
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
+use peerup_core::fsutil;
 use tokio::net::{UnixListener, UnixStream};
 
 /// The socket's file name in the config folder.
@@ -44,9 +44,18 @@ impl ApiPaths {
         Self { socket: dir.join(SOCKET_FILE), cookie: dir.join(COOKIE_FILE) }
     }
 
-    /// Binds the socket (owner-only). A socket file that still answers means another daemon runs;
-    /// one that does not is stale and replaced.
+    /// Binds the socket, owner-only from its first instant (see [`fsutil::bind_private_socket`]),
+    /// in a folder that must be private to this user (0700): nobody else may reach the socket's
+    /// name, nor swap it. A socket file that still answers means another daemon runs; one that does
+    /// not is stale and replaced.
     pub async fn bind(&self) -> Result<UnixListener> {
+        let dir = match self.socket.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        fsutil::check_private_dir(dir).with_context(|| {
+            format!("refusing to serve {}: its folder must be private", self.socket.display())
+        })?;
         if self.socket.exists() {
             if UnixStream::connect(&self.socket).await.is_ok() {
                 bail!(
@@ -57,10 +66,12 @@ impl ApiPaths {
             std::fs::remove_file(&self.socket)
                 .with_context(|| format!("cannot remove stale socket {}", self.socket.display()))?;
         }
-        let listener = UnixListener::bind(&self.socket)
-            .with_context(|| format!("cannot bind {}", self.socket.display()))?;
-        std::fs::set_permissions(&self.socket, std::fs::Permissions::from_mode(0o600))?;
-        Ok(listener)
+        let listener =
+            fsutil::bind_private_socket(&self.socket).context("cannot bind the socket")?;
+        listener
+            .set_nonblocking(true)
+            .and_then(|()| UnixListener::from_std(listener))
+            .with_context(|| format!("cannot serve {}", self.socket.display()))
     }
 
     /// Writes a fresh random cookie (32 bytes, hex) with mode 0600 and returns it.

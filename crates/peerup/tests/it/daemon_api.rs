@@ -185,6 +185,37 @@ fn one_daemon_per_config_and_a_clean_stop() {
     assert!(err.contains("daemon not running"), "{err}");
 }
 
+/// The API socket (and the relay's admin socket) live only in a folder private to the user: in
+/// one that others may enter, the daemon and the relay refuse to start, with the fix in one line,
+/// and leave no socket behind.
+#[test]
+fn sockets_are_served_only_from_a_private_folder() {
+    use std::os::unix::fs::PermissionsExt;
+    let open = std::fs::Permissions::from_mode(0o755);
+    let home = Home::initialized();
+    let relay_cfg = crate::util::loopback_relay_config(&home, false);
+    let relay_dir = relay_cfg.parent().unwrap().to_path_buf();
+    let relay_args = ["relay", "serve", "--config", relay_cfg.to_str().unwrap()];
+    std::fs::set_permissions(home.config_dir(), open.clone()).unwrap();
+    std::fs::set_permissions(&relay_dir, open).unwrap();
+
+    for (args, dir, sock) in [
+        (&["daemon"][..], home.config_dir(), home.file("peerup.sock")),
+        (&relay_args[..], relay_dir.clone(), relay_dir.join(".relay-admin.sock")),
+    ] {
+        let (code, out) = Proc::spawn(&home, args).finish();
+        assert_eq!(code, 1, "{args:?} refuses to start: {out}");
+        let err = out.lines().find(|l| l.starts_with("Error: ")).unwrap_or_default();
+        assert!(
+            err.contains("its folder must be private")
+                && err.contains("mode 0755")
+                && err.contains(&format!("chmod 700 {}", dir.display())),
+            "{args:?}: {out}"
+        );
+        assert!(!sock.exists(), "{args:?} left a socket behind");
+    }
+}
+
 #[test]
 fn systemd_ready_watchdog_and_stopping() {
     use std::os::unix::net::UnixDatagram;
