@@ -137,9 +137,12 @@ pub enum DaemonCommand {
         /// The service name
         #[arg(long)]
         service: String,
-        /// Where to listen, ip:port
+        /// Where to listen, ip:port (a loopback address unless --allow-non-loopback)
         #[arg(long, default_value = "127.0.0.1:0")]
         listen: String,
+        /// Allow a --listen address other machines can reach: whoever connects uses the service
+        #[arg(long)]
+        allow_non_loopback: bool,
         #[command(flatten)]
         json: JsonFlag,
     },

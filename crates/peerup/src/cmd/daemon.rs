@@ -92,8 +92,13 @@ pub(super) fn dispatch(cmd: Option<DaemonCommand>, ctx: &Ctx) -> Result<()> {
             }
             Ok(())
         }
-        Some(DaemonCommand::Connect { peer, service, listen, json }) => {
-            let body = serde_json::json!({ "peer": peer, "service": service, "listen": listen });
+        Some(DaemonCommand::Connect { peer, service, listen, allow_non_loopback, json }) => {
+            let body = serde_json::json!({
+                "peer": peer,
+                "service": service,
+                "listen": listen,
+                "allow_non_loopback": allow_non_loopback,
+            });
             let v = call_with(Method::POST, "/v1/connect", Some(body))?;
             if json.json {
                 return output::json(&v);

@@ -153,6 +153,10 @@ fn api_endpoints_auth_and_envelope() {
     assert!(v["data"].as_array().unwrap().iter().any(|s| s["name"] == "web"), "{v}");
     assert_eq!(call(&home, t, "DELETE", "/v1/expose/web", "").0, 200);
     assert_eq!(call(&home, t, "DELETE", "/v1/expose/web", "").0, 404);
+    let bad_peers = r#"{"name":"web","local_address":"127.0.0.1:8080","allowed_peers":["home"]}"#;
+    let (code, v) = call(&home, t, "POST", "/v1/expose", bad_peers);
+    assert_eq!(code, 400, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("allowed_peers[0]: invalid peer ID"), "{v}");
     assert_eq!(
         call(
             &home,
@@ -164,6 +168,41 @@ fn api_endpoints_auth_and_envelope() {
         .0,
         400
     );
+
+    // A proxy listens on loopback unless a wider address is asked for explicitly: it hands the
+    // peer's service, as this node, to whoever can connect.
+    for listen in ["0.0.0.0:0", "[::]:0", "198.18.0.7:0"] {
+        let req = format!(r#"{{"peer":"{PEER_A}","service":"ssh","listen":"{listen}"}}"#);
+        let (code, v) = call(&home, t, "POST", "/v1/connect", &req);
+        assert_eq!(code, 400, "{listen}: {v}");
+        assert!(v["error"].as_str().unwrap().contains("allow_non_loopback: true"), "{v}");
+    }
+    let err = home
+        .run(&["daemon", "connect", "--peer", PEER_A, "--service", "ssh", "--listen", "0.0.0.0:0"])
+        .fails();
+    assert!(err.contains("is not loopback"), "{err}");
+    let wide = format!(
+        r#"{{"peer":"{PEER_A}","service":"ssh","listen":"0.0.0.0:0","allow_non_loopback":true}}"#
+    );
+    let (code, v) = call(&home, t, "POST", "/v1/connect", &wide);
+    assert_eq!(code, 200, "{v}");
+    assert!(v["data"]["listen_address"].as_str().unwrap().starts_with("0.0.0.0:"), "{v}");
+    let id = v["data"]["id"].as_str().unwrap();
+    assert_eq!(call(&home, t, "DELETE", &format!("/v1/connect/{id}"), "").0, 200);
+    let out = home
+        .run(&[
+            "daemon",
+            "connect",
+            "--peer",
+            PEER_A,
+            "--service",
+            "ssh",
+            "--listen",
+            "0.0.0.0:0",
+            "--allow-non-loopback",
+        ])
+        .ok();
+    assert!(out.contains("(listen: 0.0.0.0:"), "{out}");
 }
 
 #[test]
@@ -396,6 +435,28 @@ fn connect_carries_bytes_and_disconnect_closes_the_listener() {
     assert!(b.run(&["daemon", "disconnect", id]).ok().contains("Proxy disconnected."));
     let err = b.run(&["daemon", "disconnect", id]).fails();
     assert!(err.contains("proxy not found"), "{err}");
+
+    // A service exposed through the API with allowed_peers serves only those peers.
+    let a_cookie = a.read(".daemon-cookie");
+    let echo = echo_server();
+    for (name, allowed, serves) in [("only-other", PEER_A, false), ("only-b", b_id.as_str(), true)]
+    {
+        let req = format!(
+            r#"{{"name":"{name}","local_address":"{echo}","allowed_peers":["{allowed}"]}}"#
+        );
+        assert_eq!(call(&a, Some(&a_cookie), "POST", "/v1/expose", &req).0, 200);
+        let req = format!(r#"{{"peer":"{a_id}","service":"{name}","listen":"127.0.0.1:0"}}"#);
+        let (code, v) = call(&b, Some(&cookie), "POST", "/v1/connect", &req);
+        assert_eq!(code, 200, "{v}");
+        let listen = v["data"]["listen_address"].as_str().unwrap();
+        let mut sock = std::net::TcpStream::connect(listen).unwrap();
+        sock.set_read_timeout(Some(WAIT)).unwrap();
+        let _ = sock.write_all(b"allowed?");
+        let _ = sock.shutdown(std::net::Shutdown::Write);
+        let mut back = Vec::new();
+        let _ = sock.read_to_end(&mut back);
+        assert_eq!(back == b"allowed?", serves, "{name}: got {back:?}");
+    }
     let _ = &mut relay;
 }
 
