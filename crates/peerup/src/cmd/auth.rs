@@ -91,6 +91,7 @@ fn add(
 ) -> Result<()> {
     let peer_id = parse_peer(peer)?;
     let path = file_path(file, ctx)?;
+    let _lock = AuthorizedKeys::lock(&path)?;
     let mut keys = AuthorizedKeys::load(&path)?;
     let mut entry = Entry::new(peer_id, comment);
     if let Some(when) = expires {
@@ -142,6 +143,7 @@ fn list(file: &AuthFile, json: bool, ctx: &Ctx) -> Result<()> {
 fn remove(peer: &str, file: &AuthFile, ctx: &Ctx) -> Result<()> {
     let peer_id = parse_peer(peer)?;
     let path = file_path(file, ctx)?;
+    let _lock = AuthorizedKeys::lock(&path)?;
     let mut keys = AuthorizedKeys::load(&path)?;
     keys.remove(&peer_id)?;
     keys.save(&path)?;

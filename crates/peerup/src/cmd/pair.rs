@@ -101,6 +101,7 @@ pub(crate) fn save_peer(
     }
     let name = pick_name(c, &paired.peer, wanted, &paired.name);
     let path = &c.security.authorized_keys_file;
+    let lock = AuthorizedKeys::lock(path)?;
     let mut keys = AuthorizedKeys::load(path)?;
     if keys.get(&paired.peer).is_none() {
         let mut entry = Entry::new(paired.peer, Some(&name));
@@ -110,6 +111,7 @@ pub(crate) fn save_peer(
         keys.add(entry)?;
         keys.save(path)?;
     }
+    drop(lock);
     let id = paired.peer.to_string();
     if c.names.get(&name) != Some(&id) {
         rewrite_node_file(

@@ -184,6 +184,7 @@ fn admit_hook(access: AccessList, gating: bool, path: PathBuf) -> AdmitHook {
         if !gating {
             return Ok(());
         }
+        let _lock = AuthorizedKeys::lock(&path).map_err(|e| e.to_string())?;
         let mut keys = AuthorizedKeys::load(&path).map_err(|e| e.to_string())?;
         if keys.get(&a.joiner).is_none() {
             let mut entry = match &a.via {
@@ -294,6 +295,7 @@ fn parse_peer(s: &str) -> Result<PeerId> {
 pub(super) fn authorize(peer: &str, comment: Option<&str>, ctx: &Ctx) -> Result<()> {
     let peer = parse_peer(peer)?;
     let path = keys_path(ctx)?;
+    let _lock = AuthorizedKeys::lock(&path)?;
     let mut keys = AuthorizedKeys::load(&path)?;
     keys.add(Entry::new(peer, comment))?;
     keys.save(&path)?;
@@ -305,6 +307,7 @@ pub(super) fn authorize(peer: &str, comment: Option<&str>, ctx: &Ctx) -> Result<
 pub(super) fn deauthorize(peer: &str, ctx: &Ctx) -> Result<()> {
     let peer = parse_peer(peer)?;
     let path = keys_path(ctx)?;
+    let _lock = AuthorizedKeys::lock(&path)?;
     let mut keys = AuthorizedKeys::load(&path)?;
     keys.remove(&peer)?;
     keys.save(&path)?;

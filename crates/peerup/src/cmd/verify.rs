@@ -28,7 +28,7 @@ pub(super) fn run(target: &str, yes: bool, json: bool, ctx: &Ctx) -> Result<()> 
     let me = identity::peer_id(&identity::load(&c.identity.key_file)?);
     let (peer, _) = net::resolve_peer(c, target)?;
     let path = &c.security.authorized_keys_file;
-    let mut keys = AuthorizedKeys::load(path)?;
+    let keys = AuthorizedKeys::load(path)?;
     if keys.get(&peer).is_none() {
         bail!("{target} is not in {}; pair or 'peerup auth add' it first", path.display());
     }
@@ -40,8 +40,9 @@ pub(super) fn run(target: &str, yes: bool, json: bool, ctx: &Ctx) -> Result<()> 
     }
     let confirmed = yes || (!json && ask("Does the other side see the same code? [y/N]: ")?);
     if confirmed {
-        keys.set_attr(&peer, "verified", &s.marker)?;
-        keys.save(path)?;
+        // Re-read under the lock: the file may have changed while the question was open, and the
+        // lock must not wait on a person.
+        AuthorizedKeys::update(path, |keys| keys.set_attr(&peer, "verified", &s.marker))?;
     }
     if json {
         return output::json(&Verification {

@@ -164,6 +164,8 @@ pub fn rollback(config: &Path, n: usize) -> Result<Archive> {
     };
     let contents = std::fs::read(&chosen.path)
         .with_context(|| format!("cannot read archive {}", chosen.path.display()))?;
+    // The config kept as before-rollback must be the one this rollback replaces.
+    let _lock = fsutil::lock_exclusive(config)?;
     if let Ok(current) = std::fs::read(config) {
         fsutil::write_private_atomic(&before_rollback(config), &current)?;
     }

@@ -20,6 +20,8 @@ pub fn rewrite_node_file(
     edit: impl FnOnce(&mut ConfigText) -> Result<()>,
     verify: impl FnOnce(&NodeConfig) -> bool,
 ) -> Result<()> {
+    // From the read to the rename, so that a concurrent edit is never written over.
+    let _lock = peerup_core::fsutil::lock_exclusive(path)?;
     let before = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read config {}", path.display()))?;
     let mut text = ConfigText::new(&before);

@@ -7,7 +7,8 @@
 //!
 //! Order of writes, so that a crash at any point leaves something a restart can finish: apply
 //! writes backup, marker, config; revert writes config, then removes marker and backup; confirm
-//! removes marker, then backup. All writes are atomic with mode 0600.
+//! removes marker, then backup. All writes are atomic with mode 0600, and apply, confirm and revert
+//! each hold the config's lock (`<config>.lock`, as every config edit does) from start to end.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -85,6 +86,8 @@ pub fn read(config: &Path) -> Result<Option<Marker>> {
 /// Replaces `config` with `contents`, keeping the current config as the backup and writing a
 /// marker with `now + timeout`. Refused while another apply is pending (or its marker is broken).
 pub fn apply(config: &Path, contents: &[u8], timeout: Duration) -> Result<Marker> {
+    // The backup must be the config this apply replaces, not one a concurrent edit is replacing.
+    let _lock = fsutil::lock_exclusive(config)?;
     ensure_none(config)?;
     let marker_file = marker_path(config);
     let current =
@@ -126,6 +129,8 @@ pub fn ensure_none(config: &Path) -> Result<()> {
 
 /// Confirms the pending apply: removes marker and backup.
 pub fn confirm(config: &Path) -> Result<()> {
+    // Under the lock, a confirm and a revert at the deadline cannot both happen.
+    let _lock = fsutil::lock_exclusive(config)?;
     let marker_file = marker_path(config);
     if !marker_file.exists() {
         bail!("no config apply pending for {}", config.display());
@@ -142,6 +147,7 @@ pub fn confirm(config: &Path) -> Result<()> {
 /// Puts the backup back over `config` and removes marker and backup. Returns `false` when there
 /// was nothing to revert (no marker).
 pub fn revert(config: &Path) -> Result<bool> {
+    let _lock = fsutil::lock_exclusive(config)?;
     let marker_file = marker_path(config);
     if !marker_file.exists() {
         return Ok(false);

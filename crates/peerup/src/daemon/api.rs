@@ -190,18 +190,33 @@ fn gating_on(s: &ApiState) -> Result<(), ApiError> {
     if s.gating { Ok(()) } else { Err(ApiError::bad("connection gating is not enabled")) }
 }
 
+/// Edits authorized_keys: load, `edit`, save and swap the access list, all under the file's lock,
+/// so that no other writer (the CLI, a group introduction, another request) can slip a stale copy
+/// in between, and the access list is replaced in the order the file was written. Synchronous: the
+/// lock is never held across an await.
+fn edit_keys(
+    s: &ApiState,
+    edit: impl FnOnce(&mut AuthorizedKeys) -> Result<(), AuthorizedKeysError>,
+) -> Result<(), ApiError> {
+    let path = s.view.keys_path();
+    let status = |e: AuthorizedKeysError| match e {
+        AuthorizedKeysError::Duplicate(_) => ApiError(StatusCode::CONFLICT, e.to_string()),
+        AuthorizedKeysError::NotFound(_) => ApiError(StatusCode::NOT_FOUND, e.to_string()),
+        other => ApiError(StatusCode::INTERNAL_SERVER_ERROR, other.to_string()),
+    };
+    let _lock = AuthorizedKeys::lock(&path).map_err(status)?;
+    let mut keys = load_keys(s)?;
+    edit(&mut keys).map_err(status)?;
+    keys.save(&path).map_err(status)?;
+    s.access.replace(&keys);
+    Ok(())
+}
+
 async fn auth_add(State(s): State<ApiState>, bytes: Bytes) -> Result<Response, ApiError> {
     gating_on(&s)?;
     let req: AuthAdd = body(&bytes)?;
     let peer = parse_peer(&req.peer_id)?;
-    let mut keys = load_keys(&s)?;
-    keys.add(Entry::new(peer, req.comment.as_deref())).map_err(|e| match e {
-        AuthorizedKeysError::Duplicate(_) => ApiError(StatusCode::CONFLICT, e.to_string()),
-        other => ApiError(StatusCode::INTERNAL_SERVER_ERROR, other.to_string()),
-    })?;
-    keys.save(&s.view.keys_path())
-        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    s.access.replace(&keys);
+    edit_keys(&s, |keys| keys.add(Entry::new(peer, req.comment.as_deref())))?;
     tracing::info!(target: "audit", %peer, "auth_change: added");
     Ok(data(json!({ "status": "added" })))
 }
@@ -212,14 +227,7 @@ async fn auth_remove(
 ) -> Result<Response, ApiError> {
     gating_on(&s)?;
     let peer = parse_peer(&peer_id)?;
-    let mut keys = load_keys(&s)?;
-    keys.remove(&peer).map_err(|e| match e {
-        AuthorizedKeysError::NotFound(_) => ApiError(StatusCode::NOT_FOUND, e.to_string()),
-        other => ApiError(StatusCode::INTERNAL_SERVER_ERROR, other.to_string()),
-    })?;
-    keys.save(&s.view.keys_path())
-        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    s.access.replace(&keys);
+    edit_keys(&s, |keys| keys.remove(&peer).map(drop))?;
     // Revoking access also ends what the peer has open.
     let _ = s.node.disconnect(peer).await;
     tracing::info!(target: "audit", %peer, "auth_change: removed");

@@ -224,6 +224,43 @@ fn one_daemon_per_config_and_a_clean_stop() {
     assert!(err.contains("daemon not running"), "{err}");
 }
 
+/// `DELETE /v1/auth/X` racing other writers of authorized_keys (here `peerup auth add` processes,
+/// as a group introduction would be) never brings X back and never loses an add: the daemon holds
+/// the same file lock as every other writer.
+#[test]
+fn api_auth_changes_racing_the_cli_lose_nothing() {
+    const EACH: usize = 8;
+    let home = Home::initialized();
+    let (old, new): (Vec<String>, Vec<String>) = (0..EACH)
+        .map(|_| {
+            (peerup_core::PeerId::random().to_string(), peerup_core::PeerId::random().to_string())
+        })
+        .unzip();
+    for p in &old {
+        home.run(&["auth", "add", p]).ok();
+    }
+    let _d = Daemon::start(&home);
+    let cookie = home.read(".daemon-cookie");
+    std::thread::scope(|s| {
+        for (o, n) in old.iter().zip(&new) {
+            let (home, cookie) = (&home, &cookie);
+            s.spawn(move || {
+                let (code, v) = call(home, Some(cookie), "DELETE", &format!("/v1/auth/{o}"), "");
+                assert_eq!(code, 200, "{v}");
+            });
+            s.spawn(move || home.run(&["auth", "add", n]).ok());
+        }
+    });
+    let keys = home.read("authorized_keys");
+    let kept: Vec<&String> = old.iter().filter(|p| keys.contains(p.as_str())).collect();
+    let added = new.iter().filter(|p| keys.contains(p.as_str())).count();
+    assert!(
+        kept.is_empty() && added == EACH,
+        "{} removed peers came back, {added} of {EACH} adds kept:\n{keys}",
+        kept.len()
+    );
+}
+
 /// The API socket (and the relay's admin socket) live only in a folder private to the user: in
 /// one that others may enter, the daemon and the relay refuse to start, with the fix in one line,
 /// and leave no socket behind.
