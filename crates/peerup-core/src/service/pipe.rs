@@ -2,7 +2,9 @@
 //!
 //! Both directions run at once; when one side finishes sending, the other side's write half is
 //! shut down (TCP `shutdown(SHUT_WR)`, a yamux/QUIC half-close), and the pipe ends only when both
-//! directions are done, so no tail of data is lost at close.
+//! directions are done, so no tail of data is lost at close. A direction that fails instead
+//! (an error on either side) resets the TCP socket (RST), so that a cut connection never reaches
+//! the application as a clean end of file.
 //!
 //! Each direction's buffer starts small and doubles whenever a read fills it, up to
 //! [`MAX_BUFFER`]: bulk transfers get large writes (and so large yamux frames and TLS records),
@@ -83,25 +85,54 @@ where
     }
 }
 
+/// The local socket of a pipe. Unless both directions ended cleanly, it is reset (RST) when
+/// dropped, however the pipe ended: an error, or the pipe's task cancelled.
+struct Local {
+    tcp: TcpStream,
+    clean: bool,
+}
+
+impl Drop for Local {
+    fn drop(&mut self) {
+        if !self.clean {
+            // SO_LINGER 0: close() sends RST (and drops unsent bytes) instead of FIN.
+            let _ = self.tcp.set_zero_linger();
+        }
+    }
+}
+
 /// Forwards until both directions are closed. Returns (bytes stream→tcp, bytes tcp→stream).
-pub async fn pipe<S>(stream: S, mut tcp: TcpStream) -> std::io::Result<(u64, u64)>
+///
+/// A direction that ends cleanly is half-closed on the other side (FIN on the TCP socket). If
+/// either direction fails (a read or write error on either side: a reset stream, a bulk
+/// connection closed without `close_notify`, a relay leg cut), or the pipe is dropped before
+/// both are done, the TCP socket is reset instead, so that the application sees an error
+/// (ECONNRESET) rather than a clean end of a truncated stream.
+pub async fn pipe<S>(stream: S, tcp: TcpStream) -> std::io::Result<(u64, u64)>
 where
     S: futures::AsyncRead + futures::AsyncWrite,
 {
     // Small writes (keystrokes, request/response protocols) go out at once, as ssh does.
     let _ = tcp.set_nodelay(true);
+    let mut local = Local { tcp, clean: false };
     let (stream_r, stream_w) = stream.split();
-    let (tcp_r, tcp_w) = tcp.split();
+    let (tcp_r, tcp_w) = local.tcp.split();
     let result = tokio::try_join!(
         one_way(stream_r.compat(), tcp_w),
         one_way(tcp_r, stream_w.compat_write())
     );
-    let _ = tcp.shutdown().await;
+    // Both write halves are shut down already when both directions ended cleanly.
+    local.clean = result.is_ok();
     result
 }
 
 #[cfg(test)]
 mod tests {
+    use std::io;
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+    use std::time::Duration;
+
     use super::*;
 
     #[tokio::test]
@@ -120,6 +151,151 @@ mod tests {
         writer.await.unwrap();
         assert_eq!(copier.await.unwrap().unwrap(), payload.len() as u64);
         assert_eq!(got, payload);
+    }
+
+    /// A peer's side of a pipe: yields `data`, then ends as `end` says. Takes whatever is
+    /// written to it, or fails every write.
+    struct Scripted {
+        data: Vec<u8>,
+        at: usize,
+        end: End,
+        write_fails: bool,
+    }
+
+    #[derive(Clone, Copy)]
+    enum End {
+        Clean,
+        Fails(io::ErrorKind),
+        Never,
+    }
+
+    impl futures::AsyncRead for Scripted {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &mut [u8],
+        ) -> Poll<io::Result<usize>> {
+            let this = &mut *self;
+            if this.at < this.data.len() {
+                let n = buf.len().min(this.data.len() - this.at);
+                buf[..n].copy_from_slice(&this.data[this.at..this.at + n]);
+                this.at += n;
+                return Poll::Ready(Ok(n));
+            }
+            match this.end {
+                End::Clean => Poll::Ready(Ok(0)),
+                End::Fails(kind) => Poll::Ready(Err(kind.into())),
+                End::Never => Poll::Pending,
+            }
+        }
+    }
+
+    impl futures::AsyncWrite for Scripted {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            match self.write_fails {
+                true => Poll::Ready(Err(io::ErrorKind::BrokenPipe.into())),
+                false => Poll::Ready(Ok(buf.len())),
+            }
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// Both ends of a loopback TCP connection: (the application's, the pipe's).
+    async fn tcp_pair() -> (TcpStream, TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (app, piped) = tokio::join!(TcpStream::connect(addr), listener.accept());
+        (app.unwrap(), piped.unwrap().0)
+    }
+
+    /// Reads until the end: what arrived, and how it ended (Ok: FIN; Err: an error, such as RST).
+    async fn read_until_end(app: &mut TcpStream) -> (Vec<u8>, io::Result<()>) {
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        let end = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                match app.read(&mut buf).await {
+                    Ok(0) => return Ok(()),
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                    Err(e) => return Err(e),
+                }
+            }
+        })
+        .await
+        .expect("the local socket was neither closed nor reset");
+        (got, end)
+    }
+
+    fn payload(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i % 251) as u8).collect()
+    }
+
+    #[tokio::test]
+    async fn a_clean_end_both_ways_closes_the_local_socket_with_fin() {
+        let (mut app, piped) = tcp_pair().await;
+        let data = payload(300_000);
+        let peer = Scripted { data: data.clone(), at: 0, end: End::Clean, write_fails: false };
+        let piping = tokio::spawn(pipe(peer, piped));
+        app.write_all(b"request").await.unwrap();
+        app.shutdown().await.unwrap();
+        let (got, end) = read_until_end(&mut app).await;
+        assert!(end.is_ok(), "a clean end is a clean end of file: {end:?}");
+        assert!(got == data);
+        assert_eq!(piping.await.unwrap().unwrap(), (data.len() as u64, 7));
+    }
+
+    #[tokio::test]
+    async fn a_failed_read_from_the_peer_resets_the_local_socket() {
+        for kind in [
+            io::ErrorKind::UnexpectedEof, // a bulk connection closed without close_notify
+            io::ErrorKind::ConnectionReset,
+            io::ErrorKind::InvalidData, // a record that failed authentication
+        ] {
+            let (mut app, piped) = tcp_pair().await;
+            let data = payload(100_000);
+            let peer =
+                Scripted { data: data.clone(), at: 0, end: End::Fails(kind), write_fails: false };
+            let piping = tokio::spawn(pipe(peer, piped));
+            let (got, end) = read_until_end(&mut app).await;
+            let err = end.expect_err("a cut must not look like the end of the data");
+            assert_eq!(err.kind(), io::ErrorKind::ConnectionReset, "{kind:?}: {err}");
+            assert!(data.starts_with(&got), "what arrived is a prefix of what was sent");
+            assert_eq!(piping.await.unwrap().unwrap_err().kind(), kind);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_write_to_the_peer_resets_the_local_socket() {
+        let (mut app, piped) = tcp_pair().await;
+        let peer = Scripted { data: Vec::new(), at: 0, end: End::Never, write_fails: true };
+        let piping = tokio::spawn(pipe(peer, piped));
+        app.write_all(b"upload").await.unwrap();
+        let (_, end) = read_until_end(&mut app).await;
+        let err = end.expect_err("a cut must not look like the end of the data");
+        assert_eq!(err.kind(), io::ErrorKind::ConnectionReset, "{err}");
+        assert_eq!(piping.await.unwrap().unwrap_err().kind(), io::ErrorKind::BrokenPipe);
+    }
+
+    #[tokio::test]
+    async fn a_pipe_dropped_midway_resets_the_local_socket() {
+        let (mut app, piped) = tcp_pair().await;
+        let peer = Scripted { data: payload(10_000), at: 0, end: End::Never, write_fails: false };
+        let piping = tokio::spawn(pipe(peer, piped));
+        let mut first = [0u8; 100];
+        app.read_exact(&mut first).await.unwrap();
+        piping.abort(); // what shutting the daemon down does to a serving task
+        let (_, end) = read_until_end(&mut app).await;
+        let err = end.expect_err("a pipe cut by shutdown must not look like the end of the data");
+        assert_eq!(err.kind(), io::ErrorKind::ConnectionReset, "{err}");
     }
 
     #[test]
