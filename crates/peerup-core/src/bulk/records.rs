@@ -116,6 +116,10 @@ impl Keys {
 }
 
 /// A connection carrying TLS 1.3 records with keys taken over from a finished handshake.
+///
+/// Like a buffered writer, a write takes the bytes once they are sealed, and what the socket
+/// cannot take at once waits in `out` for the next write or a flush: whoever writes must flush
+/// before waiting for something else (the pipe does when it has nothing more to read).
 pub(crate) struct Sealed<C> {
     io: C,
     tx: Keys,
@@ -360,5 +364,123 @@ impl<C: AsyncWrite + Unpin> AsyncWrite for Sealed<C> {
         }
         ready!(this.poll_drain(cx))?;
         Pin::new(&mut this.io).poll_close(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use futures::{AsyncReadExt, AsyncWriteExt};
+    use libp2p::identity::Keypair;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _, DuplexStream};
+    use tokio_util::compat::{Compat, TokioAsyncReadCompatExt};
+
+    use super::super::handshake;
+    use super::*;
+    use crate::tls;
+
+    /// Bytes a [`Throttled`] socket takes per write: less than any record.
+    const TAKE: usize = 16;
+
+    /// A socket that takes at most [`TAKE`] bytes per write, and finds itself full at every other
+    /// write (Pending, and ready again at once): a TCP socket whose send buffer a slow reader
+    /// drains, made deterministic.
+    struct Throttled {
+        io: Compat<DuplexStream>,
+        full: bool,
+    }
+
+    impl AsyncRead for Throttled {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut [u8],
+        ) -> Poll<io::Result<usize>> {
+            Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+        }
+    }
+
+    impl AsyncWrite for Throttled {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            let this = self.get_mut();
+            this.full = !this.full;
+            if this.full {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            let n = buf.len().min(TAKE);
+            Pin::new(&mut this.io).poll_write(cx, &buf[..n])
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.get_mut().io).poll_flush(cx)
+        }
+
+        fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.get_mut().io).poll_close(cx)
+        }
+    }
+
+    /// A client end on a [`Throttled`] socket and a server end, handshaken.
+    async fn throttled_pair() -> (Sealed<Throttled>, Sealed<Compat<DuplexStream>>) {
+        let (a, b) = (Keypair::generate_ed25519(), Keypair::generate_ed25519());
+        let (ca, cb) = (tls::Config::new(&a).unwrap(), tls::Config::new(&b).unwrap());
+        let (x, y) = tokio::io::duplex(1 << 20);
+        let x = Throttled { io: x.compat(), full: false };
+        let (c, s) = tokio::join!(
+            handshake::client(ca.client_config(), x),
+            handshake::server(cb.server_config(), y.compat())
+        );
+        (c.unwrap().1, s.unwrap().1)
+    }
+
+    fn payload(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i as u8).wrapping_mul(29).wrapping_add(7)).collect()
+    }
+
+    #[tokio::test]
+    async fn a_write_can_leave_sealed_bytes_that_only_a_flush_sends() {
+        let (mut c, mut s) = throttled_pair().await;
+        let data = payload(5_000);
+        c.write_all(&data).await.unwrap();
+        assert!(c.sent < c.out.len(), "the socket took part of the record; the rest waits");
+        c.flush().await.unwrap();
+        assert!(c.out.is_empty());
+        let mut got = vec![0u8; data.len()];
+        s.read_exact(&mut got).await.unwrap();
+        assert!(got == data);
+    }
+
+    #[tokio::test]
+    async fn a_piped_response_is_not_stranded_in_the_record_buffer() {
+        // A request/response protocol: the local service answers, then waits for the next
+        // request. Nothing more is written, so the whole answer must reach the peer anyway.
+        let (c, mut s) = throttled_pair().await;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (service, piped) =
+            tokio::join!(tokio::net::TcpStream::connect(addr), listener.accept());
+        let (mut service, piped) = (service.unwrap(), piped.unwrap().0);
+        let piping = tokio::spawn(crate::service::pipe::pipe(c, piped));
+        let response = payload(50_000);
+        service.write_all(&response).await.unwrap();
+        let mut got = vec![0u8; response.len()];
+        tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut got))
+            .await
+            .expect("the tail of the response stayed in the record buffer")
+            .unwrap();
+        assert!(got == response);
+        // And the next request still gets through, the other way.
+        s.write_all(b"next").await.unwrap();
+        s.flush().await.unwrap();
+        let mut next = [0u8; 4];
+        service.read_exact(&mut next).await.unwrap();
+        assert_eq!(&next, b"next");
+        piping.abort();
     }
 }

@@ -4,7 +4,9 @@
 //! shut down (TCP `shutdown(SHUT_WR)`, a yamux/QUIC half-close), and the pipe ends only when both
 //! directions are done, so no tail of data is lost at close. A direction that fails instead
 //! (an error on either side) resets the TCP socket (RST), so that a cut connection never reaches
-//! the application as a clean end of file.
+//! the application as a clean end of file. Whenever a direction has nothing more to read right
+//! away, it flushes its writer, so that bytes a writer keeps (a bulk connection's sealed records
+//! that the socket could not take yet) never wait for a next write.
 //!
 //! Each direction's buffer starts small and doubles whenever a read fills it, up to
 //! [`MAX_BUFFER`]: bulk transfers get large writes (and so large yamux frames and TLS records),
@@ -12,10 +14,12 @@
 //! draws on one budget per process ([`GROWTH_BUDGET`]), so that a thousand busy connections
 //! don't each hold 256 KiB: the first ones to need it get large buffers, the rest stay small.
 
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Poll, ready};
 
 use futures::AsyncReadExt as _;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_util::compat::{FuturesAsyncReadCompatExt, FuturesAsyncWriteCompatExt};
 
@@ -62,6 +66,35 @@ impl Drop for Growth<'_> {
     }
 }
 
+/// Reads from `r` into `buf`. While nothing can be read, `w` is flushed if `unflushed`: a
+/// writer may keep bytes it has taken (a bulk connection keeps sealed records the socket could
+/// not take yet), and they must not wait for a next write that may never come (the last answer
+/// of a request/response protocol). The read is polled too meanwhile, so a slow flush does not
+/// hold the reading back.
+async fn read_or_flush<R, W>(
+    r: &mut R,
+    w: &mut W,
+    buf: &mut [u8],
+    unflushed: &mut bool,
+) -> std::io::Result<usize>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    std::future::poll_fn(|cx| {
+        let mut rb = ReadBuf::new(buf);
+        if let Poll::Ready(res) = Pin::new(&mut *r).poll_read(cx, &mut rb) {
+            return Poll::Ready(res.map(|()| rb.filled().len()));
+        }
+        if *unflushed {
+            ready!(Pin::new(&mut *w).poll_flush(cx))?;
+            *unflushed = false;
+        }
+        Poll::Pending
+    })
+    .await
+}
+
 /// Copies `r` to `w` until `r` ends, then shuts `w` down. Returns the bytes copied.
 async fn one_way<R, W>(mut r: R, mut w: W) -> std::io::Result<u64>
 where
@@ -71,13 +104,15 @@ where
     let mut buf = vec![0u8; MIN_BUFFER];
     let mut growth = Growth::new(&GROWN, GROWTH_BUDGET);
     let mut total = 0u64;
+    let mut unflushed = false;
     loop {
-        let n = r.read(&mut buf).await?;
+        let n = read_or_flush(&mut r, &mut w, &mut buf, &mut unflushed).await?;
         if n == 0 {
             w.shutdown().await?;
             return Ok(total);
         }
         w.write_all(&buf[..n]).await?;
+        unflushed = true;
         total += n as u64;
         if n == buf.len() && buf.len() < MAX_BUFFER && growth.take(buf.len()) {
             buf.resize(buf.len() * 2, 0);
@@ -132,6 +167,8 @@ mod tests {
     use std::pin::Pin;
     use std::task::{Context, Poll};
     use std::time::Duration;
+
+    use tokio::io::AsyncReadExt;
 
     use super::*;
 
