@@ -18,12 +18,11 @@ use std::ops::Range;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
-use aws_lc_rs::aead::{
-    AES_128_GCM, AES_256_GCM, Aad, Algorithm, CHACHA20_POLY1305, LessSafeKey, Nonce, UnboundKey,
-};
+mod keys;
+
+use aws_lc_rs::aead::Aad;
 use futures::{AsyncRead, AsyncWrite};
-use rustls::ConnectionTrafficSecrets;
-use zeroize::Zeroizing;
+use keys::Keys;
 
 /// Bytes of a record header.
 const HEADER: usize = 5;
@@ -48,71 +47,6 @@ const NEW_SESSION_TICKET: u8 = 4;
 
 fn bad(msg: &'static str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg)
-}
-
-/// One direction's key, nonce base and sequence number.
-struct Keys {
-    alg: &'static Algorithm,
-    key: LessSafeKey,
-    secret: Zeroizing<Vec<u8>>,
-    iv: Zeroizing<[u8; 12]>,
-    seq: u64,
-    rekey_every: u64,
-}
-
-impl Keys {
-    fn new(seq: u64, secrets: ConnectionTrafficSecrets, rekey_every: u64) -> io::Result<Self> {
-        let (alg, key, iv) = match secrets {
-            ConnectionTrafficSecrets::Aes128Gcm { key, iv } => (&AES_128_GCM, key, iv),
-            ConnectionTrafficSecrets::Aes256Gcm { key, iv } => (&AES_256_GCM, key, iv),
-            ConnectionTrafficSecrets::Chacha20Poly1305 { key, iv } => (&CHACHA20_POLY1305, key, iv),
-            _ => return Err(bad("unsupported cipher suite")),
-        };
-        let iv: [u8; 12] = iv.as_ref().try_into().map_err(|_| bad("bad IV length"))?;
-        Self::from_parts(alg, Zeroizing::new(key.as_ref().to_vec()), iv, seq, rekey_every)
-    }
-
-    fn from_parts(
-        alg: &'static Algorithm,
-        secret: Zeroizing<Vec<u8>>,
-        iv: [u8; 12],
-        seq: u64,
-        rekey_every: u64,
-    ) -> io::Result<Self> {
-        let key = UnboundKey::new(alg, &secret).map_err(|_| bad("bad key length"))?;
-        Ok(Self {
-            alg,
-            key: LessSafeKey::new(key),
-            secret,
-            iv: Zeroizing::new(iv),
-            seq,
-            rekey_every,
-        })
-    }
-
-    fn nonce(&self) -> Nonce {
-        let mut n = *self.iv;
-        for (b, s) in n[4..].iter_mut().zip(self.seq.to_be_bytes()) {
-            *b ^= s;
-        }
-        Nonce::assume_unique_for_key(n)
-    }
-
-    /// Moves past one record; after `rekey_every`, to the next key.
-    fn advance(&mut self) -> io::Result<()> {
-        self.seq += 1;
-        if self.seq >= self.rekey_every {
-            let hk =
-                hkdf::Hkdf::<sha2::Sha256>::new(None, &[&self.secret[..], &self.iv[..]].concat());
-            let mut okm = Zeroizing::new(vec![0u8; self.secret.len() + 12]);
-            hk.expand(b"peerup bulk key update", &mut okm).map_err(|_| bad("key update"))?;
-            let (key, iv) = okm.split_at(self.secret.len());
-            let iv: [u8; 12] = iv.try_into().map_err(|_| bad("key update"))?;
-            *self =
-                Self::from_parts(self.alg, Zeroizing::new(key.to_vec()), iv, 0, self.rekey_every)?;
-        }
-        Ok(())
-    }
 }
 
 /// A connection carrying TLS 1.3 records with keys taken over from a finished handshake.
