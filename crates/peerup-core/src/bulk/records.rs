@@ -7,7 +7,8 @@
 //! are opened in place, and a write seals up to [`MAX_OUT`] bytes of records into one buffer that
 //! goes out in one call. The wire format is TLS 1.3's (RFC 8446 §5.2): AES-GCM or
 //! ChaCha20-Poly1305, the per-record nonce from the sequence number, the record header as
-//! associated data, the content type inside, a `close_notify` alert to end a direction.
+//! associated data, the content type inside, a `close_notify` alert to end a direction. An
+//! error ends a direction for good: every later read (or write) returns it again.
 //!
 //! One thing differs from TLS: there is no KeyUpdate message. Both ends instead derive the next
 //! key from the current one after [`REKEY_EVERY`] records in a direction (well inside AES-GCM's
@@ -49,6 +50,32 @@ fn bad(msg: &'static str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg)
 }
 
+/// The first error of a direction, returned again by every later call: after an error the
+/// records that follow are not trusted (a record that failed authentication is not skipped), and
+/// nothing more is sent after a record that may have gone out in part.
+struct Failure {
+    kind: io::ErrorKind,
+    message: String,
+}
+
+impl Failure {
+    fn of(e: &io::Error) -> Self {
+        Self { kind: e.kind(), message: e.to_string() }
+    }
+
+    fn error(&self) -> io::Error {
+        io::Error::new(self.kind, self.message.clone())
+    }
+}
+
+/// Passes `result` on, keeping its error in `failed` if it is the first.
+fn kept<T>(failed: &mut Option<Failure>, result: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+    if let Poll::Ready(Err(e)) = &result {
+        failed.get_or_insert_with(|| Failure::of(e));
+    }
+    result
+}
+
 /// A connection carrying TLS 1.3 records with keys taken over from a finished handshake.
 ///
 /// Like a buffered writer, a write takes the bytes once they are sealed, and what the socket
@@ -72,6 +99,9 @@ pub(crate) struct Sealed<C> {
     read_closed: bool,
     /// We queued `close_notify`.
     write_closed: bool,
+    /// Each direction's first error ([`Failure`]).
+    read_failed: Option<Failure>,
+    write_failed: Option<Failure>,
 }
 
 impl<C> Sealed<C> {
@@ -101,6 +131,8 @@ impl<C> Sealed<C> {
             grow: false,
             read_closed: false,
             write_closed: false,
+            read_failed: None,
+            write_failed: None,
         })
     }
 
@@ -160,6 +192,10 @@ impl<C> Sealed<C> {
             .key
             .open_in_place(nonce, Aad::from(header), &mut self.inb[body..body + len])
             .map_err(|_| bad("record failed authentication"))?;
+        // TLSInnerPlaintext (content, type, padding) is at most 2^14 + 1 bytes (RFC 8446 §5.4).
+        if opened.len() > MAX_PLAIN + 1 {
+            return Err(bad("record overflow: more than 2^14 bytes of plaintext"));
+        }
         // Strip the padding; the last non-zero byte is the content type.
         let kind_at = opened.iter().rposition(|&b| b != 0).ok_or(bad("record has no type"))?;
         let (kind, data) = (opened[kind_at], &opened[..kind_at]);
@@ -195,15 +231,24 @@ impl<C> Sealed<C> {
         }
     }
 
-    /// Copies waiting plaintext into `buf`, opening the records already received as it goes.
+    /// Copies waiting plaintext into `buf`, opening the records already received as it goes. A
+    /// record that fails after some plaintext was copied fails the next read instead.
     fn read_plain(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let mut done = 0;
         while done < buf.len() {
             if self.plain.is_empty() {
-                if self.read_closed || !self.open_next()? {
+                if self.read_closed {
                     break;
                 }
-                continue;
+                match self.open_next() {
+                    Ok(true) => continue,
+                    Ok(false) => break,
+                    Err(e) if done > 0 => {
+                        self.read_failed = Some(Failure::of(&e));
+                        break;
+                    }
+                    Err(e) => return Err(e),
+                }
             }
             let n = self.plain.len().min(buf.len() - done);
             let from = self.plain.start;
@@ -231,6 +276,35 @@ impl<C: AsyncWrite + Unpin> Sealed<C> {
     }
 }
 
+impl<C: AsyncRead + Unpin> Sealed<C> {
+    fn poll_read_records(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        if buf.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        loop {
+            let n = self.read_plain(buf)?;
+            if n > 0 || self.read_closed {
+                return Poll::Ready(Ok(n));
+            }
+            self.make_room();
+            let end = self.end;
+            let n = ready!(Pin::new(&mut self.io).poll_read(cx, &mut self.inb[end..]))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the peer closed the connection without close_notify",
+                )));
+            }
+            self.grow = end + n == self.inb.len() && self.inb.len() < MAX_IN;
+            self.end += n;
+        }
+    }
+}
+
 impl<C: AsyncRead + Unpin> AsyncRead for Sealed<C> {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -238,26 +312,44 @@ impl<C: AsyncRead + Unpin> AsyncRead for Sealed<C> {
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        if buf.is_empty() {
-            return Poll::Ready(Ok(0));
+        if let Some(failed) = &this.read_failed {
+            return Poll::Ready(Err(failed.error()));
         }
-        loop {
-            let n = this.read_plain(buf)?;
-            if n > 0 || this.read_closed {
-                return Poll::Ready(Ok(n));
-            }
-            this.make_room();
-            let end = this.end;
-            let n = ready!(Pin::new(&mut this.io).poll_read(cx, &mut this.inb[end..]))?;
-            if n == 0 {
-                return Poll::Ready(Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "the peer closed the connection without close_notify",
-                )));
-            }
-            this.grow = end + n == this.inb.len() && this.inb.len() < MAX_IN;
-            this.end += n;
+        let result = this.poll_read_records(cx, buf);
+        kept(&mut this.read_failed, result)
+    }
+}
+
+impl<C: AsyncWrite + Unpin> Sealed<C> {
+    fn poll_write_records(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        ready!(self.poll_drain(cx))?;
+        if self.write_closed {
+            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
         }
+        let n = buf.len().min(MAX_OUT);
+        for chunk in buf[..n].chunks(MAX_PLAIN) {
+            self.seal(APPLICATION_DATA, chunk)?;
+        }
+        // The bytes are taken; what the socket can't take now goes out on the next call.
+        if let Poll::Ready(Err(e)) = self.poll_drain(cx) {
+            return Poll::Ready(Err(e));
+        }
+        Poll::Ready(Ok(n))
+    }
+
+    fn poll_flush_records(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.poll_drain(cx))?;
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_close_records(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if !self.write_closed {
+            ready!(self.poll_drain(cx))?;
+            self.seal(ALERT, &[1, 0])?; // warning, close_notify
+            self.write_closed = true;
+        }
+        ready!(self.poll_drain(cx))?;
+        Pin::new(&mut self.io).poll_close(cx)
     }
 }
 
@@ -268,36 +360,29 @@ impl<C: AsyncWrite + Unpin> AsyncWrite for Sealed<C> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        ready!(this.poll_drain(cx))?;
-        if this.write_closed {
-            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+        if let Some(failed) = &this.write_failed {
+            return Poll::Ready(Err(failed.error()));
         }
-        let n = buf.len().min(MAX_OUT);
-        for chunk in buf[..n].chunks(MAX_PLAIN) {
-            this.seal(APPLICATION_DATA, chunk)?;
-        }
-        // The bytes are taken; what the socket can't take now goes out on the next call.
-        if let Poll::Ready(Err(e)) = this.poll_drain(cx) {
-            return Poll::Ready(Err(e));
-        }
-        Poll::Ready(Ok(n))
+        let result = this.poll_write_records(cx, buf);
+        kept(&mut this.write_failed, result)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        ready!(this.poll_drain(cx))?;
-        Pin::new(&mut this.io).poll_flush(cx)
+        if let Some(failed) = &this.write_failed {
+            return Poll::Ready(Err(failed.error()));
+        }
+        let result = this.poll_flush_records(cx);
+        kept(&mut this.write_failed, result)
     }
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if !this.write_closed {
-            ready!(this.poll_drain(cx))?;
-            this.seal(ALERT, &[1, 0])?; // warning, close_notify
-            this.write_closed = true;
+        if let Some(failed) = &this.write_failed {
+            return Poll::Ready(Err(failed.error()));
         }
-        ready!(this.poll_drain(cx))?;
-        Pin::new(&mut this.io).poll_close(cx)
+        let result = this.poll_close_records(cx);
+        kept(&mut this.write_failed, result)
     }
 }
 
@@ -360,17 +445,29 @@ mod tests {
         }
     }
 
-    /// A client end on a [`Throttled`] socket and a server end, handshaken.
-    async fn throttled_pair() -> (Sealed<Throttled>, Sealed<Compat<DuplexStream>>) {
+    /// A client end on `wrap` of an in-memory pipe and a server end on the other end, handshaken.
+    async fn pair_on<C>(wrap: impl FnOnce(Compat<DuplexStream>) -> C) -> (Sealed<C>, End)
+    where
+        C: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    {
         let (a, b) = (Keypair::generate_ed25519(), Keypair::generate_ed25519());
         let (ca, cb) = (tls::Config::new(&a).unwrap(), tls::Config::new(&b).unwrap());
         let (x, y) = tokio::io::duplex(1 << 20);
-        let x = Throttled { io: x.compat(), full: false };
         let (c, s) = tokio::join!(
-            handshake::client(ca.client_config(), x),
+            handshake::client(ca.client_config(), wrap(x.compat())),
             handshake::server(cb.server_config(), y.compat())
         );
         (c.unwrap().1, s.unwrap().1)
+    }
+
+    type End = Sealed<Compat<DuplexStream>>;
+
+    async fn pair() -> (End, End) {
+        pair_on(|x| x).await
+    }
+
+    async fn throttled_pair() -> (Sealed<Throttled>, End) {
+        pair_on(|io| Throttled { io, full: false }).await
     }
 
     fn payload(len: usize) -> Vec<u8> {
@@ -416,5 +513,132 @@ mod tests {
         service.read_exact(&mut next).await.unwrap();
         assert_eq!(&next, b"next");
         piping.abort();
+    }
+
+    /// Appends a record that fails authentication, as one slipped in by someone without the key.
+    fn forge(c: &mut End) {
+        c.out.extend_from_slice(&[APPLICATION_DATA, 3, 3, 0, 20]);
+        c.out.extend_from_slice(&[0x55; 20]);
+    }
+
+    #[tokio::test]
+    async fn after_an_error_every_read_fails() {
+        let (mut c, mut s) = pair().await;
+        c.write_all(b"first").await.unwrap();
+        c.flush().await.unwrap();
+        let mut buf = [0u8; 64];
+        let n = s.read(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], b"first");
+        // The records after the forged one are genuine, and would open if reading went on.
+        forge(&mut c);
+        c.seal(APPLICATION_DATA, b"second").unwrap();
+        c.seal(APPLICATION_DATA, b"third").unwrap();
+        c.flush().await.unwrap();
+        for _ in 0..3 {
+            let err = s.read(&mut buf).await.expect_err("the bad record, and every read after it");
+            assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{err}");
+            assert!(err.to_string().contains("authentication"), "{err}");
+        }
+
+        // Plaintext opened before the bad record in the same read is delivered, then the error.
+        let (mut c, mut s) = pair().await;
+        c.seal(APPLICATION_DATA, b"first").unwrap();
+        forge(&mut c);
+        c.flush().await.unwrap();
+        let n = s.read(&mut buf).await.expect("the record before the bad one");
+        assert_eq!(&buf[..n], b"first");
+        assert_eq!(s.read(&mut buf).await.unwrap_err().kind(), io::ErrorKind::InvalidData);
+    }
+
+    /// A socket whose next write fails once `fail` is set; later writes work again.
+    struct FailsOnce {
+        io: Compat<DuplexStream>,
+        fail: bool,
+    }
+
+    impl AsyncRead for FailsOnce {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut [u8],
+        ) -> Poll<io::Result<usize>> {
+            Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+        }
+    }
+
+    impl AsyncWrite for FailsOnce {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            let this = self.get_mut();
+            if std::mem::take(&mut this.fail) {
+                return Poll::Ready(Err(io::ErrorKind::ConnectionReset.into()));
+            }
+            Pin::new(&mut this.io).poll_write(cx, buf)
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.get_mut().io).poll_flush(cx)
+        }
+
+        fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.get_mut().io).poll_close(cx)
+        }
+    }
+
+    #[tokio::test]
+    async fn after_a_failed_write_nothing_more_is_sent() {
+        let (mut c, mut s) = pair_on(|io| FailsOnce { io, fail: false }).await;
+        c.write_all(b"before").await.unwrap();
+        c.flush().await.unwrap();
+        c.io.fail = true;
+        let err = c.write_all(b"lost").await.expect_err("the socket failed");
+        assert_eq!(err.kind(), io::ErrorKind::ConnectionReset);
+        // The socket would take bytes again, but the connection stays failed.
+        let after = [
+            c.write_all(b"after").await.expect_err("write"),
+            c.flush().await.expect_err("flush"),
+            c.close().await.expect_err("close"),
+        ];
+        for e in after {
+            assert_eq!(e.kind(), io::ErrorKind::ConnectionReset, "{e}");
+        }
+        drop(c);
+        let mut got = Vec::new();
+        let end = s.read_to_end(&mut got).await;
+        assert_eq!(got, b"before", "nothing after the failure reached the peer");
+        assert!(end.is_err(), "and no close_notify either");
+    }
+
+    /// Opens one record `c` seals, of content type `kind` holding `data`, at a fresh `s`.
+    async fn open_one(kind: u8, data: &[u8]) -> io::Result<Vec<u8>> {
+        let (mut c, mut s) = pair().await;
+        c.seal(kind, data)?;
+        assert!(s.open_raw(&c.out)?, "a whole record");
+        Ok(s.inb[s.plain.clone()].to_vec())
+    }
+
+    #[tokio::test]
+    async fn records_over_2_14_bytes_of_plaintext_are_refused() {
+        let most = vec![7u8; MAX_PLAIN];
+        let opened = open_one(APPLICATION_DATA, &most).await.expect("2^14 bytes is allowed");
+        assert!(opened == most);
+        // Padding: zeros after the content type, which is then the last non-zero byte.
+        let padded = open_one(0, &[b'h', b'i', APPLICATION_DATA, 0, 0]).await.unwrap();
+        assert_eq!(padded, b"hi", "padding is stripped");
+        let Err(over) = open_one(APPLICATION_DATA, &[7u8; MAX_PLAIN + 1]).await else {
+            panic!("2^14 + 1 bytes of plaintext accepted");
+        };
+        assert_eq!(over.kind(), io::ErrorKind::InvalidData);
+        assert!(over.to_string().contains("overflow"), "{over}");
+        // 2^14 bytes with one byte of padding: the inner plaintext is over 2^14 + 1 bytes.
+        let mut padded = most.clone();
+        padded.push(APPLICATION_DATA);
+        let Err(over) = open_one(0, &padded).await else {
+            panic!("2^14 bytes and padding accepted");
+        };
+        assert!(over.to_string().contains("overflow"), "{over}");
     }
 }
