@@ -250,6 +250,49 @@ mod tests {
         server_driver.abort();
     }
 
+    /// A stream the remote resets (drops without closing) reads as `ConnectionReset` after the
+    /// bytes sent before the reset, not as a clean end; one the remote finishes reads to its end,
+    /// and so does one that both sides closed.
+    #[tokio::test]
+    async fn a_reset_stream_reads_as_an_error_and_a_finished_one_as_its_end() {
+        use futures::future::poll_fn;
+        use tokio_util::compat::TokioAsyncReadCompatExt;
+
+        let (a, b) = tokio::io::duplex(1 << 20);
+        let cfg = Config::new();
+        let mut client = cfg.clone().upgrade_outbound(a.compat(), PROTOCOL).await.unwrap();
+        let mut server = cfg.upgrade_inbound(b.compat(), PROTOCOL).await.unwrap();
+        let mut reset = poll_fn(|cx| client.poll_outbound_unpin(cx)).await.unwrap();
+        let mut finished = poll_fn(|cx| client.poll_outbound_unpin(cx)).await.unwrap();
+        let client_driver = tokio::spawn(async move { poll_fn(|cx| client.poll_unpin(cx)).await });
+        reset.write_all(b"partial").await.unwrap();
+        reset.flush().await.unwrap();
+        finished.write_all(b"whole").await.unwrap();
+        finished.close().await.unwrap();
+        let mut first = poll_fn(|cx| server.poll_inbound_unpin(cx)).await.unwrap();
+        let mut second = poll_fn(|cx| server.poll_inbound_unpin(cx)).await.unwrap();
+        let server_driver = tokio::spawn(async move { poll_fn(|cx| server.poll_unpin(cx)).await });
+        let within = std::time::Duration::from_secs(10);
+
+        let mut got = [0u8; 7];
+        first.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"partial");
+        drop(reset);
+        let mut rest = Vec::new();
+        let end = tokio::time::timeout(within, first.read_to_end(&mut rest)).await.unwrap();
+        let err = end.expect_err("a reset stream must not read as a clean end of file");
+        assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset, "{err}");
+
+        let mut whole = Vec::new();
+        tokio::time::timeout(within, second.read_to_end(&mut whole)).await.unwrap().unwrap();
+        assert_eq!(whole, b"whole");
+        // Our side closed after the remote's FIN: the stream is closed both ways, cleanly.
+        second.close().await.unwrap();
+        assert_eq!(second.read(&mut [0u8; 8]).await.unwrap(), 0);
+        client_driver.abort();
+        server_driver.abort();
+    }
+
     /// With the socket stalled, the streams of a connection queue no more than its write budget
     /// (yamux alone would queue up to 10 frames per stream); once the socket drains, every byte
     /// arrives and every permit comes back.

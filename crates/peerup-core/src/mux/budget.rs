@@ -66,16 +66,24 @@ impl Budget {
 }
 
 /// A yamux stream whose writes draw on its connection's [`Budget`].
+///
+/// A stream the remote reset, or whose connection died, reads as an error
+/// ([`io::ErrorKind::ConnectionReset`]) rather than as yamux's clean end of file, so that a cut
+/// stream is never taken for a finished one (a proxied connection would otherwise pass a
+/// truncated stream on to its application as complete). Only the remote's `FIN` is a clean end.
 pub struct Stream {
     inner: yamux::Stream,
     budget: Arc<Budget>,
     permits: PollSemaphore,
+    /// We closed our side: the stream then ends in yamux's closed state after the remote's
+    /// `FIN` too, which is a clean end.
+    closing: bool,
 }
 
 impl Stream {
     pub(crate) fn new(inner: yamux::Stream, budget: &Arc<Budget>) -> Self {
         let permits = PollSemaphore::new(budget.permits.clone());
-        Self { inner, budget: budget.clone(), permits }
+        Self { inner, budget: budget.clone(), permits, closing: false }
     }
 }
 
@@ -91,7 +99,17 @@ impl AsyncRead for Stream {
         cx: &mut Context<'_>,
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        let n = ready!(Pin::new(&mut self.inner).poll_read(cx, buf))?;
+        // yamux ends a stream that was reset (or lost with its connection) as it ends one the
+        // remote finished: both read 0. Only a reset leaves the stream closed both ways while
+        // our side is still open (a `FIN` leaves it open for our writes).
+        if n == 0 && !buf.is_empty() && !self.closing && self.inner.is_closed() {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::ConnectionReset,
+                "the stream was reset",
+            )));
+        }
+        Poll::Ready(Ok(n))
     }
 }
 
@@ -129,6 +147,7 @@ impl AsyncWrite for Stream {
     }
 
     fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.closing = true;
         Pin::new(&mut self.inner).poll_close(cx)
     }
 }
