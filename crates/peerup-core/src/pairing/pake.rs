@@ -123,12 +123,21 @@ fn mac(key: &[u8; 32], th: &[u8; 32], name: &str) -> Hmac<Sha256> {
     m
 }
 
-/// Keeps `[A-Za-z0-9._-]`, at most [`MAX_NAME`] bytes.
+/// Keeps `[A-Za-z0-9._-]`, at most [`MAX_NAME`] bytes. A name that would parse as a peer ID
+/// becomes empty (no name): as a `names:` key it would stand in for the peer it spells, so a peer
+/// announcing `12D3KooW<victim>` would receive what is meant for the victim.
 pub fn sanitize_name(name: &str) -> String {
-    name.chars()
+    let name: String = name
+        .chars()
         .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
         .take(MAX_NAME)
-        .collect()
+        .collect();
+    if is_peer_id(&name) { String::new() } else { name }
+}
+
+/// Whether `text` parses as a peer ID (such text is never a name).
+pub fn is_peer_id(text: &str) -> bool {
+    text.parse::<PeerId>().is_ok()
 }
 
 impl Handshake {
@@ -204,7 +213,12 @@ impl Handshake {
 impl Keyed {
     /// Our Confirm, announcing `name`.
     pub fn confirm(&self, name: &str) -> Message {
-        let name = sanitize_name(name);
+        self.confirm_raw(&sanitize_name(name))
+    }
+
+    /// A Confirm for `name` as given.
+    fn confirm_raw(&self, name: &str) -> Message {
+        let name = name.to_string();
         let mac: [u8; 32] = mac(&self.mine, &self.th, &name).finalize().into_bytes().into();
         let signature =
             self.keypair.sign(&signed_bytes(self.role, &self.th, &name)).unwrap_or_default();
@@ -257,6 +271,28 @@ mod tests {
         let (at_inviter, at_joiner, idi, idj) = run(42, 42, |_| {});
         assert_eq!(at_inviter.unwrap(), Paired { peer: idj, name: "boblaptop".into() });
         assert_eq!(at_joiner.unwrap(), Paired { peer: idi, name: "alice".into() });
+    }
+
+    #[test]
+    fn a_name_shaped_like_a_peer_id_is_dropped() {
+        let victim = PeerId::random().to_string();
+        assert_eq!(sanitize_name(&victim), "");
+        assert_eq!(sanitize_name(&format!(" {victim}\n")), "", "after filtering too");
+        let legacy = "QmYyQSo1c1Ym7orWxLYvCrM2EmxFTANf8wXmmE7DWjhx5N";
+        assert!(is_peer_id(legacy));
+        assert_eq!(sanitize_name(legacy), "");
+        assert_eq!(sanitize_name("12D3KooW"), "12D3KooW", "a prefix is a name");
+        assert_eq!(sanitize_name("bob laptop"), "boblaptop");
+
+        // Through the handshake: the spoofed name does not arrive.
+        let relay = PeerId::random();
+        let pw = Password::from_bits(5);
+        let (i, hi) = Handshake::start(Role::Inviter, pw, &relay, 1, Keypair::generate_ed25519());
+        let (j, hj) = Handshake::start(Role::Joiner, pw, &relay, 1, Keypair::generate_ed25519());
+        let (i, j) = (i.receive_hello(&hj).unwrap(), j.receive_hello(&hi).unwrap());
+        // A joiner that MACs and signs the raw name (a hostile one skips sanitizing).
+        let forged = j.confirm_raw(&victim);
+        assert_eq!(i.verify(&forged).unwrap().name, "");
     }
 
     #[test]

@@ -13,7 +13,7 @@ use peerup_core::authorized_keys::{AuthorizedKeys, Entry};
 use peerup_core::multiaddr::Protocol;
 use peerup_core::node::{Node, NodeConfig as CoreConfig, NodeError};
 use peerup_core::pairing::code::InviteCode;
-use peerup_core::pairing::pake::{Paired, sanitize_name};
+use peerup_core::pairing::pake::{Paired, is_peer_id, sanitize_name};
 use peerup_core::pairing::session::{self, Invite, InviteProgress, PairError};
 use peerup_core::pairing::{MAX_TTL, new_secret};
 use peerup_core::{Multiaddr, PeerId, identity, relay_addr};
@@ -62,22 +62,44 @@ pub(super) fn host_name() -> String {
     sanitize_name(raw.trim().split('.').next().unwrap_or_default())
 }
 
-/// The name for `peer` in `names:`: `wanted`, else what it announced, else `peer-<id prefix>`;
-/// made unique among the existing names (`-2`, `-3`, …).
+/// Checks a `--name` given on the command line.
+pub(super) fn check_wanted_name(name: Option<&str>) -> Result<()> {
+    match name {
+        Some(n) if is_peer_id(n.trim()) => {
+            bail!(
+                "--name {n:?} is a peer ID; a name must not look like one (it would hide that peer)"
+            )
+        }
+        Some(n) if sanitize_name(n).is_empty() => {
+            bail!("--name {n:?} has no usable characters (A-Z a-z 0-9 . _ -)")
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The name for `peer` in `names:`: `wanted`, else what it announced (sanitized again: a relay
+/// relays member names, and it chose those bytes), else `peer-<id prefix>`; made unique among the
+/// existing names (`-2`, `-3`, …). A name that another peer holds here stays that peer's: this one
+/// gets a distinct name, with a warning (group members cannot take each other's names silently).
 fn pick_name(config: &NodeConfig, peer: &PeerId, wanted: Option<&str>, announced: &str) -> String {
     let id = peer.to_string();
+    let announced = sanitize_name(announced);
     let base = wanted.map(sanitize_name).filter(|n| !n.is_empty()).unwrap_or_else(|| {
         if announced.is_empty() {
             format!("peer-{}", id.get(8..16).unwrap_or("x"))
         } else {
-            announced.to_string()
+            announced
         }
     });
     let free = |n: &String| config.names.get(n).is_none_or(|v| *v == id);
-    std::iter::once(base.clone())
+    let name = std::iter::once(base.clone())
         .chain((2..100).map(|i| format!("{base}-{i}")))
         .find(free)
-        .unwrap_or_else(|| format!("{base}-{}", jiff::Timestamp::now().as_second()))
+        .unwrap_or_else(|| format!("{base}-{}", jiff::Timestamp::now().as_second()));
+    if name != base {
+        tracing::warn!(%peer, wanted = ?base, given = ?name, "the name belongs to another peer here; this peer gets a distinct name");
+    }
+    name
 }
 
 /// Records a paired peer: authorized_keys (comment = its name, `group=` for group members) and
@@ -153,6 +175,7 @@ pub(super) fn invite(args: &InviteArgs, ctx: &Ctx) -> Result<()> {
     if args.ttl > MAX_TTL {
         bail!("--ttl may be at most {}", humantime::format_duration(MAX_TTL));
     }
+    check_wanted_name(args.name.as_deref())?;
     let loaded = config::load_node(ctx.config_path())?;
     let c = &loaded.config;
     let Some(first) = c.relay.addresses.first() else {
@@ -220,7 +243,8 @@ pub(super) fn invite(args: &InviteArgs, ctx: &Ctx) -> Result<()> {
             outln!("{}", ok(line))?
         }
         if let Err(e) = invited.admitted {
-            note!("{}", warn(format!("the relay did not authorize {name}: {e}")));
+            // The relay's words, quoted: it chose them.
+            note!("{}", warn(format!("the relay did not authorize {name}: {e:?}")));
         }
         let hint = format!("Verify it with: peerup verify {name}");
         if quiet {
@@ -269,4 +293,51 @@ pub(super) fn short(peer: &PeerId) -> String {
 /// Loads the node config at `path`.
 pub(crate) fn load(path: &Path) -> Result<Loaded<NodeConfig>> {
     load_node_file(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RELAY: &str =
+        "/ip4/198.18.0.1/tcp/7777/p2p/12D3KooWNq8c1fNjXwhRoWxSXT419bumWQFoTbowCwHEa96RJRg6";
+
+    #[test]
+    fn names_a_relay_sends_are_sanitized_before_they_are_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.yaml");
+        super::super::init::write_config(&path, RELAY, "test", None).unwrap();
+        let (spaced, victim, spoofer) = (PeerId::random(), PeerId::random(), PeerId::random());
+        // What a hostile relay could put in Members or Introduce.
+        let member = Paired { peer: spaced, name: "a b\nc".into() };
+        assert_eq!(save_peer(&load(&path).unwrap(), &member, None, Some(7)).unwrap(), "abc");
+        let spoof = Paired { peer: spoofer, name: victim.to_string() };
+        let given = save_peer(&load(&path).unwrap(), &spoof, None, Some(7)).unwrap();
+        assert!(given.starts_with("peer-"), "{given}");
+        let loaded = load(&path).unwrap();
+        crate::config::validate::validate_node(&loaded.config).unwrap();
+        assert_eq!(loaded.config.names.get("abc"), Some(&spaced.to_string()));
+        assert!(!loaded.config.names.contains_key(&victim.to_string()));
+    }
+
+    #[test]
+    fn a_taken_name_gets_a_distinct_one_and_peer_ids_are_no_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.yaml");
+        super::super::init::write_config(&path, RELAY, "test", None).unwrap();
+        let (first, second) = (PeerId::random(), PeerId::random());
+        let alice = |peer| Paired { peer, name: "alice".into() };
+        assert_eq!(
+            save_peer(&load(&path).unwrap(), &alice(first), None, Some(1)).unwrap(),
+            "alice"
+        );
+        let again = save_peer(&load(&path).unwrap(), &alice(second), None, Some(1)).unwrap();
+        assert_eq!(again, "alice-2");
+        let id = PeerId::random().to_string();
+        let err = check_wanted_name(Some(&id)).unwrap_err().to_string();
+        assert!(err.contains("is a peer ID"), "{err}");
+        assert!(check_wanted_name(Some("!!")).is_err());
+        check_wanted_name(Some("bob")).unwrap();
+        check_wanted_name(None).unwrap();
+    }
 }

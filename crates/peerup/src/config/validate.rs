@@ -4,6 +4,7 @@
 use std::fmt;
 use std::net::SocketAddr;
 
+use peerup_core::pairing::pake::is_peer_id;
 use peerup_core::{Multiaddr, PeerId, label, relay_addr};
 
 use super::relay_schema::RelayConfig;
@@ -130,6 +131,10 @@ pub fn validate_node(c: &NodeConfig) -> Result<(), Vec<Problem>> {
         if name.trim().is_empty() || name.contains(char::is_whitespace) {
             k.fail(format!("names.{name}"), name, "names must be non-empty without spaces");
         }
+        if is_peer_id(name) {
+            // Peer IDs resolve as themselves: such a name would be dead, or a trap if it ever won.
+            k.fail(format!("names.{name}"), name, "a name must not be a peer ID");
+        }
         k.check(format!("names.{name}"), id, id.parse::<PeerId>());
     }
     let metrics = &c.telemetry.metrics.listen_address;
@@ -226,6 +231,11 @@ mod tests {
                 "zz",
             ),
             ("names:\n  home: not-an-id\n", "names.home", "not-an-id"),
+            (
+                "names:\n  12D3KooWPrmh163sTHW3mYQm7YsLsSR2wr71fPp4g6yjuGv3sGQt: 12D3KooWNq8c1fNjXwhRoWxSXT419bumWQFoTbowCwHEa96RJRg6\n",
+                "names.12D3KooWPrmh163sTHW3mYQm7YsLsSR2wr71fPp4g6yjuGv3sGQt",
+                "12D3KooWPrmh163sTHW3mYQm7YsLsSR2wr71fPp4g6yjuGv3sGQt",
+            ),
             ("network:\n  listen_addresses: [\"tcp/0\"]\n", "network.listen_addresses[0]", "tcp/0"),
         ];
         for (yaml, key, value) in cases {

@@ -234,13 +234,17 @@ async fn auth_remove(
     Ok(data(json!({ "status": "removed" })))
 }
 
+/// A peer ID, or a name in `names:` (a peer ID is never looked up as a name, as in `resolve_peer`).
 pub(super) fn resolve_name(s: &ApiState, name: &str) -> Result<(PeerId, &'static str), ApiError> {
-    if let Some(id) = s.view.names().get(name) {
-        return Ok((parse_peer(id)?, "local_config"));
+    if let Ok(p) = name.parse() {
+        return Ok((p, "peer_id"));
     }
-    name.parse().map(|p| (p, "peer_id")).map_err(|_| {
-        ApiError(StatusCode::NOT_FOUND, format!("cannot resolve {name:?}: name not found"))
-    })
+    match s.view.names().get(name) {
+        Some(id) => Ok((parse_peer(id)?, "local_config")),
+        None => {
+            Err(ApiError(StatusCode::NOT_FOUND, format!("cannot resolve {name:?}: name not found")))
+        }
+    }
 }
 
 #[derive(Deserialize)]

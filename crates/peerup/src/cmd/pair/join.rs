@@ -16,7 +16,7 @@ use peerup_core::{Multiaddr, identity, relay_addr};
 
 use super::super::Ctx;
 use super::super::init::{create_identity, new_node_paths, write_config};
-use super::{add_group, host_name, load, note, save_peer, short};
+use super::{add_group, check_wanted_name, host_name, load, note, save_peer, short};
 use crate::cli::JoinArgs;
 use crate::config::edit::rewrite_node_file;
 use crate::config::load::find_node_config;
@@ -51,6 +51,7 @@ fn read_code(args: &JoinArgs) -> Result<String> {
 
 /// `peerup join`.
 pub(in crate::cmd) fn join(args: &JoinArgs, ctx: &Ctx) -> Result<()> {
+    check_wanted_name(args.name.as_deref())?;
     let code = InviteCode::decode(&read_code(args)?).context("invalid invite code")?;
     let existing: Option<PathBuf> = match ctx.config_path() {
         Some(p) => p.exists().then(|| p.to_path_buf()),
