@@ -280,3 +280,56 @@ async fn a_group_of_three_ends_mutually_introduced() {
     assert!(lab.rendezvous.revoke(group.id));
     assert!(lab.rendezvous.groups().is_empty());
 }
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn member_names_from_a_relay_are_sanitized_on_receipt() {
+    use peerup_core::pairing::pake::{Handshake, Role};
+    // A hostile relay: the PAKE peer of a group code, sending whatever names it likes.
+    let cancel = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let relay_key = Keypair::generate_ed25519();
+    let relay_id = relay_key.public().to_peer_id();
+    let mut cfg = NodeConfig::new(relay_key.clone());
+    cfg.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
+    cfg.enable_dht = false;
+    let (relay, mut ev) = Node::spawn(cfg, cancel.clone(), &tracker).unwrap();
+    let addr = match wait_for(&mut ev, |e| matches!(e, NodeEvent::Listening(_))).await {
+        NodeEvent::Listening(a) => a.with(Protocol::P2p(relay_id)),
+        _ => unreachable!(),
+    };
+    let mut incoming =
+        relay.accept(libp2p::StreamProtocol::new(peerup_core::pairing::PAIR_RENDEZVOUS));
+    let (member, victim) = (PeerId::random(), PeerId::random());
+    let bob_key = Keypair::generate_ed25519();
+    let bob_id = bob_key.public().to_peer_id();
+    let password = Password::from_bits(77);
+    tokio::spawn(async move {
+        let mut s = incoming.recv().await.unwrap();
+        let Message::Join { slot } = wire::read(&mut s.stream).await.unwrap() else { panic!() };
+        wire::write(&mut s.stream, &Message::Matched).await.unwrap();
+        let (hs, hello) = Handshake::start(Role::Inviter, password, &relay_id, slot, relay_key);
+        wire::write(&mut s.stream, &hello).await.unwrap();
+        let keyed = hs.receive_hello(&wire::read(&mut s.stream).await.unwrap()).unwrap();
+        wire::write(&mut s.stream, &keyed.confirm("relay")).await.unwrap();
+        keyed.verify(&wire::read(&mut s.stream).await.unwrap()).unwrap();
+        let peers = vec![
+            (member, "a b".to_string()),
+            (victim, victim.to_string()),
+            (bob_id, "bob".to_string()),
+        ];
+        wire::write(&mut s.stream, &Message::Members { group: 5, peers }).await.unwrap();
+        wire::write(&mut s.stream, &Message::Done).await.unwrap();
+        let mut rest = Vec::new();
+        let _ = futures::AsyncReadExt::read_to_end(&mut s.stream, &mut rest).await;
+        drop(relay);
+    });
+    let mut cfg = NodeConfig::new(bob_key.clone());
+    cfg.enable_dht = false;
+    let (bob, _) = Node::spawn(cfg, cancel.clone(), &tracker).unwrap();
+    assert_eq!(bob.connect(addr).await.unwrap(), relay_id);
+    let j = Join { relay: relay_id, slot: 3, password, keypair: bob_key, name: "bob".into() };
+    let joined = session::join(&bob, j, |_| Ok(())).await.unwrap();
+    let (group, members) = joined.group.unwrap();
+    assert_eq!(group, 5);
+    assert_eq!(members, vec![(member, "ab".to_string()), (victim, String::new())]);
+    cancel.cancel();
+}

@@ -9,7 +9,7 @@ use libp2p::{PeerId, Stream, StreamProtocol};
 use tokio::time::Instant;
 
 use super::code::{Password, Slot};
-use super::pake::{Handshake, Paired, PakeError, Role};
+use super::pake::{Handshake, Paired, PakeError, Role, sanitize_name};
 use super::wire::{self, Message, WireError};
 use super::{MAX_FAILURES, PAIR_RENDEZVOUS};
 use crate::node::{Node, NodeError};
@@ -230,8 +230,21 @@ pub async fn invite(
 
 async fn release(node: &Node, inv: &Invite) {
     if let Err(e) = request(node, inv.relay, &Message::Release { slot: inv.slot }).await {
-        tracing::debug!(error = %e, "releasing the slot failed");
+        tracing::debug!(error = ?e.to_string(), "releasing the slot failed");
     }
+}
+
+/// A member list as received from a relay ([`Message::Members`] or [`Message::Introduce`]): the
+/// names sanitized like every announced name (the relay chose these bytes), ourselves and repeated
+/// peers left out.
+pub fn received_members(peers: Vec<(PeerId, String)>, me: PeerId) -> Vec<(PeerId, String)> {
+    let mut out: Vec<(PeerId, String)> = Vec::with_capacity(peers.len());
+    for (peer, name) in peers {
+        if peer != me && !out.iter().any(|(p, _)| *p == peer) {
+            out.push((peer, sanitize_name(&name)));
+        }
+    }
+    out
 }
 
 /// What the joiner needs.
@@ -271,6 +284,7 @@ pub async fn join(
         Message::Error(e) => return Err(PairError::Relay(e)),
         _ => return Err(PairError::Wire(WireError::Invalid("relay reply"))),
     }
+    let me = j.keypair.public().to_peer_id();
     let paired =
         handshake(&mut s, Role::Joiner, j.password, &j.relay, j.slot, j.keypair, &j.name).await?;
     let mut group = None;
@@ -279,7 +293,7 @@ pub async fn join(
             Message::Done => break,
             // Only the relay itself, as the PAKE peer, hands out a group's members.
             Message::Members { group: id, peers } if paired.peer == j.relay && group.is_none() => {
-                group = Some((id, peers));
+                group = Some((id, received_members(peers, me)));
             }
             Message::Error(e) => return Err(PairError::Peer(e)),
             _ => return Err(PairError::Wire(WireError::Invalid("inviter reply"))),
@@ -289,4 +303,24 @@ pub async fn join(
     let joined = Joined { paired, group };
     save(&joined).map_err(PairError::Save)?;
     Ok(joined)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn members_from_a_relay_are_sanitized_without_us_and_repeats() {
+        let (me, a, victim) = (PeerId::random(), PeerId::random(), PeerId::random());
+        let got = received_members(
+            vec![
+                (a, "a b\ninjected".into()),
+                (me, "me".into()),
+                (victim, victim.to_string()),
+                (a, "again".into()),
+            ],
+            me,
+        );
+        assert_eq!(got, vec![(a, "abinjected".to_string()), (victim, String::new())]);
+    }
 }

@@ -7,7 +7,9 @@ use serde::Serialize;
 
 use super::Ctx;
 use crate::cli::RelayCommand;
-use crate::config::{self, edit::rewrite_node_file};
+use crate::config::edit::{ConfigText, rewrite_node_file, rewrite_node_file_forced};
+use crate::config::schema::NodeConfig;
+use crate::config::{self};
 use crate::outln;
 use crate::output::{self, faint, ok, warn};
 
@@ -106,11 +108,14 @@ fn remove(address: &str, force: bool, ctx: &Ctx) -> Result<()> {
             "cannot remove the last relay address (the daemon needs at least one); use --force to remove it anyway"
         );
     }
-    rewrite_node_file(
-        &loaded.path,
-        |t| t.remove_relay_address(address),
-        |c| !c.relay.addresses.iter().any(|a| a == address),
-    )?;
+    let edit = |t: &mut ConfigText| t.remove_relay_address(address);
+    let gone = |c: &NodeConfig| !c.relay.addresses.iter().any(|a| a == address);
+    if current.len() == 1 {
+        // The last relay: the config will not start without one, which --force accepted.
+        rewrite_node_file_forced(&loaded.path, edit, gone)?;
+    } else {
+        rewrite_node_file(&loaded.path, edit, gone)?;
+    }
     outln!("{}", ok(format!("Removed relay: {address}")))?;
     Ok(())
 }

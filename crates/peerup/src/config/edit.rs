@@ -12,13 +12,34 @@ use anyhow::{Context, Result, bail};
 
 use super::load::parse_yaml;
 use super::schema::NodeConfig;
+use super::validate::validate_node;
 
 /// Edits the node config file at `path`: applies `edit` to its text, re-parses the result, checks
-/// the intended change with `verify`, and only then writes it atomically (mode 0600).
+/// the intended change with `verify` and that the result passes validation as a start would check
+/// it (see [`refuse_new_problems`]), and only then writes it atomically (mode 0600).
 pub fn rewrite_node_file(
     path: &Path,
     edit: impl FnOnce(&mut ConfigText) -> Result<()>,
     verify: impl FnOnce(&NodeConfig) -> bool,
+) -> Result<()> {
+    rewrite(path, edit, verify, true)
+}
+
+/// Like [`rewrite_node_file`] without the validation: only for an edit the user forced knowing
+/// that the result will not start (`relay remove --force` of the last relay).
+pub fn rewrite_node_file_forced(
+    path: &Path,
+    edit: impl FnOnce(&mut ConfigText) -> Result<()>,
+    verify: impl FnOnce(&NodeConfig) -> bool,
+) -> Result<()> {
+    rewrite(path, edit, verify, false)
+}
+
+fn rewrite(
+    path: &Path,
+    edit: impl FnOnce(&mut ConfigText) -> Result<()>,
+    verify: impl FnOnce(&NodeConfig) -> bool,
+    validate: bool,
 ) -> Result<()> {
     // From the read to the rename, so that a concurrent edit is never written over.
     let _lock = peerup_core::fsutil::lock_exclusive(path)?;
@@ -32,8 +53,36 @@ pub fn rewrite_node_file(
     if !verify(&parsed) {
         bail!("could not apply the edit to {} safely; nothing was written", path.display());
     }
+    if validate {
+        refuse_new_problems(path, &before, &parsed)?;
+    }
     peerup_core::fsutil::write_private_atomic(path, after.as_bytes())?;
     Ok(())
+}
+
+/// Fails when the edited config has a problem ([`validate_node`]) that the file did not have
+/// before: the next start would refuse it. Problems it had already are not the edit's doing, and
+/// must not block an edit (one that fixes another problem, say).
+fn refuse_new_problems(path: &Path, before: &str, after: &NodeConfig) -> Result<()> {
+    let old = parse_yaml::<NodeConfig>(before)
+        .ok()
+        .and_then(|(c, _)| validate_node(&c).err())
+        .unwrap_or_default();
+    let new: Vec<String> = validate_node(after)
+        .err()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|p| !old.contains(p))
+        .map(|p| p.to_string())
+        .collect();
+    if new.is_empty() {
+        return Ok(());
+    }
+    bail!(
+        "the edit would leave {} invalid ({}); nothing was written",
+        path.display(),
+        new.join("; ")
+    )
 }
 
 /// A config file's text as lines.
@@ -438,6 +487,39 @@ names: {}
             t.render(),
             "version: 1\n\nservices:\n  ssh:\n    enabled: true\n    local_address: \"localhost:22\"\n\nrelay:\n  addresses:\n    - \"/ip4/1.1.1.1/tcp/1/p2p/A\"\n"
         );
+    }
+
+    #[test]
+    fn an_edit_that_would_not_start_is_refused_and_nothing_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.yaml");
+        let id = "12D3KooWNq8c1fNjXwhRoWxSXT419bumWQFoTbowCwHEa96RJRg6";
+        let text =
+            format!("relay:\n  addresses: [\"/ip4/1.2.3.4/tcp/7777/p2p/{id}\"]\nnames: {{}}\n");
+        std::fs::write(&path, &text).unwrap();
+        for bad in ["a b", "12D3KooWPrmh163sTHW3mYQm7YsLsSR2wr71fPp4g6yjuGv3sGQt"] {
+            let err =
+                rewrite_node_file(&path, |t| t.add_name(bad, id), |c| c.names.contains_key(bad))
+                    .unwrap_err()
+                    .to_string();
+            assert!(
+                err.contains("nothing was written") && err.contains(&format!("names.{bad}")),
+                "{err}"
+            );
+            assert_eq!(
+                std::fs::read_to_string(&path).unwrap(),
+                text,
+                "{bad}: the file is untouched"
+            );
+        }
+        rewrite_node_file(&path, |t| t.add_name("home", id), |c| c.names.contains_key("home"))
+            .unwrap();
+        assert!(std::fs::read_to_string(&path).unwrap().contains("\"home\""));
+        // A problem the file had already does not block an unrelated edit.
+        let broken = format!("{text}services:\n  ssh:\n    local_address: nope\n");
+        std::fs::write(&path, &broken).unwrap();
+        rewrite_node_file(&path, |t| t.add_name("nas", id), |c| c.names.contains_key("nas"))
+            .unwrap();
     }
 
     #[test]
