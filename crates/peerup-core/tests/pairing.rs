@@ -280,6 +280,57 @@ async fn a_group_of_three_ends_mutually_introduced() {
     assert!(lab.rendezvous.revoke(group.id));
     assert!(lab.rendezvous.groups().is_empty());
 }
+/// One request on its own rendezvous stream, and the answer.
+async fn request(node: &Node, relay: PeerId, msg: &Message) -> Result<Message, String> {
+    let (mut s, _) = node
+        .open_stream(relay, libp2p::StreamProtocol::new(peerup_core::pairing::PAIR_RENDEZVOUS))
+        .await
+        .map_err(|e| e.to_string())?;
+    wire::write(&mut s, msg).await.map_err(|e| e.to_string())?;
+    let answer = tokio::time::timeout(WAIT, wire::read(&mut s)).await.map_err(|e| e.to_string())?;
+    answer.map_err(|e| e.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_peer_cannot_take_every_rendezvous_stream() {
+    use peerup_core::pairing::rendezvous::MAX_STREAMS_PER_PEER;
+    let alice_key = Keypair::generate_ed25519();
+    let lab = Lab::start(&[alice_key.public().to_peer_id()]).await;
+    let (alice, _) = lab.node(alice_key, false);
+    // Registered slots hold their streams open: the relay has counted each of them.
+    let mut held = Vec::new();
+    for slot in 0..MAX_STREAMS_PER_PEER as u32 {
+        let (mut s, _) = alice
+            .open_stream(
+                lab.relay,
+                libp2p::StreamProtocol::new(peerup_core::pairing::PAIR_RENDEZVOUS),
+            )
+            .await
+            .unwrap();
+        wire::write(&mut s, &Message::Register { slot: 1000 + slot, ttl_secs: 60 }).await.unwrap();
+        assert_eq!(wire::read(&mut s).await.unwrap(), Message::Registered, "slot {slot}");
+        held.push(s);
+    }
+    let release = Message::Release { slot: 1 };
+    let over = request(&alice, lab.relay, &release).await;
+    assert!(over.is_err(), "one stream over the per-peer cap was served: {over:?}");
+    // Someone else is still served: the global limit is far from used up.
+    let (bob, _) = lab.node(Keypair::generate_ed25519(), false);
+    assert_eq!(request(&bob, lab.relay, &release).await, Ok(Message::Ok));
+    // Once alice's streams end, her count goes back down.
+    drop(held);
+    let served = tokio::time::timeout(WAIT, async {
+        loop {
+            if request(&alice, lab.relay, &release).await == Ok(Message::Ok) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(served.is_ok(), "alice was never served again");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn member_names_from_a_relay_are_sanitized_on_receipt() {
     use peerup_core::pairing::pake::{Handshake, Role};

@@ -32,6 +32,10 @@ use handlers::{join, register};
 
 /// Rendezvous streams handled at once; more are dropped.
 const MAX_STREAMS: usize = 64;
+/// Rendezvous streams one peer may have handled at once, so that one peer (a stranger on
+/// probation, say) cannot take every slot: an inviter holds one per open invite plus a short one
+/// for `Admit` or `Release`, a joiner one.
+pub const MAX_STREAMS_PER_PEER: usize = 8;
 /// How long a request may take to arrive.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a joiner waits for its inviter to come back between two attempts.
@@ -199,6 +203,7 @@ pub fn serve(
     };
     let rendezvous = Rendezvous { shared: shared.clone() };
     let limit = Arc::new(Semaphore::new(MAX_STREAMS));
+    let per_peer = PerPeer::default();
     let tasks = tracker.clone();
     tracker.spawn(async move {
         let mut prune = tokio::time::interval(PRUNE_EVERY);
@@ -212,6 +217,10 @@ pub fn serve(
                 }
                 s = incoming.recv() => {
                     let Some(s) = s else { break };
+                    let Some(mine) = per_peer.acquire(s.peer) else {
+                        tracing::debug!(peer = %s.peer, "too many pairing streams from this peer; dropped");
+                        continue;
+                    };
                     let Ok(permit) = limit.clone().try_acquire_owned() else {
                         tracing::warn!(peer = %s.peer, "too many pairing streams; dropped");
                         continue;
@@ -222,7 +231,7 @@ pub fn serve(
                             () = cancel.cancelled() => {}
                             () = handle(&shared, s) => {}
                         }
-                        drop(permit);
+                        drop((permit, mine));
                     });
                 }
             }
@@ -231,11 +240,49 @@ pub fn serve(
     rendezvous
 }
 
+/// Counts each peer's rendezvous streams; a peer's entry goes when its last stream ends.
+#[derive(Clone, Default)]
+struct PerPeer(Arc<Mutex<HashMap<PeerId, usize>>>);
+
+/// One stream counted against its peer until dropped.
+struct PeerPermit {
+    peer: PeerId,
+    counts: PerPeer,
+}
+
+impl PerPeer {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<PeerId, usize>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn acquire(&self, peer: PeerId) -> Option<PeerPermit> {
+        let mut counts = self.lock();
+        let n = counts.entry(peer).or_default();
+        if *n >= MAX_STREAMS_PER_PEER {
+            return None;
+        }
+        *n += 1;
+        Some(PeerPermit { peer, counts: self.clone() })
+    }
+}
+
+impl Drop for PeerPermit {
+    fn drop(&mut self) {
+        let mut counts = self.counts.lock();
+        if let Some(n) = counts.get_mut(&self.peer) {
+            *n -= 1;
+            if *n == 0 {
+                counts.remove(&self.peer);
+            }
+        }
+    }
+}
+
 async fn handle(shared: &Shared, mut s: IncomingStream) {
     let peer = s.peer;
     let request = match tokio::time::timeout(REQUEST_TIMEOUT, wire::read(&mut s.stream)).await {
         Ok(Ok(m)) => m,
-        Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "bad pairing request"),
+        Ok(Err(e)) => return tracing::debug!(%peer, error = ?e.to_string(), "bad pairing request"),
         Err(_) => return tracing::debug!(%peer, "pairing request timed out"),
     };
     let reply = match request {
