@@ -12,7 +12,7 @@ use peerup_core::gate::{AccessList, Probation};
 use peerup_core::node::{Node, NodeConfig, NodeEvent};
 use peerup_core::pairing::GROUP_INTRO;
 use peerup_core::pairing::code::Password;
-use peerup_core::pairing::group::GroupSpec;
+use peerup_core::pairing::group::{GroupError, GroupSpec};
 use peerup_core::pairing::rendezvous::{self, RendezvousConfig};
 use peerup_core::pairing::session::{self, Invite, InviteProgress, Join, PairError};
 use peerup_core::pairing::wire::{self, Message};
@@ -280,6 +280,7 @@ async fn a_group_of_three_ends_mutually_introduced() {
     assert!(lab.rendezvous.revoke(group.id));
     assert!(lab.rendezvous.groups().is_empty());
 }
+
 /// One request on its own rendezvous stream, and the answer.
 async fn request(node: &Node, relay: PeerId, msg: &Message) -> Result<Message, String> {
     let (mut s, _) = node
@@ -329,6 +330,80 @@ async fn one_peer_cannot_take_every_rendezvous_stream() {
     })
     .await;
     assert!(served.is_ok(), "alice was never served again");
+}
+
+/// Joins `lab`'s group with `code`, announcing `name`; returns the node (kept connected), its
+/// introductions and what it was told.
+async fn join_group(
+    lab: &Lab,
+    code: (u32, Password),
+    name: &str,
+) -> (Node, tokio::sync::mpsc::Receiver<peerup_core::streams::IncomingStream>, session::Joined) {
+    let key = Keypair::generate_ed25519();
+    let (node, _) = lab.node(key.clone(), false);
+    let intros = node.accept(libp2p::StreamProtocol::new(GROUP_INTRO));
+    let j =
+        Join { relay: lab.relay, slot: code.0, password: code.1, keypair: key, name: name.into() };
+    let joined = session::join(&node, j, |_| Ok(())).await.unwrap();
+    (node, intros, joined)
+}
+
+async fn next_intro(
+    rx: &mut tokio::sync::mpsc::Receiver<peerup_core::streams::IncomingStream>,
+) -> Vec<(PeerId, String)> {
+    let mut s = tokio::time::timeout(WAIT, rx.recv()).await.unwrap().unwrap();
+    match wire::read(&mut s.stream).await.unwrap() {
+        Message::Introduce { peers, .. } => peers,
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_members_do_not_share_a_name_and_the_group_outlives_its_codes() {
+    let lab = Lab::start(&[]).await;
+    let ttl = Duration::from_secs(4);
+    let absurd = Some(Duration::from_secs(10_000 * 365 * 24 * 3600));
+    let refused = lab.rendezvous.create_group(GroupSpec { count: 1, ttl, member_expires: absurd });
+    assert_eq!(refused.err(), Some(GroupError::BadExpires), "no membership beyond 3650 days");
+    let group =
+        lab.rendezvous.create_group(GroupSpec { count: 3, ttl, member_expires: None }).unwrap();
+    let (first, mut first_intros, _) = join_group(&lab, group.codes[0], "alice").await;
+    let (second, _, joined) = join_group(&lab, group.codes[1], "alice").await;
+    let second_id = second.peer_id();
+    // The second "alice" is told of the first under the name it has; the first hears of the
+    // second under a distinct one.
+    assert_eq!(joined.group.unwrap().1, vec![(first.peer_id(), "alice".to_string())]);
+    assert_eq!(next_intro(&mut first_intros).await, vec![(second_id, "alice-2".to_string())]);
+
+    // The codes expire (the third is never used); the group stays for its members.
+    let expired = tokio::time::timeout(WAIT, async {
+        while lab.rendezvous.groups().iter().any(|g| !g.expires_in.is_zero()) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert!(expired.is_ok(), "the codes never expired");
+    let info = lab.rendezvous.groups();
+    assert_eq!(info.len(), 1, "the group was dropped with its codes");
+    let names: Vec<&str> = info[0].members.iter().map(|(_, n)| n.as_str()).collect();
+    assert_eq!(names, ["alice", "alice-2"]);
+    // A member reconnecting after that still hears of the others.
+    lab.rendezvous.member_connected(first.peer_id());
+    assert_eq!(next_intro(&mut first_intros).await, vec![(second_id, "alice-2".to_string())]);
+    let err = session::join(
+        &second,
+        Join {
+            relay: lab.relay,
+            slot: group.codes[2].0,
+            password: group.codes[2].1,
+            keypair: Keypair::generate_ed25519(),
+            name: "late".into(),
+        },
+        |_| Ok(()),
+    )
+    .await
+    .expect_err("an expired code worked");
+    assert!(err.to_string().contains("no invite is waiting"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

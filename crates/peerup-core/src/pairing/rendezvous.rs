@@ -172,12 +172,13 @@ impl Shared {
         self.groups.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Drops expired slots and groups and tells probation how many slots are open. Call with the
-    /// slot lock held.
+    /// Drops expired slots, and groups whose codes expired and that have no members left to
+    /// introduce (see [`Group::keep`]); tells probation how many slots are open. Call with the slot
+    /// lock held.
     pub(super) fn prune(&self, slots: &mut HashMap<Slot, SlotState>) {
         let now = Instant::now();
         slots.retain(|_, s| s.expires > now);
-        self.groups().retain(|_, g| g.expires > now);
+        self.groups().retain(|_, g| g.keep(now));
         if let Some(p) = &self.config.probation {
             p.set_open_slots(slots.values().filter(|s| !s.closed).count());
         }

@@ -11,7 +11,7 @@ use anyhow::{Context, Result, bail};
 use peerup_core::multiaddr::Protocol;
 use peerup_core::node::Node;
 use peerup_core::pairing::code::InviteCode;
-use peerup_core::pairing::group::GroupSpec;
+use peerup_core::pairing::group::{GroupSpec, MAX_MEMBER_EXPIRES};
 use peerup_core::pairing::rendezvous::Rendezvous;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -202,6 +202,12 @@ pub(crate) struct PairArgs {
 
 /// `peerup relay pair`: asks the running relay (whose config is in `dir`).
 pub(crate) fn run(dir: &Path, args: &PairArgs) -> Result<()> {
+    if args.expires.is_some_and(|d| d > MAX_MEMBER_EXPIRES) {
+        bail!(
+            "--expires may be at most {} days; leave it out for memberships that do not expire",
+            MAX_MEMBER_EXPIRES.as_secs() / 86_400
+        );
+    }
     let request = match (&args.revoke, args.list) {
         (Some(id), _) => Request::Revoke { id: id.clone() },
         (None, true) => Request::List,
@@ -243,12 +249,16 @@ pub(crate) fn run(dir: &Path, args: &PairArgs) -> Result<()> {
                 outln!("No active groups.")?;
             }
             for g in groups {
+                // A group outlives its codes while it has members to introduce.
+                let left = match g["expires_in_secs"].as_u64() {
+                    Some(0) | None => "codes expired".to_string(),
+                    Some(s) => format!("{s} s left"),
+                };
                 outln!(
-                    "  {}  {}/{} used  ({} s left)",
+                    "  {}  {}/{} used  ({left})",
                     g["id"].as_str().unwrap_or("?"),
                     g["used"],
                     g["total"],
-                    g["expires_in_secs"]
                 )?;
             }
         }
