@@ -281,6 +281,49 @@ async fn a_group_of_three_ends_mutually_introduced() {
     assert!(lab.rendezvous.groups().is_empty());
 }
 
+/// Waits until an invite is registered and waiting for its joiner.
+async fn invite_waiting(
+    node: Node,
+    inv: Invite,
+) -> tokio::task::JoinHandle<Result<session::Invited, PairError>> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+    let inviter = tokio::spawn(async move {
+        session::invite(
+            &node,
+            &inv,
+            |p| {
+                if p == InviteProgress::Waiting {
+                    let _ = tx.try_send(());
+                }
+            },
+            |_| Ok(()),
+        )
+        .await
+    });
+    if tokio::time::timeout(WAIT, rx.recv()).await.ok().flatten().is_none() {
+        panic!("invite ended: {:?}", inviter.await);
+    }
+    inviter
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inviter_removed_after_inviting_admits_no_one() {
+    let (alice_key, bob_key) = (Keypair::generate_ed25519(), Keypair::generate_ed25519());
+    let bob_id = bob_key.public().to_peer_id();
+    let lab = Lab::start(&[alice_key.public().to_peer_id()]).await;
+    let (alice, _) = lab.node(alice_key.clone(), false);
+    let (bob, _) = lab.node(bob_key.clone(), false);
+    let inviter = invite_waiting(alice, invite(&lab, alice_key, 1234, WAIT)).await;
+    // The operator removes alice while her invite is open (her connection stays up).
+    lab.relay_access.replace(&AuthorizedKeys::default());
+    session::join(&bob, join(&lab, bob_key, 1234), |_| Ok(())).await.unwrap();
+    let invited = inviter.await.unwrap().unwrap();
+    let refused = invited.admitted.expect_err("the relay admitted bob on a removed inviter's word");
+    assert!(refused.contains("no longer authorized"), "{refused}");
+    assert!(lab.admitted.lock().unwrap().is_empty(), "the admit hook was not called");
+    assert!(!lab.relay_access.is_allowed(&bob_id));
+}
+
 /// One request on its own rendezvous stream, and the answer.
 async fn request(node: &Node, relay: PeerId, msg: &Message) -> Result<Message, String> {
     let (mut s, _) = node

@@ -308,6 +308,12 @@ async fn handle(shared: &Shared, mut s: IncomingStream) {
 }
 
 fn admit(shared: &Shared, inviter: PeerId, slot: Slot, joiner: PeerId) -> Message {
+    // The inviter vouches for the joiner: that is worth something only while the inviter itself is
+    // authorized here (it may have been removed, or expired, since it registered the slot).
+    if !shared.config.access.is_authorized(&inviter) {
+        tracing::info!(target: "audit", %joiner, %inviter, "auth_decision: joiner not admitted (the inviter is no longer authorized)");
+        return Message::Error("the inviter is no longer authorized on this relay".into());
+    }
     {
         let mut slots = shared.lock();
         let Some(s) =

@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Result, bail};
-use peerup_core::authorized_keys::{AuthorizedKeys, Entry};
+use jiff::Timestamp;
+use peerup_core::authorized_keys::{ATTR_EXPIRES, AuthorizedKeys, Entry};
 use peerup_core::gate::{AccessList, Probation};
 use peerup_core::multiaddr::Protocol;
 use peerup_core::node::{Node, NodeEvent};
@@ -20,6 +21,7 @@ use tokio::sync::broadcast::error::RecvError;
 
 use super::Ctx;
 
+mod admit;
 mod changes;
 use crate::config::load::{Loaded, RELAY_CONFIG_FILE, load_relay_file};
 use crate::config::relay_schema::RelayConfig;
@@ -28,6 +30,7 @@ use crate::config::validate::validate_relay;
 use crate::net;
 use crate::outln;
 use crate::output::{self, ok, short_id};
+use admit::{expiry_after, invited_entry};
 
 fn config_path(ctx: &Ctx) -> PathBuf {
     ctx.config_path().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from(RELAY_CONFIG_FILE))
@@ -187,9 +190,9 @@ fn admit_hook(access: AccessList, gating: bool, path: PathBuf) -> AdmitHook {
         let _lock = AuthorizedKeys::lock(&path).map_err(|e| e.to_string())?;
         let mut keys = AuthorizedKeys::load(&path).map_err(|e| e.to_string())?;
         if keys.get(&a.joiner).is_none() {
-            let mut entry = match &a.via {
+            let entry = match &a.via {
                 Via::Inviter(inviter) => {
-                    Entry::new(a.joiner, Some(&format!("paired via {inviter}")))
+                    invited_entry(&keys, a.joiner, *inviter, Timestamp::now())?
                 }
                 Via::Group { id, expires } => {
                     let comment =
@@ -197,17 +200,13 @@ fn admit_hook(access: AccessList, gating: bool, path: PathBuf) -> AdmitHook {
                     let mut e = Entry::new(a.joiner, Some(&comment));
                     e.set_attr("group", &format!("{id:08x}")).map_err(|e| e.to_string())?;
                     if let Some(d) = expires {
-                        let until = jiff::Timestamp::now()
-                            + jiff::SignedDuration::try_from(*d).map_err(|e| e.to_string())?;
-                        e.set_attr("expires", &until.to_string()).map_err(|e| e.to_string())?;
+                        let until = expiry_after(Timestamp::now(), *d)?;
+                        e.set_attr(ATTR_EXPIRES, &until.to_string()).map_err(|e| e.to_string())?;
                     }
                     e
                 }
-                _ => Entry::new(a.joiner, None),
+                _ => Entry::new(a.joiner, Some("paired")),
             };
-            if entry.comment().is_none() {
-                entry = Entry::new(a.joiner, Some("paired"));
-            }
             keys.add(entry).map_err(|e| e.to_string())?;
             keys.save(&path).map_err(|e| e.to_string())?;
         }

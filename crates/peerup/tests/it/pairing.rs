@@ -4,7 +4,7 @@
 
 use peerup_core::pairing::code::{InviteCode, Password};
 
-use crate::util::{Home, Proc};
+use crate::util::{Home, PEER_A, Proc};
 
 /// A gated relay on 127.0.0.1 and alice, initialized with it and authorized on it.
 struct Setup {
@@ -16,6 +16,11 @@ struct Setup {
 }
 
 fn setup() -> Setup {
+    setup_with("")
+}
+
+/// [`setup`], with `attrs` (`key=value …`) on alice's line in the relay's authorized_keys.
+fn setup_with(attrs: &str) -> Setup {
     let relay_home = Home::new();
     let cfg = crate::util::loopback_relay_config(&relay_home, true);
     let alice = Home::new();
@@ -25,6 +30,13 @@ fn setup() -> Setup {
     alice.run(&["init", "--non-interactive", "--relay", addr.trim()]).ok();
     let alice_id = alice.run(&["whoami"]).ok().trim().to_string();
     relay_home.run(&["relay", "authorize", &alice_id, "--config", &cfg]).ok();
+    if !attrs.is_empty() {
+        let keys = relay_keys_path(&cfg);
+        let text = std::fs::read_to_string(&keys).unwrap();
+        let line = format!("\n{alice_id}\n");
+        assert!(text.contains(&line), "{text}");
+        std::fs::write(&keys, text.replace(&line, &format!("\n{alice_id}  {attrs}\n"))).unwrap();
+    }
     // The relay reads its authorized_keys at start.
     drop(relay);
     let mut relay = Proc::spawn(&relay_home, &["relay", "serve", "--config", &cfg]);
@@ -35,6 +47,10 @@ fn setup() -> Setup {
         std::fs::write(alice.file("config.yaml"), c).unwrap();
     }
     Setup { relay_home, relay_cfg: cfg, _relay: relay, alice, alice_id }
+}
+
+fn relay_keys_path(relay_cfg: &str) -> std::path::PathBuf {
+    std::path::Path::new(relay_cfg).parent().unwrap().join("relay_authorized_keys")
 }
 
 fn invite(s: &Setup, extra: &[&str]) -> (Proc, String) {
@@ -225,4 +241,51 @@ fn relay_pair_makes_group_codes_lists_and_revokes_them() {
     let cfg = dir.join("relay-server.yaml");
     let err = lone.run(&["relay", "pair", "--config", cfg.to_str().unwrap()]).fails();
     assert!(err.contains("relay is not running"), "{err}");
+}
+
+#[test]
+fn a_relay_admission_follows_its_inviter() {
+    let s = setup_with("expires=2099-01-01T00:00:00Z");
+    let keys = relay_keys_path(&s.relay_cfg);
+    let pair = |who: &Home| {
+        let (inv, code) = invite(&s, &[]);
+        who.run(&["join", &code]).ok();
+        let (status, log) = inv.finish();
+        assert_eq!(status, 0, "{log}");
+        (who.run(&["whoami"]).ok().trim().to_string(), log)
+    };
+    // The joiner's relay entry ends when alice's does, and alice answers for it.
+    let (bob, _) = pair(&Home::new());
+    let text = std::fs::read_to_string(&keys).unwrap();
+    let line = text.lines().find(|l| l.starts_with(&bob)).unwrap_or_else(|| panic!("{text}"));
+    assert!(line.contains("expires=2099-01-01T00:00:00Z"), "{line}");
+    assert!(line.contains(&format!("sponsor={}", s.alice_id)), "{line}");
+
+    // alice has brought in as many as a sponsor may (bob and 15 more): the next is not admitted.
+    let mut text = text;
+    for _ in 0..15 {
+        text.push_str(&format!("{}  sponsor={}\n", peerup_core::PeerId::random(), s.alice_id));
+    }
+    std::fs::write(&keys, &text).unwrap();
+    let (carol, log) = pair(&Home::new());
+    assert!(log.contains("the relay did not authorize") && log.contains("(16)"), "{log}");
+    assert!(!std::fs::read_to_string(&keys).unwrap().contains(&carol));
+
+    // The operator removes alice; the relay admits no one on her word any more.
+    s.relay_home.run(&["relay", "deauthorize", &s.alice_id, "--config", &s.relay_cfg]).ok();
+    let (dave, log) = pair(&Home::new());
+    assert!(log.contains("no longer authorized"), "{log}");
+    assert!(!std::fs::read_to_string(&keys).unwrap().contains(&dave));
+
+    // Absurd memberships are refused up front (they overflowed a timestamp on the next join).
+    let err = s
+        .relay_home
+        .run(&["relay", "pair", "--expires", "10000y", "--config", &s.relay_cfg])
+        .fails();
+    assert!(err.contains("--expires may be at most 3650 days"), "{err}");
+    // A name that is a peer ID is refused too.
+    let err = s.alice.run(&["invite", "--name", PEER_A]).fails();
+    assert!(err.contains("is a peer ID"), "{err}");
+    let err = Home::new().run(&["join", "ABC", "--name", PEER_A]).fails();
+    assert!(err.contains("is a peer ID"), "{err}");
 }
