@@ -17,6 +17,10 @@
 //!    NAT and passes the peer's, which now expects it: the two SYNs make one TCP connection
 //!    (a simultaneous open). Where nothing filters, the peer's early SYN is refused instead and
 //!    the dialer's reaches the listener; the peer takes whichever comes first.
+//!
+//!    Both sides connect only to ports from 1024 up (a peer could otherwise make this node send
+//!    SYNs to the SSH or mail port of whoever shares its address), and the listener takes only
+//!    the connection from the dialer's address *and* announced port; it closes any other.
 //! 4. Over the connection the two run the bulk path's handshake, the dialer as the client:
 //!    TLS 1.3 with libp2p certificates, then the request, as on any bulk connection.
 //!
@@ -49,6 +53,9 @@ pub const PROTOCOL: &str = "/peerup/bulk-punch/1.0.0";
 const CONCURRENT: usize = 16;
 /// The version byte of a request.
 const VERSION: u8 = 1;
+/// The lowest port a punch connects to: a peer must not make this node send SYNs to the
+/// privileged ports (SSH, SMTP, ...) of whatever sits at its address.
+const MIN_PORT: u16 = 1024;
 
 /// A punch could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +67,9 @@ pub enum PunchError {
     /// A malformed message.
     #[error("malformed hole punch message: {0}")]
     Malformed(&'static str),
+    /// The other side named a port below 1024.
+    #[error("hole punch to privileged port {0} refused")]
+    PrivilegedPort(u16),
     /// The stream or a socket failed.
     #[error("hole punch: {0}")]
     Io(String),
@@ -77,14 +87,20 @@ pub(crate) fn encode_request(port: u16) -> [u8; 3] {
     [VERSION, hi, lo]
 }
 
-/// The dialer's port in a request.
+/// The dialer's port in a request (at least [`MIN_PORT`]).
 pub(crate) fn decode_request(bytes: [u8; 3]) -> Result<u16, PunchError> {
     if bytes[0] != VERSION {
         return Err(PunchError::Malformed("unknown version"));
     }
-    match u16::from_be_bytes([bytes[1], bytes[2]]) {
+    unprivileged(u16::from_be_bytes([bytes[1], bytes[2]]))
+}
+
+/// `port` if a punch may connect to it.
+fn unprivileged(port: u16) -> Result<u16, PunchError> {
+    match port {
         0 => Err(PunchError::Malformed("port 0")),
-        port => Ok(port),
+        p if p < MIN_PORT => Err(PunchError::PrivilegedPort(p)),
+        p => Ok(p),
     }
 }
 
@@ -99,11 +115,10 @@ pub(crate) fn encode_answer(port: Option<u16>) -> [u8; 3] {
     }
 }
 
-/// The peer's port in an answer.
+/// The peer's port in an answer (at least [`MIN_PORT`]).
 pub(crate) fn decode_answer(bytes: [u8; 3]) -> Result<u16, PunchError> {
     match (bytes[0], u16::from_be_bytes([bytes[1], bytes[2]])) {
-        (0, 0) => Err(PunchError::Malformed("port 0")),
-        (0, port) => Ok(port),
+        (0, port) => unprivileged(port),
         (1, _) => Err(PunchError::Refused("no direct connection to reach back over")),
         _ => Err(PunchError::Malformed("unknown answer")),
     }
@@ -189,7 +204,7 @@ async fn answer(tls: &crate::tls::Config, request: IncomingStream) -> Result<(),
         let _ = stream.close().await;
         return Err(PunchError::Refused("not a direct connection"));
     };
-    let meeting = Meeting::start(ip, theirs).await?;
+    let meeting = Meeting::start(SocketAddr::new(ip, theirs)).await?;
     // The SYN has left; now the answer (module docs, step 2).
     stream.write_all(&encode_answer(Some(meeting.port))).await?;
     stream.flush().await?;
@@ -208,27 +223,27 @@ async fn answer(tls: &crate::tls::Config, request: IncomingStream) -> Result<(),
 /// The answering side of a punch: a listener and a connection under way, on one fresh port.
 struct Meeting {
     port: u16,
-    ip: IpAddr,
+    /// The dialer's address and the port it announced: the only connection taken.
+    dialer: SocketAddr,
     listener: TcpListener,
     /// Ours, connecting to the dialer; `None` once it failed.
     connecting: Option<BoxFuture<'static, io::Result<TcpStream>>>,
 }
 
 impl Meeting {
-    /// Binds a fresh port and starts connecting from it to `theirs` at `ip`: the SYN has left
-    /// when this returns.
-    async fn start(ip: IpAddr, theirs: u16) -> io::Result<Self> {
-        let listener = socket_for(ip, 0, true)?;
+    /// Binds a fresh port and starts connecting from it to `dialer`: the SYN has left when this
+    /// returns.
+    async fn start(dialer: SocketAddr) -> io::Result<Self> {
+        let listener = socket_for(dialer.ip(), 0, true)?;
         let port = listener.local_addr()?.port();
         let listener = listener.listen(1)?;
-        let mut connecting =
-            socket_for(ip, port, true)?.connect(SocketAddr::new(ip, theirs)).boxed();
+        let mut connecting = socket_for(dialer.ip(), port, true)?.connect(dialer).boxed();
         let connecting = match futures::poll!(connecting.as_mut()) {
             Poll::Pending => Some(connecting),
             Poll::Ready(Ok(tcp)) => Some(futures::future::ready(Ok(tcp)).boxed()),
             Poll::Ready(Err(_)) => None,
         };
-        Ok(Self { port, ip, listener, connecting })
+        Ok(Self { port, dialer, listener, connecting })
     }
 
     /// The first connection with the dialer: ours connecting out, or its own arriving at the
@@ -241,19 +256,23 @@ impl Meeting {
                         Ok(tcp) => return Ok(tcp),
                         Err(_) => self.connecting = None,
                     },
-                r = accept_from(&self.listener, self.ip) => return r,
+                r = accept_from(&self.listener, self.dialer) => return r,
             }
         }
     }
 }
 
-/// The next connection to `listener` from `ip`; others are closed.
-async fn accept_from(listener: &TcpListener, ip: IpAddr) -> io::Result<TcpStream> {
+/// The next connection to `listener` from `dialer` (its address and the port it announced);
+/// others are closed. Another port at that address (a stranger behind the same NAT, say) would
+/// otherwise take the dialer's place: the TLS handshake would refuse it, but the meeting would
+/// be lost.
+async fn accept_from(listener: &TcpListener, dialer: SocketAddr) -> io::Result<TcpStream> {
     loop {
         let (tcp, from) = listener.accept().await?;
-        if from.ip() == ip {
+        if from == dialer {
             return Ok(tcp);
         }
+        tracing::debug!(%from, %dialer, "a punched port took a connection from elsewhere; closed");
     }
 }
 
@@ -265,7 +284,7 @@ mod tests {
     #[test]
     fn messages_round_trip_and_garbage_is_an_error() {
         assert_eq!(decode_request(encode_request(40_001)).unwrap(), 40_001);
-        assert_eq!(decode_answer(encode_answer(Some(7))).unwrap(), 7);
+        assert_eq!(decode_answer(encode_answer(Some(40_002))).unwrap(), 40_002);
         assert!(matches!(decode_answer(encode_answer(None)), Err(PunchError::Refused(_))));
         assert!(matches!(decode_request([2, 0, 1]), Err(PunchError::Malformed(_))));
         assert!(matches!(decode_request([VERSION, 0, 0]), Err(PunchError::Malformed(_))));
@@ -273,14 +292,31 @@ mod tests {
         assert!(matches!(decode_answer([9, 1, 1]), Err(PunchError::Malformed(_))));
     }
 
+    /// A peer cannot make this node send SYNs to a privileged port at its address, as the
+    /// answering side (the request) or as the dialer (the answer).
+    #[test]
+    fn privileged_ports_are_refused() {
+        for port in [1u16, 22, 25, 443, 1023] {
+            let [hi, lo] = port.to_be_bytes();
+            let request = decode_request([VERSION, hi, lo]);
+            assert!(matches!(request, Err(PunchError::PrivilegedPort(p)) if p == port), "{port}");
+            let answer = decode_answer([0, hi, lo]);
+            assert!(matches!(answer, Err(PunchError::PrivilegedPort(p)) if p == port), "{port}");
+        }
+        assert_eq!(decode_request(encode_request(1024)).unwrap(), 1024);
+        assert_eq!(decode_answer(encode_answer(Some(1024))).unwrap(), 1024);
+    }
+
     proptest! {
         #[test]
         fn decoding_never_panics_and_accepts_only_what_encodes(bytes: [u8; 3]) {
             if let Ok(port) = decode_request(bytes) {
                 prop_assert_eq!(encode_request(port), bytes);
+                prop_assert!(port >= MIN_PORT);
             }
             if let Ok(port) = decode_answer(bytes) {
                 prop_assert_eq!(encode_answer(Some(port)), bytes);
+                prop_assert!(port >= MIN_PORT);
             }
         }
     }
@@ -293,7 +329,7 @@ mod tests {
         let ip = IpAddr::from([127, 0, 0, 1]);
         let dialer = socket_for(ip, 0, false).unwrap();
         let theirs = dialer.local_addr().unwrap().port();
-        let meeting = Meeting::start(ip, theirs).await.unwrap();
+        let meeting = Meeting::start(SocketAddr::new(ip, theirs)).await.unwrap();
         let port = meeting.port;
         let met = tokio::spawn(async move { meeting.finish().await.unwrap().peer_addr().unwrap() });
         let limit = std::time::Duration::from_secs(5);
@@ -311,7 +347,7 @@ mod tests {
         let ip = IpAddr::from([127, 0, 0, 1]);
         let dialer = socket_for(ip, 0, false).unwrap();
         let theirs = dialer.local_addr().unwrap().port();
-        let meeting = Meeting::start(ip, theirs).await.unwrap();
+        let meeting = Meeting::start(SocketAddr::new(ip, theirs)).await.unwrap();
         let port = meeting.port;
         let met = tokio::spawn(meeting.finish());
         let stranger = TcpSocket::new_v4().unwrap();
@@ -328,6 +364,37 @@ mod tests {
             tokio::time::timeout(limit, tokio::io::AsyncReadExt::read(&mut stranger, &mut byte));
         assert!(matches!(read.await, Ok(Ok(0) | Err(_))), "the stranger's connection was closed");
         assert!(!met.is_finished(), "a stranger's connection was met");
+        let tcp = tokio::time::timeout(limit, dialer.connect((ip, port).into()))
+            .await
+            .expect("connected in time")
+            .unwrap();
+        let seen = tokio::time::timeout(limit, met).await.expect("met in time").unwrap().unwrap();
+        assert_eq!(seen.peer_addr().unwrap(), tcp.local_addr().unwrap());
+    }
+
+    /// A connection from the dialer's address but another port than the one it announced is
+    /// not taken for the dialer's either.
+    #[tokio::test]
+    async fn only_the_announced_port_is_met() {
+        let ip = IpAddr::from([127, 0, 0, 1]);
+        let dialer = socket_for(ip, 0, false).unwrap();
+        let theirs = dialer.local_addr().unwrap().port();
+        let meeting = Meeting::start(SocketAddr::new(ip, theirs)).await.unwrap();
+        let port = meeting.port;
+        let met = tokio::spawn(meeting.finish());
+        let limit = std::time::Duration::from_secs(5);
+        let impostor = TcpSocket::new_v4().unwrap();
+        impostor.bind((ip, 0).into()).unwrap();
+        assert_ne!(impostor.local_addr().unwrap().port(), theirs);
+        let mut impostor = tokio::time::timeout(limit, impostor.connect((ip, port).into()))
+            .await
+            .expect("connected in time")
+            .unwrap();
+        let mut byte = [0u8; 1];
+        let read =
+            tokio::time::timeout(limit, tokio::io::AsyncReadExt::read(&mut impostor, &mut byte));
+        assert!(matches!(read.await, Ok(Ok(0) | Err(_))), "the impostor's connection was closed");
+        assert!(!met.is_finished(), "a connection from another port was met");
         let tcp = tokio::time::timeout(limit, dialer.connect((ip, port).into()))
             .await
             .expect("connected in time")
