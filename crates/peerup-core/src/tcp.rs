@@ -12,7 +12,8 @@
 //!
 //! libp2p's TCP transport gives no access to its sockets once upgraded, and the swarm builder's
 //! `with_tcp` takes no wrapper, so the transport is put together here the way `with_tcp` does
-//! it: TCP, multistream-select, TLS or Noise ([`Security`]), then the muxer.
+//! it: TCP, multistream-select, TLS or Noise ([`Security`]), then the muxer. Its inbound
+//! upgrades also know the peer's address ([`inbound`]).
 
 use std::collections::HashMap;
 use std::io;
@@ -34,6 +35,10 @@ use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId, Transport, noise};
 
 use crate::tls::{self, TlsError};
+
+mod inbound;
+
+pub(crate) use inbound::handshake_peer;
 
 /// Registered sockets by peer address: a second descriptor of each (`dup`), so that the
 /// registry can reach a socket without sharing the tokio stream its connection reads through.
@@ -264,14 +269,16 @@ where
     }
 }
 
-/// The swarm's TCP transport: `tls` or Noise, then peerup's yamux, each socket in `sockets`.
+/// The swarm's TCP transport: `tls` or Noise, then peerup's yamux, each socket in `sockets`;
+/// an inbound connection's upgrades run where [`handshake_peer`] names its peer.
 pub(crate) fn transport(
     key: &Keypair,
     tls: tls::Config,
     sockets: Sockets,
 ) -> Result<Boxed<(PeerId, StreamMuxerBox)>, noise::Error> {
     let tcp = libp2p::tcp::tokio::Transport::new(libp2p::tcp::Config::default().nodelay(true));
-    secured(tcp.map(move |stream, _| sockets.register(stream.0)), key, tls)
+    let secured = secured(tcp.map(move |stream, _| sockets.register(stream.0)), key, tls)?;
+    Ok(inbound::KnowsPeer(secured).boxed())
 }
 
 /// `base` with the upgrades of every swarm transport: multistream-select, [`Security`] (`tls`
