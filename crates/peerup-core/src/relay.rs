@@ -18,7 +18,8 @@ pub struct RelayLimits {
     pub max_reservations: usize,
     /// Reservations one peer may hold.
     pub max_reservations_per_peer: usize,
-    /// Inbound connections from one IP address (enforced by the gate).
+    /// Inbound connections from one IP address (enforced by the gate); also the relay legs from
+    /// one address that may be waiting to send their token at once.
     pub max_connections_per_ip: usize,
     /// How long a reservation lasts before renewal.
     pub reservation_ttl: Duration,

@@ -1,13 +1,24 @@
-//! The relay's side: minting tokens for authorized pairs, joining the two legs that present one,
+//! The relay's side: minting tokens for authorized pairs, joining the two legs that present them,
 //! and copying between them within the relay's circuit limits.
+//!
+//! What one peer, or one address, can make the relay hold is bounded:
+//! - A leg that has not sent its token yet is anyone's TCP connection, so these are bounded in
+//!   total and per source address ([`RelayLimits::max_connections_per_ip`]).
+//! - A pair waiting for its legs counts against the peer that asked for it (its *source*), in
+//!   total and per peer, from the request on; against the *target* only once the two legs are
+//!   joined. A dialer that asks for tokens and never uses them spends its own quota, not the
+//!   target's.
+//! - Each side gets a token of its own, so the pair is joined only by the target's leg and the
+//!   dialer's: a dialer cannot present both, join itself and so hold the target's quota.
 
 use std::collections::HashMap;
+use std::hash::Hash;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use libp2p::{PeerId, StreamProtocol};
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -33,41 +44,123 @@ pub(crate) struct Legs(Arc<Shared>);
 
 struct Shared {
     limits: RelayLimits,
-    /// Legs still sending their token: a leg holds no claim until its token names a pair, so
-    /// these are bounded on their own.
-    unnamed: Arc<Semaphore>,
-    pending: Mutex<HashMap<Token, Pending>>,
-    /// Pairs held (waiting or joined), in total and per peer (each pair counts for both peers).
-    held: Mutex<(usize, HashMap<PeerId, usize>)>,
+    /// Legs still sending their token, by source address (`None`: not known).
+    unnamed: Mutex<Counts<Option<IpAddr>>>,
+    pending: Mutex<Pending>,
+    /// Pairs held (waiting or joined) in total, and per peer: a pair counts for its source from
+    /// the request on, for its target once joined.
+    held: Mutex<Counts<PeerId>>,
     metrics: Metrics,
     tracker: TaskTracker,
     cancel: CancellationToken,
 }
 
+/// How many are held in total, and per key.
+struct Counts<K> {
+    total: usize,
+    per: HashMap<K, usize>,
+}
+
+impl<K> Default for Counts<K> {
+    fn default() -> Self {
+        Self { total: 0, per: HashMap::new() }
+    }
+}
+
+impl<K: Hash + Eq> Counts<K> {
+    fn of(&self, key: &K) -> usize {
+        self.per.get(key).copied().unwrap_or(0)
+    }
+
+    fn add(&mut self, key: K) {
+        *self.per.entry(key).or_default() += 1;
+    }
+
+    fn remove(&mut self, key: &K) {
+        if let Some(n) = self.per.get_mut(key) {
+            *n -= 1;
+            if *n == 0 {
+                self.per.remove(key);
+            }
+        }
+    }
+}
+
+/// The pairs waiting for their legs.
+#[derive(Default)]
 struct Pending {
+    /// By the dialer's token.
+    pairs: HashMap<Token, Pair>,
+    /// The target's token of each pair, to the dialer's.
+    targets: HashMap<Token, Token>,
+}
+
+impl Pending {
+    /// Removes a pair (by the dialer's token) and its target's token.
+    fn remove(&mut self, dialer: &Token) -> Option<Pair> {
+        let pair = self.pairs.remove(dialer)?;
+        self.targets.remove(&pair.target_token);
+        Some(pair)
+    }
+}
+
+struct Pair {
     claim: Claim,
-    /// The leg that came first.
-    waiting: Option<ServiceIo>,
+    target: PeerId,
+    target_token: Token,
+    /// The leg that came first, and whose it is.
+    waiting: Option<(Side, ServiceIo)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Dialer,
+    Target,
 }
 
 /// A pair's place within the limits, given back on drop.
 struct Claim {
     shared: Arc<Shared>,
-    peers: [PeerId; 2],
+    source: PeerId,
+    /// Set once the pair is joined.
+    target: Option<PeerId>,
+}
+
+impl Claim {
+    /// Counts the pair against `target` too, unless it holds as many as it may.
+    fn join(&mut self, target: PeerId) -> bool {
+        let mut held = lock(&self.shared.held);
+        if held.of(&target) >= self.shared.limits.max_circuits_per_peer {
+            return false;
+        }
+        held.add(target);
+        self.target = Some(target);
+        true
+    }
 }
 
 impl Drop for Claim {
     fn drop(&mut self) {
         let mut held = lock(&self.shared.held);
-        held.0 = held.0.saturating_sub(1);
-        for p in &self.peers {
-            if let Some(n) = held.1.get_mut(p) {
-                *n -= 1;
-                if *n == 0 {
-                    held.1.remove(p);
-                }
-            }
+        held.total = held.total.saturating_sub(1);
+        held.remove(&self.source);
+        if let Some(target) = &self.target {
+            held.remove(target);
         }
+    }
+}
+
+/// A leg's place among those still sending their token, given back on drop.
+struct Unnamed {
+    shared: Arc<Shared>,
+    from: Option<IpAddr>,
+}
+
+impl Drop for Unnamed {
+    fn drop(&mut self) {
+        let mut unnamed = lock(&self.shared.unnamed);
+        unnamed.total = unnamed.total.saturating_sub(1);
+        unnamed.remove(&self.from);
     }
 }
 
@@ -82,10 +175,9 @@ impl Legs {
         tracker: TaskTracker,
         cancel: CancellationToken,
     ) -> Self {
-        let unnamed = Arc::new(Semaphore::new(UNNAMED_PER_PAIR * limits.max_circuits.max(1)));
         Self(Arc::new(Shared {
-            unnamed,
             limits,
+            unnamed: Mutex::default(),
             pending: Mutex::default(),
             held: Mutex::default(),
             metrics,
@@ -94,82 +186,123 @@ impl Legs {
         }))
     }
 
-    /// A place for a pair of `a` and `b`, if the limits allow one more.
-    fn claim(&self, a: PeerId, b: PeerId) -> Option<Claim> {
+    /// A place for a pair that `source` asks for, if the limits allow one more. `target` is
+    /// not counted yet, only checked: a target that holds as many pairs as it may is not
+    /// asked.
+    fn claim(&self, source: PeerId, target: PeerId) -> Option<Claim> {
         let limits = &self.0.limits;
         let mut held = lock(&self.0.held);
-        let per = |p: &PeerId| held.1.get(p).copied().unwrap_or(0);
-        if held.0 >= limits.max_circuits
-            || per(&a) >= limits.max_circuits_per_peer
-            || per(&b) >= limits.max_circuits_per_peer
+        if held.total >= limits.max_circuits
+            || held.of(&source) >= limits.max_circuits_per_peer
+            || held.of(&target) >= limits.max_circuits_per_peer
         {
             return None;
         }
-        held.0 += 1;
-        *held.1.entry(a).or_default() += 1;
-        *held.1.entry(b).or_default() += 1;
-        Some(Claim { shared: self.0.clone(), peers: [a, b] })
+        held.total += 1;
+        held.add(source);
+        Some(Claim { shared: self.0.clone(), source, target: None })
     }
 
-    /// Mints a token for a pair from `source` to `target`; it is forgotten after
-    /// [`PAIRING_TIMEOUT`] unless both legs came.
-    pub(crate) fn expect(&self, source: PeerId, target: PeerId) -> Result<Token, Status> {
+    /// Mints the tokens of a pair from `source` to `target`: the dialer's, then the target's.
+    /// They are forgotten after [`PAIRING_TIMEOUT`] unless both legs came.
+    pub(crate) fn expect(&self, source: PeerId, target: PeerId) -> Result<(Token, Token), Status> {
         let claim = self.claim(source, target).ok_or(Status::Busy)?;
-        let token = wire::token().map_err(|_| Status::Busy)?;
-        lock(&self.0.pending).insert(token, Pending { claim, waiting: None });
+        let dialer = wire::token().map_err(|_| Status::Busy)?;
+        let target_token = wire::token().map_err(|_| Status::Busy)?;
+        let pair = Pair { claim, target, target_token, waiting: None };
+        let mut pending = lock(&self.0.pending);
+        pending.pairs.insert(dialer, pair);
+        pending.targets.insert(target_token, dialer);
+        drop(pending);
         let (legs, cancel) = (self.clone(), self.0.cancel.clone());
         self.0.tracker.spawn(async move {
             tokio::select! {
                 () = cancel.cancelled() => {}
                 () = tokio::time::sleep(PAIRING_TIMEOUT) => {}
             }
-            legs.forget(&token);
+            legs.forget(&dialer);
         });
-        Ok(token)
+        Ok((dialer, target_token))
     }
 
-    /// Forgets a token (closing a leg that waited on it).
-    pub(crate) fn forget(&self, token: &Token) {
-        let gone = lock(&self.0.pending).remove(token);
+    /// Forgets a pair by its dialer's token (closing a leg that waited on it).
+    pub(crate) fn forget(&self, dialer: &Token) {
+        let gone = lock(&self.0.pending).remove(dialer);
         drop(gone);
     }
 
     /// Takes a leg that negotiated [`super::SECURITY`] on the relay's TCP listener: reads its
-    /// token, then joins it to the other leg or waits for it.
-    pub(crate) fn accept<C>(&self, mut leg: C)
+    /// token, then joins it to the other leg or waits for it. Called during the connection's
+    /// handshake, where its peer's address is known ([`crate::tcp::handshake_peer`]).
+    pub(crate) fn accept<C>(&self, leg: C)
     where
         C: AsyncRead + AsyncWrite + Send + Unpin + 'static,
     {
-        let Ok(permit) = self.0.unnamed.clone().try_acquire_owned() else {
-            return tracing::debug!("too many relay legs without a token; one closed");
+        self.accept_from(leg, crate::tcp::handshake_peer().map(|a| a.ip()));
+    }
+
+    /// A place for a leg from `from` among those still sending their token.
+    fn unnamed(&self, from: Option<IpAddr>) -> Option<Unnamed> {
+        let limits = &self.0.limits;
+        let mut unnamed = lock(&self.0.unnamed);
+        if unnamed.total >= UNNAMED_PER_PAIR * limits.max_circuits.max(1)
+            || unnamed.of(&from) >= limits.max_connections_per_ip.max(1)
+        {
+            return None;
+        }
+        unnamed.total += 1;
+        unnamed.add(from);
+        Some(Unnamed { shared: self.0.clone(), from })
+    }
+
+    fn accept_from<C>(&self, mut leg: C, from: Option<IpAddr>)
+    where
+        C: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    {
+        let Some(place) = self.unnamed(from) else {
+            return tracing::debug!(?from, "too many relay legs without a token; one closed");
         };
         let legs = self.clone();
         self.0.tracker.spawn(async move {
             let mut token = [0u8; TOKEN_LEN];
             let read = tokio::time::timeout(PAIRING_TIMEOUT, leg.read_exact(&mut token)).await;
-            drop(permit);
+            drop(place);
             match read {
                 Ok(Ok(())) => legs.arrive(token, Box::new(leg)),
-                _ => tracing::debug!("relay leg sent no token"),
+                _ => tracing::debug!(?from, "relay leg sent no token"),
             }
         });
     }
 
     fn arrive(&self, token: Token, leg: ServiceIo) {
         let mut pending = lock(&self.0.pending);
-        let Some(pair) = pending.get_mut(&token) else {
+        let (side, dialer) = match pending.targets.get(&token) {
+            Some(dialer) => (Side::Target, *dialer),
+            None => (Side::Dialer, token),
+        };
+        let Some(pair) = pending.pairs.get_mut(&dialer) else {
             return tracing::debug!("relay leg with an unknown token; closed");
         };
-        let Some(first) = pair.waiting.take() else {
-            pair.waiting = Some(leg);
-            return;
+        let first = match pair.waiting.take() {
+            None => {
+                pair.waiting = Some((side, leg));
+                return;
+            }
+            Some((first_side, first)) if first_side == side => {
+                pair.waiting = Some((first_side, first));
+                return tracing::debug!(?side, "a second relay leg with the same token; closed");
+            }
+            Some((_, first)) => first,
         };
-        let Some(pair) = pending.remove(&token) else { return };
+        let Some(mut pair) = pending.remove(&dialer) else { return };
         drop(pending);
+        let (a, b) = (pair.claim.source, pair.target);
+        if !pair.claim.join(b) {
+            return tracing::debug!(%a, %b, "the target is at its relay leg limit; pair closed");
+        }
         self.0.metrics.relay_legs.inc();
         let shared = self.0.clone();
         self.0.tracker.spawn(async move {
-            let [a, b] = pair.claim.peers;
             let budget = AtomicU64::new(shared.limits.circuit_bytes);
             let join = join(first, leg, &budget);
             let result = tokio::select! {
@@ -261,7 +394,8 @@ async fn answer(
     result
 }
 
-/// Mints a token for `source` → `target` and tells `target`.
+/// Mints the tokens of a pair `source` → `target`, tells `target` its own and returns the
+/// dialer's.
 async fn pair(
     node: &Node,
     legs: &Legs,
@@ -276,13 +410,13 @@ async fn pair(
     if !paths.iter().any(|p| !p.relayed && !p.is_quic()) {
         return Err(Status::Unreachable);
     }
-    let token = legs.expect(source, target)?;
+    let (token, theirs) = legs.expect(source, target)?;
     let told = async {
         let (mut s, _) = node
             .open_stream(target, StreamProtocol::new(INCOMING))
             .await
             .map_err(|e| LegError::Io(e.to_string()))?;
-        s.write_all(&wire::encode_hello(&source, Some(&token))).await?;
+        s.write_all(&wire::encode_hello(&source, Some(&theirs))).await?;
         s.flush().await?;
         let answer = wire::read_answer(&mut s, false).await;
         let _ = s.close().await;
@@ -304,6 +438,8 @@ async fn pair(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures::FutureExt;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     use tokio_util::compat::TokioAsyncReadCompatExt;
 
     fn legs(max_circuits: usize, per_peer: usize, bytes: u64) -> Legs {
@@ -322,25 +458,49 @@ mod tests {
         (relay_end.compat(), peer_end)
     }
 
+    /// A leg that presents `token`: its peer's end.
+    async fn leg_with(l: &Legs, token: &Token) -> tokio::io::DuplexStream {
+        let (relay_end, mut peer_end) = leg();
+        l.accept(relay_end);
+        peer_end.write_all(token).await.unwrap();
+        peer_end
+    }
+
+    /// Whether the relay has closed the leg whose peer's end this is (a closed duplex reads
+    /// its end at once; an open, silent one is pending).
+    fn closed(peer_end: &mut tokio::io::DuplexStream) -> bool {
+        let mut byte = [0u8; 1];
+        matches!(peer_end.read(&mut byte).now_or_never(), Some(Ok(0) | Err(_)))
+    }
+
+    /// A pair `source` → `target`, joined: both legs' peer ends, the dialer's first.
+    async fn joined(
+        l: &Legs,
+        source: PeerId,
+        target: PeerId,
+    ) -> (tokio::io::DuplexStream, tokio::io::DuplexStream) {
+        let (dialer, theirs) = l.expect(source, target).unwrap();
+        let mut a = leg_with(l, &dialer).await;
+        let mut b = leg_with(l, &theirs).await;
+        a.write_all(b"j").await.unwrap();
+        let mut j = [0u8; 1];
+        b.read_exact(&mut j).await.unwrap();
+        (a, b)
+    }
+
     #[tokio::test]
-    async fn two_legs_with_one_token_are_joined_both_ways() {
-        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    async fn the_dialers_leg_and_the_targets_are_joined_both_ways() {
         let l = legs(8, 8, u64::MAX);
-        let token = l.expect(PeerId::random(), PeerId::random()).unwrap();
-        let (a, mut a_peer) = leg();
-        let (b, mut b_peer) = leg();
-        // A stranger's token is dropped: its leg is closed.
-        let (c, mut c_peer) = leg();
-        l.accept(a);
-        a_peer.write_all(&token).await.unwrap();
+        let (dialer, theirs) = l.expect(PeerId::random(), PeerId::random()).unwrap();
+        assert_ne!(dialer, theirs, "each side gets a token of its own");
+        let mut a_peer = leg_with(&l, &dialer).await;
         a_peer.write_all(b"early bytes wait for the other leg ").await.unwrap();
-        l.accept(c);
-        c_peer.write_all(&[0u8; TOKEN_LEN]).await.unwrap();
+        // A stranger's token is dropped: its leg is closed.
+        let mut c_peer = leg_with(&l, &[0u8; TOKEN_LEN]).await;
         let mut buf = Vec::new();
         c_peer.read_to_end(&mut buf).await.unwrap();
         assert!(buf.is_empty(), "an unknown token's leg is closed");
-        l.accept(b);
-        b_peer.write_all(&token).await.unwrap();
+        let mut b_peer = leg_with(&l, &theirs).await;
         let payload: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
         let (sent, back) = (payload.clone(), payload.clone());
         let writer = tokio::spawn(async move {
@@ -361,63 +521,146 @@ mod tests {
         assert_eq!(l.0.metrics.relay_legs.get(), 1);
         l.0.tracker.close();
         l.0.tracker.wait().await;
-        assert_eq!(lock(&l.0.held).0, 0, "the pair's place is given back");
+        assert_eq!(lock(&l.0.held).total, 0, "the pair's place is given back");
+        assert!(lock(&l.0.held).per.is_empty());
+    }
+
+    /// A dialer that presents its own token twice is not joined to itself (and so cannot hold
+    /// the target's share of the limits without the target).
+    #[tokio::test]
+    async fn a_dialer_cannot_join_itself() {
+        let l = legs(8, 8, u64::MAX);
+        let (dialer, theirs) = l.expect(PeerId::random(), PeerId::random()).unwrap();
+        let mut first = leg_with(&l, &dialer).await;
+        let mut second = leg_with(&l, &dialer).await;
+        let mut buf = Vec::new();
+        second.read_to_end(&mut buf).await.unwrap();
+        assert!(buf.is_empty(), "the second leg with the same token is closed");
+        assert!(!closed(&mut first), "the first one still waits");
+        let mut target = leg_with(&l, &theirs).await;
+        first.write_all(b"x").await.unwrap();
+        let mut one = [0u8; 1];
+        target.read_exact(&mut one).await.unwrap();
+        assert_eq!(l.0.metrics.relay_legs.get(), 1, "joined with the target's leg");
     }
 
     #[tokio::test]
     async fn limits_in_total_and_per_peer() {
         let l = legs(3, 2, u64::MAX);
         let (a, b, c) = (PeerId::random(), PeerId::random(), PeerId::random());
-        let t1 = l.expect(a, b).unwrap();
+        let (t1, _) = l.expect(a, b).unwrap();
         l.expect(a, c).unwrap();
-        assert_eq!(l.expect(a, b), Err(Status::Busy), "a holds two");
+        assert_eq!(l.expect(a, b), Err(Status::Busy), "a asked for two");
         l.expect(b, c).unwrap();
         assert_eq!(l.expect(c, PeerId::random()), Err(Status::Busy), "three in total");
         l.forget(&t1);
         l.expect(PeerId::random(), PeerId::random()).unwrap();
     }
 
+    /// Tokens a dialer asks for and never uses count against the dialer alone: the target
+    /// still takes pairs from others. Joined pairs count against the target too.
     #[tokio::test]
-    async fn legs_that_name_no_pair_are_bounded() {
+    async fn unused_tokens_do_not_block_the_target() {
+        let l = legs(64, 2, u64::MAX);
+        let (mallory, target) = (PeerId::random(), PeerId::random());
+        l.expect(mallory, target).unwrap();
+        l.expect(mallory, target).unwrap();
+        assert_eq!(l.expect(mallory, target), Err(Status::Busy), "mallory's own quota");
+        let (alice, bob) = (PeerId::random(), PeerId::random());
+        let _one = joined(&l, alice, target).await;
+        let _two = joined(&l, bob, target).await;
+        assert_eq!(l.0.metrics.relay_legs.get(), 2);
+        assert_eq!(lock(&l.0.held).of(&target), 2, "joined pairs count for the target");
+        assert_eq!(l.expect(PeerId::random(), target), Err(Status::Busy), "the target's quota");
+        assert_eq!(l.expect(target, PeerId::random()), Err(Status::Busy), "as either side");
+    }
+
+    /// Two dialers each get a token to the same target while it has one place left: only the
+    /// first pair to be joined takes it; the other is closed when its legs meet.
+    #[tokio::test]
+    async fn the_target_is_counted_when_joined() {
+        let l = legs(64, 1, u64::MAX);
+        let target = PeerId::random();
+        let first = l.expect(PeerId::random(), target).unwrap();
+        let second = l.expect(PeerId::random(), target).unwrap();
+        let mut a = leg_with(&l, &first.0).await;
+        let mut b = leg_with(&l, &first.1).await;
+        a.write_all(b"j").await.unwrap();
+        let mut one = [0u8; 1];
+        b.read_exact(&mut one).await.unwrap();
+        let _c = leg_with(&l, &second.0).await;
+        let mut d = leg_with(&l, &second.1).await;
+        let mut buf = Vec::new();
+        d.read_to_end(&mut buf).await.unwrap();
+        assert!(buf.is_empty(), "the second pair is closed: the target holds one");
+        assert!(!closed(&mut b), "the first pair stays joined");
+        assert_eq!(l.0.metrics.relay_legs.get(), 1);
+    }
+
+    #[tokio::test]
+    async fn legs_without_a_token_are_bounded_in_total() {
         let l = legs(1, 1, u64::MAX);
-        let silent: Vec<_> = (0..UNNAMED_PER_PAIR + 1).map(|_| leg()).collect();
         let mut ends = Vec::new();
-        for (relay_end, peer_end) in silent {
-            l.accept(relay_end);
+        for i in 0..=UNNAMED_PER_PAIR {
+            let (relay_end, peer_end) = leg();
+            l.accept_from(relay_end, Some(IpAddr::from([10, 0, 0, i as u8])));
             ends.push(peer_end);
         }
-        assert_eq!(l.0.unnamed.available_permits(), 0);
-        use tokio::io::AsyncReadExt as _;
-        let mut buf = Vec::new();
-        let last = ends.last_mut().unwrap();
-        last.read_to_end(&mut buf).await.unwrap();
-        assert!(buf.is_empty(), "the leg beyond the bound is closed at once");
+        assert_eq!(lock(&l.0.unnamed).total, UNNAMED_PER_PAIR);
+        let (last, held) = ends.split_last_mut().unwrap();
+        assert!(closed(last), "the leg beyond the bound is closed at once");
+        assert!(held.iter_mut().all(|e| !closed(e)));
+    }
+
+    /// One address cannot hold every place for legs without a token: beyond its share its
+    /// legs are closed at once, while another address still gets in.
+    #[tokio::test]
+    async fn legs_without_a_token_are_bounded_per_address() {
+        let limits =
+            RelayLimits { max_circuits: 64, max_connections_per_ip: 3, ..Default::default() };
+        let l = Legs::new(limits, Metrics::default(), TaskTracker::new(), CancellationToken::new());
+        let (flood, other) = (IpAddr::from([10, 0, 0, 1]), IpAddr::from([10, 0, 0, 2]));
+        let mut ends = Vec::new();
+        for _ in 0..4 {
+            let (relay_end, peer_end) = leg();
+            l.accept_from(relay_end, Some(flood));
+            ends.push(peer_end);
+        }
+        let (relay_end, mut other_end) = leg();
+        l.accept_from(relay_end, Some(other));
+        let (last, held) = ends.split_last_mut().unwrap();
+        assert!(closed(last), "the fourth leg from one address is closed at once");
+        assert!(held.iter_mut().all(|e| !closed(e)), "the first three wait for their tokens");
+        assert!(!closed(&mut other_end), "another address gets in");
+        assert_eq!(lock(&l.0.unnamed).of(&Some(flood)), 3);
+        assert_eq!(lock(&l.0.unnamed).of(&Some(other)), 1);
+        // Legs that close give their places back.
+        drop((ends, other_end));
+        l.0.tracker.close();
+        l.0.tracker.wait().await;
+        assert_eq!(lock(&l.0.unnamed).total, 0);
+        assert!(lock(&l.0.unnamed).per.is_empty());
     }
 
     #[tokio::test(start_paused = true)]
     async fn an_unclaimed_token_expires_and_a_waiting_leg_is_closed() {
-        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
         let l = legs(8, 8, u64::MAX);
-        let token = l.expect(PeerId::random(), PeerId::random()).unwrap();
-        let (a, mut a_peer) = leg();
-        l.accept(a);
-        a_peer.write_all(&token).await.unwrap();
+        let (token, _) = l.expect(PeerId::random(), PeerId::random()).unwrap();
+        let mut a_peer = leg_with(&l, &token).await;
         let mut buf = Vec::new();
         a_peer.read_to_end(&mut buf).await.unwrap();
-        assert!(buf.is_empty() && lock(&l.0.pending).is_empty());
-        assert_eq!(lock(&l.0.held).0, 0);
+        let pending = lock(&l.0.pending);
+        assert!(buf.is_empty() && pending.pairs.is_empty() && pending.targets.is_empty());
+        assert_eq!(lock(&l.0.held).total, 0);
+        assert!(lock(&l.0.held).per.is_empty());
     }
 
     #[tokio::test]
     async fn the_data_limit_ends_a_pair() {
-        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
         let l = legs(8, 8, 1000);
-        let token = l.expect(PeerId::random(), PeerId::random()).unwrap();
-        let ((a, mut a_peer), (b, mut b_peer)) = (leg(), leg());
-        l.accept(a);
-        l.accept(b);
-        a_peer.write_all(&token).await.unwrap();
-        b_peer.write_all(&token).await.unwrap();
+        let (dialer, theirs) = l.expect(PeerId::random(), PeerId::random()).unwrap();
+        let mut a_peer = leg_with(&l, &dialer).await;
+        let mut b_peer = leg_with(&l, &theirs).await;
         let _ = a_peer.write_all(&[7u8; 5000]).await;
         let mut got = Vec::new();
         b_peer.read_to_end(&mut got).await.unwrap();
