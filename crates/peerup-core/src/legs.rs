@@ -8,14 +8,17 @@
 //!
 //! 1. The dialing peer asks the relay, on a stream over its authenticated connection
 //!    ([`OPEN`]), for a leg pair to the target peer. The relay checks that both may use it and
-//!    that the target is connected, mints a random token, and tells the target on a stream of
-//!    its own ([`INCOMING`]): who is coming, and the token. Once the target agrees, the dialer
-//!    gets the token too.
+//!    that the target is connected, mints a random token for each side, and tells the target on
+//!    a stream of its own ([`INCOMING`]): who is coming, and the target's token. The target
+//!    takes such offers only from a relay it holds a reservation on, and only for a dialer it
+//!    authorizes. Once the target agrees, the dialer gets its own token.
 //! 2. Each peer opens a fresh TCP connection to the relay's TCP address, names [`SECURITY`] in
-//!    multistream-select where a libp2p dial names `/tls/1.0.0`, and sends the token.
-//! 3. The relay joins the two connections that presented the same token and copies bytes between
-//!    them until both directions end, within the same limits as a circuit (duration, bytes, how
-//!    many at once in total and per peer).
+//!    multistream-select where a libp2p dial names `/tls/1.0.0`, and sends its token.
+//! 3. The relay joins the dialer's connection to the target's and copies bytes between them
+//!    until both directions end, within the same limits as a circuit (duration, bytes, how many
+//!    at once in total and per peer). Connections that have not sent a token yet are bounded in
+//!    total and per source address; a pair waiting for its legs counts against the dialer only,
+//!    and against the target too once joined.
 //! 4. Over the joined connection the two peers run the bulk path's handshake, exactly as on a
 //!    circuit or a direct TCP connection ([`crate::bulk`]): TLS 1.3 with libp2p certificates, so
 //!    they are authenticated to each other by peer ID, and the relay sees only ciphertext.

@@ -120,6 +120,10 @@ pub(crate) enum Command {
         relays: Vec<Multiaddr>,
         reply: oneshot::Sender<RelayChange>,
     },
+    HoldsReservation {
+        relay: PeerId,
+        reply: oneshot::Sender<bool>,
+    },
 }
 
 /// A handle to a running node.
@@ -233,7 +237,8 @@ impl Node {
             crate::legs::serve(node.clone(), legs, access.clone());
         }
         if enable_bulk {
-            crate::legs::spawn_answerer(&node, node.tls.clone(), tracker, node.cancel.clone());
+            let (tls, cancel) = (node.tls.clone(), node.cancel.clone());
+            crate::legs::spawn_answerer(&node, tls, access.clone(), tracker, cancel);
             let (tls, cancel) = (node.tls.clone(), node.cancel.clone());
             crate::punch::spawn_answerer(&node, tls, access, tracker, cancel);
         }
@@ -434,6 +439,13 @@ impl Node {
     pub async fn set_relays(&self, relays: Vec<Multiaddr>) -> Result<RelayChange, NodeError> {
         let (reply, rx) = oneshot::channel();
         self.send(Command::SetRelays { relays, reply }).await?;
+        rx.await.map_err(|_| NodeError::Closed)
+    }
+
+    /// Whether the node holds a reservation on `relay` now (one of its configured relays).
+    pub(crate) async fn holds_reservation(&self, relay: PeerId) -> Result<bool, NodeError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::HoldsReservation { relay, reply }).await?;
         rx.await.map_err(|_| NodeError::Closed)
     }
 

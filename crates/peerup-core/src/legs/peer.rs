@@ -1,6 +1,8 @@
 //! A peer's side: asking a relay for a leg pair (the dialer), taking one (the target), and
 //! connecting a leg.
 
+use std::sync::Arc;
+
 use futures::AsyncWriteExt;
 use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId, StreamProtocol};
@@ -12,6 +14,7 @@ use tokio_util::task::TaskTracker;
 use super::wire::{self, Status, Token};
 use super::{INCOMING, LegError, OPEN, PAIRING_TIMEOUT, SECURITY};
 use crate::bulk::ServiceIo;
+use crate::gate::AccessList;
 use crate::node::Node;
 use crate::streams::IncomingStream;
 
@@ -65,16 +68,29 @@ async fn connect((host, port): (String, u16), token: Token) -> Result<ServiceIo,
     Ok(Box::new(leg))
 }
 
-/// Takes the leg pairs that relays offer (on [`INCOMING`]): connects the leg and runs the bulk
-/// path's server side on it, as for an inbound circuit.
+/// Takes the leg pairs that this node's relays offer (on [`INCOMING`]) for peers `access`
+/// authorizes: connects the leg and runs the bulk path's server side on it, as for an inbound
+/// circuit.
+///
+/// A leg goes to the address the offer came from, so an offer from any other connected peer
+/// would have this node open TCP connections wherever that peer sits and run the bulk handshake
+/// there. Offers from peers that are not configured relays are refused at negotiation; from a
+/// configured relay this node holds no reservation on (one it cannot be reached through), with
+/// a refusal.
 pub(crate) fn spawn_answerer(
     node: &Node,
     tls: crate::tls::Config,
+    access: AccessList,
     tracker: &TaskTracker,
     cancel: CancellationToken,
 ) {
-    let offers = node.accept(StreamProtocol::new(INCOMING));
+    let relays = access.clone();
+    let offers = node.accept_from(
+        StreamProtocol::new(INCOMING),
+        Arc::new(move |peer: &PeerId| relays.is_infrastructure(peer)),
+    );
     let what = "relay leg offer";
+    let node = node.clone();
     crate::streams::serve_each(
         offers,
         CONCURRENT,
@@ -83,28 +99,45 @@ pub(crate) fn spawn_answerer(
         tracker,
         cancel,
         move |offer| {
-            let tls = tls.clone();
-            async move { take(&tls, offer).await }
+            let (node, tls, access) = (node.clone(), tls.clone(), access.clone());
+            async move { take(&node, &tls, &access, offer).await }
         },
     );
 }
 
-async fn take(tls: &crate::tls::Config, offer: IncomingStream) -> Result<(), LegError> {
-    let mut stream = offer.stream;
+async fn take(
+    node: &Node,
+    tls: &crate::tls::Config,
+    access: &AccessList,
+    offer: IncomingStream,
+) -> Result<(), LegError> {
+    let (relay, mut stream) = (offer.peer, offer.stream);
+    if !node.holds_reservation(relay).await.unwrap_or(false) {
+        wire::write_answer(&mut stream, Status::Refused, None).await?;
+        let _ = stream.close().await;
+        return Err(LegError::Refused("no reservation on that relay"));
+    }
     let (source, token) = wire::read_hello(&mut stream, true).await?;
     let token = token.ok_or(LegError::Malformed("no token"))?;
     // The leg goes to the relay's own address: the one this offer's connection reached.
     let addr = tcp_addr(&offer.path.remote_addr).filter(|_| !offer.path.relayed);
-    let status = if addr.is_some() { Status::Ok } else { Status::Unreachable };
+    // A dialer this node does not authorize would be refused by the bulk handshake anyway.
+    let status = if !access.is_authorized(&source) {
+        Status::Refused
+    } else if addr.is_some() {
+        Status::Ok
+    } else {
+        Status::Unreachable
+    };
     wire::write_answer(&mut stream, status, None).await?;
     let _ = stream.close().await;
-    let addr = addr.ok_or(Status::Unreachable.error())?;
+    let addr = addr.filter(|_| status == Status::Ok).ok_or(status.error())?;
     let leg = connect(addr, token).await?;
     // From here on the leg is the dialer's: the bulk handshake, with this side as the server.
     let (_, negotiated) = listener_select_proto(leg, [crate::bulk::PROTOCOL])
         .await
         .map_err(|e| LegError::Io(e.to_string()))?;
-    tracing::debug!(%source, relay = %offer.peer, "relay leg taken");
+    tracing::debug!(%source, %relay, "relay leg taken");
     tls.divert_bulk(negotiated, crate::bulk::LEGS).await.map_err(|e| LegError::Io(e.to_string()))
 }
 

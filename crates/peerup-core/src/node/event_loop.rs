@@ -243,6 +243,9 @@ impl EventLoop {
             Command::SetRelays { relays, reply } => {
                 let _ = reply.send(self.set_relays(relays));
             }
+            Command::HoldsReservation { relay, reply } => {
+                let _ = reply.send(self.reservations.as_ref().is_some_and(|r| r.holds(&relay)));
+            }
         }
     }
 

@@ -119,6 +119,11 @@ impl Reservations {
         Some(*id)
     }
 
+    /// Whether a reservation on `relay` (a configured relay) is held now.
+    pub(crate) fn holds(&self, relay: &PeerId) -> bool {
+        self.relays.get(relay).is_some_and(|r| r.reserved)
+    }
+
     /// The network changed: the next attempts start again from the shortest wait.
     pub(crate) fn reset_backoff(&mut self) {
         for r in self.relays.values_mut() {
@@ -158,7 +163,12 @@ mod tests {
         let almost = later + Duration::from_millis(1999);
         assert!(res.due(almost).is_empty(), "backoff doubled to 2 s");
         assert_eq!(res.due(later + Duration::from_secs(2)).len(), 1);
+        assert!(!res.holds(&id));
         res.accepted(id);
+        assert!(res.holds(&id), "held once accepted");
+        assert!(!res.holds(&PeerId::random()), "only configured relays");
+        res.failed(id, now);
+        assert!(!res.holds(&id), "not after the listener failed");
     }
 
     #[test]
