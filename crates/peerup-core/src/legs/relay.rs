@@ -425,7 +425,7 @@ async fn pair(
     match told.await {
         Ok(_) => Ok(token),
         Err(e) => {
-            tracing::debug!(%target, error = %e, "the target took no relay leg");
+            tracing::debug!(%target, error = ?e, "the target took no relay leg");
             legs.forget(&token);
             Err(match e {
                 LegError::Refused(_) => Status::Refused,
