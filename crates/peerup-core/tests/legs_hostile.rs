@@ -215,4 +215,9 @@ async fn legs_without_a_token_are_capped_per_address() {
         first.iter().all(|&i| i >= per_ip) && last.iter().all(|&i| i < per_ip),
         "closing order {closed:?}: the first {per_ip} should have waited for their tokens"
     );
+    eprintln!(
+        "{flood} silent legs from one address, {} closed at once, {per_ip} held; a bulk \
+         connection from another crossed on legs {elapsed:?} after the flood began",
+        flood - per_ip
+    );
 }
