@@ -23,21 +23,20 @@
 mod client;
 mod handshake;
 mod records;
+mod revocations;
 
 pub(crate) use client::{CircuitBudget, Client, Probes, try_connect};
 pub use client::{MAX_RELAYED_BULK, RELAYED_PER_WINDOW, RELAYED_WINDOW, dial};
+pub(crate) use revocations::Revocations;
 
 use std::collections::HashMap;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use libp2p::PeerId;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
-use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::gate::AccessList;
@@ -71,97 +70,6 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
 
 /// A connection to a service, whichever way it goes.
 pub type ServiceIo = Box<dyn Io>;
-
-/// Cuts a peer's bulk connections when its access is revoked (`Node::disconnect`), as closing
-/// its libp2p connection cuts its yamux streams.
-#[derive(Clone, Default)]
-pub(crate) struct Revocations(Arc<Mutex<HashMap<PeerId, CancellationToken>>>);
-
-impl Revocations {
-    /// Wraps a bulk connection with `peer` so that [`Revocations::revoke`] ends it.
-    pub(crate) fn guard(
-        &self,
-        peer: PeerId,
-        io: ServiceIo,
-        slots: Vec<OwnedSemaphorePermit>,
-    ) -> ServiceIo {
-        let token = {
-            let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-            map.entry(peer).or_default().child_token()
-        };
-        Box::new(Revocable {
-            io,
-            read_revoked: Box::pin(token.clone().cancelled_owned()),
-            write_revoked: Box::pin(token.cancelled_owned()),
-            _slots: slots,
-        })
-    }
-
-    /// Ends every bulk connection with `peer`.
-    pub(crate) fn revoke(&self, peer: &PeerId) {
-        let token = self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(peer);
-        if let Some(t) = token {
-            t.cancel();
-        }
-    }
-}
-
-/// A bulk connection that fails once its peer's access is revoked. Reading and writing may run in
-/// different tasks, so each side waits on its own future (each keeps one waker).
-struct Revocable {
-    io: ServiceIo,
-    read_revoked: Pin<Box<WaitForCancellationFutureOwned>>,
-    write_revoked: Pin<Box<WaitForCancellationFutureOwned>>,
-    /// The client's bulk slot (and circuit budget), held while the connection lives.
-    _slots: Vec<OwnedSemaphorePermit>,
-}
-
-fn check(
-    revoked: &mut Pin<Box<WaitForCancellationFutureOwned>>,
-    cx: &mut Context<'_>,
-) -> std::io::Result<()> {
-    match revoked.as_mut().poll(cx) {
-        Poll::Ready(()) => Err(std::io::Error::new(
-            std::io::ErrorKind::ConnectionReset,
-            "the peer's access was revoked",
-        )),
-        Poll::Pending => Ok(()),
-    }
-}
-
-impl AsyncRead for Revocable {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut [u8],
-    ) -> Poll<std::io::Result<usize>> {
-        let this = self.get_mut();
-        check(&mut this.read_revoked, cx)?;
-        Pin::new(&mut this.io).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Revocable {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        let this = self.get_mut();
-        check(&mut this.write_revoked, cx)?;
-        Pin::new(&mut this.io).poll_write(cx, buf)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        let this = self.get_mut();
-        check(&mut this.write_revoked, cx)?;
-        Pin::new(&mut this.io).poll_flush(cx)
-    }
-
-    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_close(cx)
-    }
-}
 
 /// The path of a bulk connection over a direct TCP connection, as logged.
 pub(crate) const DIRECT: &str = "DIRECT/bulk";

@@ -396,6 +396,12 @@ impl Node {
         self.send(Command::Disconnect { peer }).await
     }
 
+    /// How many peers have bulk connections open, either way: each is tracked while it does, so
+    /// that [`Node::disconnect`] can end them.
+    pub fn bulk_peers(&self) -> usize {
+        self.bulk_revocations.peers()
+    }
+
     /// Every open connection, by peer.
     pub async fn connections(&self) -> Result<Vec<(PeerId, PathInfo)>, NodeError> {
         let (reply, rx) = oneshot::channel();
