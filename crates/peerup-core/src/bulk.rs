@@ -15,16 +15,22 @@
 //! layers.
 //!
 //! Authorization is the same as for service streams: the peer must be authorized and allowed to
-//! use the service. Each route to a peer is probed in the background before any connection relies on
+//! use the service. A bulk connection never reaches the swarm's gate, so it has its own
+//! (`bulk/admission.rs`): a per-IP cap, a deadline on the handshake, and a peer that may not use
+//! services is dropped as soon as the handshake names it, before it can send a request (a probe
+//! included). Each route to a peer is probed in the background before any connection relies on
 //! it ([`Probes`]); until then, and at peers that don't speak the protocol (older peerup, Go
 //! peer-up, which answer `na` in multistream-select), connections use yamux streams. A route
 //! that fails is probed again after [`RETRY_AFTER`].
 
+mod admission;
 mod client;
 mod handshake;
 mod records;
 mod revocations;
 
+pub(crate) use admission::Admission;
+pub use admission::MAX_PER_IP;
 pub(crate) use client::{CircuitBudget, Client, Probes, try_connect};
 pub use client::{MAX_RELAYED_BULK, RELAYED_PER_WINDOW, RELAYED_WINDOW, dial};
 pub(crate) use revocations::Revocations;
@@ -80,26 +86,16 @@ pub(crate) const LEGS: &str = "RELAYED/legs";
 /// ... over a TCP connection of its own punched through both NATs ([`crate::punch`]).
 pub(crate) const PUNCHED: &str = "DIRECT/punched";
 
-/// A secured inbound bulk connection, from the TLS upgrade to the acceptor.
+/// A secured inbound bulk connection of an authorized peer, from its admission
+/// (`bulk/admission.rs`) to the acceptor.
 pub(crate) struct Inbound {
-    pub(crate) peer: PeerId,
-    pub(crate) io: ServiceIo,
-    /// The way it came, for the logs: [`DIRECT`], [`RELAYED`] (a circuit of its own) or
-    /// [`LEGS`] (two legs a relay joined).
-    pub(crate) path: &'static str,
-}
-
-/// Runs the server side of a bulk connection's handshake on `socket` (after multistream-select
-/// named [`PROTOCOL`]); returns the peer and the secured connection.
-pub(crate) async fn accept<C>(
-    config: Arc<rustls::ServerConfig>,
-    socket: C,
-) -> Result<(PeerId, ServiceIo), crate::tls::TlsError>
-where
-    C: AsyncRead + AsyncWrite + Send + Unpin + 'static,
-{
-    let (peer, io) = handshake::server(config, socket).await?;
-    Ok((peer, Box::new(io)))
+    peer: PeerId,
+    io: ServiceIo,
+    /// The way it came, for the logs: [`DIRECT`], [`RELAYED`] (a circuit of its own),
+    /// [`LEGS`] (two legs a relay joined) or [`PUNCHED`].
+    path: &'static str,
+    /// Its place among its IP address's bulk connections, held while it lives.
+    held: Option<admission::IpTicket>,
 }
 
 /// Answers to a request.
@@ -225,11 +221,13 @@ impl Registry {
     }
 }
 
-/// Serves bulk connections handed over by the TLS upgrade until `cancel` fires.
+/// Serves bulk connections handed over by the TLS upgrade until `cancel` fires. Their peers were
+/// authorized when admitted; one whose access was revoked since is dropped here.
 pub(crate) fn spawn_acceptor(
     mut incoming: mpsc::Receiver<Inbound>,
     registry: Registry,
     revocations: Revocations,
+    access: AccessList,
     metrics: Metrics,
     cancel: CancellationToken,
     tracker: &TaskTracker,
@@ -244,11 +242,17 @@ pub(crate) fn spawn_acceptor(
                 next = incoming.recv() => next,
             };
             let Some(conn) = next else { break };
+            // Tracked before the check: a revocation (access list first, then
+            // `Revocations::revoke`) either fails the check or finds the connection.
+            let conn = Inbound { io: revocations.guard(conn.peer, conn.io, Vec::new()), ..conn };
+            if !access.is_authorized(&conn.peer) {
+                tracing::debug!(peer = %conn.peer, "access revoked since admission; bulk connection dropped");
+                continue;
+            }
             let Ok(permit) = limit.clone().try_acquire_owned() else {
                 tracing::debug!(peer = %conn.peer, "too many bulk connections; closing one");
                 continue;
             };
-            let conn = Inbound { io: revocations.guard(conn.peer, conn.io, Vec::new()), ..conn };
             let (registry, metrics, cancel) = (registry.clone(), metrics.clone(), cancel.clone());
             tasks.spawn(async move {
                 tokio::select! {
@@ -262,14 +266,15 @@ pub(crate) fn spawn_acceptor(
 }
 
 async fn serve(conn: Inbound, registry: &Registry, metrics: &Metrics) {
-    let Inbound { peer, mut io, path } = conn;
+    let Inbound { peer, mut io, path, held: _held } = conn;
     let name = match tokio::time::timeout(SETUP_TIMEOUT, read_request(&mut io)).await {
         Ok(Ok(name)) => name,
         Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "bad bulk request"),
         Err(_) => return tracing::debug!(%peer, "bulk request timed out"),
     };
     if name.is_empty() {
-        // A probe: the client is checking that this address takes bulk connections.
+        // A probe: the client (authorized, as admitted) is checking that this address takes
+        // bulk connections.
         return last_answer(io, Answer::Ok).await;
     }
     let entry = registry.get(&name);

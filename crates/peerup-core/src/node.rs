@@ -169,7 +169,13 @@ impl Node {
         // One certificate for the swarm's TCP connections, its relayed circuits and the bulk
         // client; inbound connections are offered the bulk path (`crate::bulk`) when it is on.
         let tls = match enable_bulk {
-            true => crate::tls::Config::with_bulk(&config.keypair, bulk_tx),
+            true => {
+                let max_per_ip = config.max_inbound_per_ip.unwrap_or(crate::bulk::MAX_PER_IP);
+                let access = config.access.clone();
+                let admission =
+                    crate::bulk::Admission::new(bulk_tx, access, metrics.clone(), max_per_ip);
+                crate::tls::Config::with_bulk(&config.keypair, admission)
+            }
             false => crate::tls::Config::new(&config.keypair),
         }
         .map_err(|e| NodeError::Transport(e.to_string()))?;
@@ -211,6 +217,7 @@ impl Node {
             bulk_rx,
             bulk_services.clone(),
             bulk_revocations.clone(),
+            access.clone(),
             metrics.clone(),
             cancel.clone(),
             tracker,

@@ -12,8 +12,10 @@
 //!
 //! libp2p's TCP transport gives no access to its sockets once upgraded, and the swarm builder's
 //! `with_tcp` takes no wrapper, so the transport is put together here the way `with_tcp` does
-//! it: TCP, multistream-select, TLS or Noise ([`Security`]), then the muxer. Its inbound
-//! upgrades also know the peer's address ([`inbound`]).
+//! it: TCP, multistream-select, TLS or Noise ([`Security`]), then the muxer. The upgrades are
+//! applied here too ([`secured`]) rather than by libp2p's upgrade builder, which gives an upgrade
+//! no way to learn the address of the connection it secures: the bulk path counts its
+//! connections by source IP (`bulk/admission.rs`). Legs read it through [`inbound`].
 
 use std::collections::HashMap;
 use std::io;
@@ -25,14 +27,14 @@ use std::time::Duration;
 
 use futures::future::{BoxFuture, Either};
 use futures::{AsyncRead, AsyncWrite, FutureExt, TryFutureExt};
+use libp2p::core::ConnectedPoint;
 use libp2p::core::muxing::StreamMuxerBox;
 use libp2p::core::transport::Boxed;
-use libp2p::core::upgrade::{
-    InboundConnectionUpgrade, OutboundConnectionUpgrade, UpgradeInfo, Version,
-};
+use libp2p::core::upgrade::{InboundConnectionUpgrade, OutboundConnectionUpgrade, UpgradeInfo};
 use libp2p::identity::Keypair;
 use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId, Transport, noise};
+use multistream_select::{NegotiationError, Version, dialer_select_proto, listener_select_proto};
 
 use crate::tls::{self, TlsError};
 
@@ -214,6 +216,11 @@ impl Security {
         Ok(Self { tls, noise: noise::Config::new(key)? })
     }
 
+    /// The same, for one connection from `ip` (`None`: not a direct TCP connection).
+    fn for_ip(self, ip: Option<IpAddr>) -> Self {
+        Self { tls: self.tls.for_ip(ip), ..self }
+    }
+
     fn is_noise(&self, info: &str) -> bool {
         self.noise.protocol_info().any(|p| p == info)
     }
@@ -281,6 +288,20 @@ pub(crate) fn transport(
     Ok(inbound::KnowsPeer(secured).boxed())
 }
 
+/// Upgrading a connection failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum UpgradeError {
+    /// multistream-select found no protocol in common, or failed.
+    #[error("protocol negotiation failed: {0}")]
+    Negotiation(#[from] NegotiationError),
+    /// The security handshake failed, or handed the connection to the bulk path.
+    #[error(transparent)]
+    Security(#[from] SecurityError),
+    /// The muxer could not start.
+    #[error("muxer: {0}")]
+    Muxer(#[source] io::Error),
+}
+
 /// `base` with the upgrades of every swarm transport: multistream-select, [`Security`] (`tls`
 /// or Noise), peerup's yamux.
 pub(crate) fn secured<T>(
@@ -296,12 +317,50 @@ where
     T::ListenerUpgrade: Send + 'static,
 {
     let security = Security::new(key, tls)?;
-    Ok(base
-        .upgrade(Version::V1Lazy)
-        .authenticate(security)
-        .multiplex(crate::mux::Config::new())
-        .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)))
-        .boxed())
+    Ok(base.and_then(move |conn, endpoint| upgrade(conn, endpoint, security)).boxed())
+}
+
+/// What libp2p's `upgrade(Version::V1Lazy).authenticate(..).multiplex(..)` does with a
+/// connection, except that the security upgrade learns the connection's IP address when it is a
+/// direct TCP connection.
+fn upgrade<C>(
+    conn: C,
+    endpoint: ConnectedPoint,
+    security: Security,
+) -> BoxFuture<'static, Result<(PeerId, StreamMuxerBox), UpgradeError>>
+where
+    C: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let security = security.for_ip(socket_addr(endpoint.get_remote_address()).map(|a| a.ip()));
+    // As in libp2p: a dialled connection may take the listener's role (a hole punch's
+    // simultaneous open), and then negotiates as one.
+    let outbound = match endpoint {
+        ConnectedPoint::Dialer { role_override, .. } => role_override.is_dialer(),
+        ConnectedPoint::Listener { .. } => false,
+    };
+    let mux = crate::mux::Config::new();
+    async move {
+        let (peer, secured) = if outbound {
+            // (Collected: the compiler cannot tell that the dialer's future over the iterator
+            // itself is `Send`.)
+            let protocols: Vec<_> = security.protocol_info().collect();
+            let (info, io) = dialer_select_proto(conn, protocols, Version::V1Lazy).await?;
+            security.upgrade_outbound(io, info).await?
+        } else {
+            let (info, io) = listener_select_proto(conn, security.protocol_info()).await?;
+            security.upgrade_inbound(io, info).await?
+        };
+        let muxer = if outbound {
+            let protocols = mux.protocol_info();
+            let (info, io) = dialer_select_proto(secured, protocols, Version::V1Lazy).await?;
+            mux.upgrade_outbound(io, info).await
+        } else {
+            let (info, io) = listener_select_proto(secured, mux.protocol_info()).await?;
+            mux.upgrade_inbound(io, info).await
+        };
+        Ok((peer, StreamMuxerBox::new(muxer.map_err(UpgradeError::Muxer)?)))
+    }
+    .boxed()
 }
 
 #[cfg(test)]

@@ -50,6 +50,13 @@ pub enum TlsError {
     /// the swarm.
     #[error("handed over to the bulk path")]
     Diverted,
+    /// The bulk path refused the connection ([`crate::bulk`]): the peer is not authorized, or
+    /// its address has too many bulk connections.
+    #[error("bulk connection refused: {0}")]
+    Refused(#[from] crate::gate::GateError),
+    /// The handshake took too long.
+    #[error("TLS handshake timed out")]
+    Timeout,
 }
 
 /// The upgrade, usable in `SwarmBuilder::with_tcp` like `libp2p::tls::Config::new`.
@@ -57,11 +64,15 @@ pub enum TlsError {
 pub struct Config {
     client: Arc<rustls::ClientConfig>,
     server: Arc<rustls::ServerConfig>,
-    /// Where inbound connections that negotiated the bulk path go; `None` = not offered.
-    bulk: Option<tokio::sync::mpsc::Sender<crate::bulk::Inbound>>,
+    /// What inbound connections that negotiated the bulk path pass on their way to its
+    /// acceptor; `None` = not offered.
+    bulk: Option<crate::bulk::Admission>,
     /// The path of the bulk connections it accepts, for the logs: whether this upgrade secures
     /// relayed circuits or direct TCP connections.
     bulk_path: &'static str,
+    /// The IP address of the connection being upgraded, when it is a direct TCP connection (set
+    /// per connection: [`Config::for_ip`]); bulk connections are counted by it.
+    remote_ip: Option<IpAddr>,
     /// On a relay: where legs ([`crate::legs`]) go; `None` = not offered.
     legs: Option<crate::legs::Legs>,
 }
@@ -106,15 +117,17 @@ impl Config {
             server: Arc::new(server),
             bulk: None,
             bulk_path: crate::bulk::DIRECT,
+            remote_ip: None,
             legs: None,
         })
     }
 
     /// The same, also offering the bulk path ([`crate::bulk`]) to inbound connections: those that
-    /// negotiate it are secured the same way and then sent to `bulk` instead of the swarm.
+    /// negotiate it are secured the same way and then, if `bulk` admits them, go to its acceptor
+    /// instead of the swarm.
     pub(crate) fn with_bulk(
         identity: &Keypair,
-        bulk: tokio::sync::mpsc::Sender<crate::bulk::Inbound>,
+        bulk: crate::bulk::Admission,
     ) -> Result<Self, TlsError> {
         Ok(Self { bulk: Some(bulk), ..Self::new(identity)? })
     }
@@ -130,19 +143,21 @@ impl Config {
         Self { legs: Some(legs), ..self }
     }
 
+    /// The same, for one connection from `ip` (`None`: not a direct TCP connection).
+    pub(crate) fn for_ip(self, ip: Option<IpAddr>) -> Self {
+        Self { remote_ip: ip, ..self }
+    }
+
     /// Runs the bulk path's server handshake on `socket` (multistream-select named
-    /// [`crate::bulk::PROTOCOL`] on it) and hands the secured connection to the bulk acceptor;
-    /// `path` says how it came, for the logs.
+    /// [`crate::bulk::PROTOCOL`] on it) and hands the secured connection to the bulk acceptor,
+    /// if the bulk path's admission lets it through (`bulk/admission.rs`: per-IP cap, deadline,
+    /// authorization); `path` says how it came.
     pub(crate) async fn divert_bulk<C>(&self, socket: C, path: &'static str) -> Result<(), TlsError>
     where
         C: AsyncRead + AsyncWrite + Send + Unpin + 'static,
     {
         let Some(bulk) = &self.bulk else { return Err(TlsError::Diverted) };
-        let (peer, io) = crate::bulk::accept(self.server.clone(), socket).await?;
-        if bulk.try_send(crate::bulk::Inbound { peer, io, path }).is_err() {
-            tracing::debug!(%peer, "bulk queue full; connection dropped");
-        }
-        Ok(())
+        bulk.admit(self.server.clone(), socket, path, self.remote_ip).await
     }
 }
 

@@ -1,0 +1,275 @@
+//! Admitting inbound bulk connections, between the security protocol's negotiation (which named
+//! [`super::PROTOCOL`]) and the acceptor ([`super::spawn_acceptor`]).
+//!
+//! A bulk connection is not a libp2p connection, so the swarm's gate (`crate::gate`) never sees
+//! it: this is its gate. On a direct TCP connection, one source IP may have at most so many bulk
+//! connections at once, handshaking or open ([`PerIp`]: the node's `max_inbound_per_ip`, else
+//! [`MAX_PER_IP`]). Circuits, legs and punched connections are not counted by IP: the IP of a
+//! circuit or leg is the relay's, shared by every peer behind it (the relay caps those per peer),
+//! and a punched connection is only made for a peer that asked over an authorized connection.
+//! The TLS handshake must finish within [`super::SETUP_TIMEOUT`]. Once it has named the peer, a
+//! peer that may not use services (not in authorized_keys, or expired; relays and other
+//! infrastructure peers included) is dropped there and then: no request is read, the acceptor
+//! sees nothing, and nothing about the peer is kept. Denials are counted (`auth_denials`) and
+//! logged for audit.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+
+use futures::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
+
+use super::{Inbound, SETUP_TIMEOUT, handshake};
+use crate::gate::{AccessList, GateError};
+use crate::metrics::Metrics;
+use crate::tls::TlsError;
+
+/// Bulk connections one IP address may have at once on direct TCP (handshaking or open), unless
+/// the node caps inbound connections per IP itself. A node opens at most
+/// [`super::MAX_CLIENT_BULK`] at once, plus its probes; this leaves room for two such nodes
+/// behind one address. Beyond it, their connections ride yamux streams.
+pub const MAX_PER_IP: usize = 2 * super::MAX_CLIENT_BULK;
+
+/// Bulk connections by source IP.
+#[derive(Clone)]
+pub(crate) struct PerIp {
+    counts: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    max: usize,
+}
+
+impl PerIp {
+    pub(crate) fn new(max: usize) -> Self {
+        Self { counts: Arc::default(), max }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {
+        self.counts.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A place for one more connection from `ip`, unless it has [`PerIp::new`]'s `max` already.
+    fn take(&self, ip: IpAddr) -> Option<IpTicket> {
+        let mut counts = self.lock();
+        let count = counts.entry(ip).or_default();
+        if *count >= self.max {
+            return None;
+        }
+        *count += 1;
+        Some(IpTicket { per_ip: self.clone(), ip })
+    }
+
+    /// How many addresses have connections counted.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.lock().len()
+    }
+}
+
+/// One connection's place in [`PerIp`], given back when dropped.
+pub(crate) struct IpTicket {
+    per_ip: PerIp,
+    ip: IpAddr,
+}
+
+impl Drop for IpTicket {
+    fn drop(&mut self) {
+        let mut counts = self.per_ip.lock();
+        if let Some(n) = counts.get_mut(&self.ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                counts.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// What inbound bulk connections pass before the acceptor gets them.
+#[derive(Clone)]
+pub(crate) struct Admission {
+    queue: mpsc::Sender<Inbound>,
+    access: AccessList,
+    metrics: Metrics,
+    per_ip: PerIp,
+}
+
+impl Admission {
+    /// Admits to `queue` (the acceptor's) the connections of peers `access` lets use services,
+    /// at most `max_per_ip` at once from one IP on direct TCP.
+    pub(crate) fn new(
+        queue: mpsc::Sender<Inbound>,
+        access: AccessList,
+        metrics: Metrics,
+        max_per_ip: usize,
+    ) -> Self {
+        Self { queue, access, metrics, per_ip: PerIp::new(max_per_ip) }
+    }
+
+    /// Runs the server side of the handshake on `socket` with `config` and hands the connection
+    /// to the acceptor, if it passes (module docs). `path` says how it came and `ip` where from
+    /// (only for a direct TCP connection).
+    pub(crate) async fn admit<C>(
+        &self,
+        config: Arc<rustls::ServerConfig>,
+        socket: C,
+        path: &'static str,
+        ip: Option<IpAddr>,
+    ) -> Result<(), TlsError>
+    where
+        C: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    {
+        let held = match ip {
+            Some(ip) => match self.per_ip.take(ip) {
+                Some(ticket) => Some(ticket),
+                None => {
+                    tracing::info!(%ip, path, "bulk connection denied: per-IP limit");
+                    return Err(GateError::TooManyFromIp(ip).into());
+                }
+            },
+            None => None,
+        };
+        let handshake = tokio::time::timeout(SETUP_TIMEOUT, handshake::server(config, socket));
+        let (peer, io) = handshake.await.map_err(|_| TlsError::Timeout)??;
+        if !self.access.is_authorized(&peer) {
+            self.metrics.auth_denials.inc();
+            tracing::info!(target: "audit", %peer, ?ip, path, "auth_decision: bulk connection denied (not authorized)");
+            return Err(GateError::NotAuthorized(peer).into());
+        }
+        if self.queue.try_send(Inbound { peer, io: Box::new(io), path, held }).is_err() {
+            tracing::debug!(%peer, "bulk queue full; connection dropped");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use futures::AsyncWriteExt;
+    use libp2p::PeerId;
+    use libp2p::identity::Keypair;
+    use tokio::io::DuplexStream;
+    use tokio_util::compat::{Compat, TokioAsyncReadCompatExt};
+
+    use super::*;
+    use crate::authorized_keys::{AuthorizedKeys, Entry};
+    use crate::tls;
+
+    const IP: Option<IpAddr> = Some(IpAddr::V4(std::net::Ipv4Addr::new(198, 18, 0, 7)));
+
+    struct Server {
+        admission: Admission,
+        queue: mpsc::Receiver<Inbound>,
+        tls: tls::Config,
+        metrics: Metrics,
+    }
+
+    /// A server whose access list holds `friend`, and `relay` as infrastructure.
+    fn server(friend: PeerId, relay: PeerId, max_per_ip: usize) -> Server {
+        let mut keys = AuthorizedKeys::default();
+        keys.add(Entry::new(friend, None)).unwrap();
+        let access = AccessList::from_keys(&keys);
+        access.allow_always(relay);
+        let (tx, queue) = mpsc::channel(4);
+        let metrics = Metrics::default();
+        let admission = Admission::new(tx, access, metrics.clone(), max_per_ip);
+        let tls = tls::Config::new(&Keypair::generate_ed25519()).unwrap();
+        Server { admission, queue, tls, metrics }
+    }
+
+    /// Runs `key`'s client handshake and sends a request, against `server`'s admission.
+    async fn knock(server: &Server, key: &Keypair) -> Result<(), TlsError> {
+        let (x, y) = tokio::io::duplex(1 << 16);
+        let client = tls::Config::new(key).unwrap();
+        let client = async move {
+            let (_, mut io) = handshake::client(client.client_config(), x.compat()).await?;
+            io.write_all(&super::super::encode_request("").unwrap()).await?;
+            io.flush().await?;
+            Ok::<_, TlsError>(io)
+        };
+        let admit = server.admission.admit(server.tls.server_config(), y.compat(), "test", IP);
+        let (admitted, _client) = tokio::join!(admit, client);
+        admitted
+    }
+
+    #[tokio::test]
+    async fn only_authorized_peers_get_past_the_handshake() {
+        let (friend, relay, stranger) =
+            (Keypair::generate_ed25519(), Keypair::generate_ed25519(), Keypair::generate_ed25519());
+        let id = |k: &Keypair| k.public().to_peer_id();
+        let mut s = server(id(&friend), id(&relay), 8);
+        for key in [&stranger, &relay] {
+            let err = knock(&s, key).await.unwrap_err();
+            assert!(
+                matches!(&err, TlsError::Refused(GateError::NotAuthorized(p)) if *p == id(key)),
+                "{err}"
+            );
+            // Refused right after the handshake: the acceptor, which reads requests and holds
+            // the slots, never sees the connection, and its address's place is given back.
+            assert!(s.queue.try_recv().is_err(), "nothing reaches the acceptor");
+            assert_eq!(s.admission.per_ip.len(), 0);
+        }
+        assert_eq!(s.metrics.auth_denials.get(), 2, "each denial counted");
+        knock(&s, &friend).await.unwrap();
+        let conn = s.queue.try_recv().expect("the friend's connection goes to the acceptor");
+        assert_eq!(conn.peer, id(&friend));
+        assert_eq!(s.admission.per_ip.len(), 1, "its place is held while it lives");
+        drop(conn);
+        assert_eq!(s.admission.per_ip.len(), 0);
+        assert_eq!(s.metrics.auth_denials.get(), 2);
+    }
+
+    /// The server side of a connection whose client never says a word.
+    fn silent(
+        server: &Server,
+    ) -> (impl Future<Output = Result<(), TlsError>>, Compat<DuplexStream>) {
+        let (x, y) = tokio::io::duplex(1 << 16);
+        (server.admission.admit(server.tls.server_config(), y.compat(), "test", IP), x.compat())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_handshake_ends_at_the_deadline() {
+        let s = server(PeerId::random(), PeerId::random(), 8);
+        let (admit, _client) = silent(&s);
+        let start = tokio::time::Instant::now();
+        let err = admit.await.unwrap_err();
+        assert!(matches!(err, TlsError::Timeout), "{err}");
+        assert_eq!(start.elapsed(), SETUP_TIMEOUT);
+        assert_eq!(s.admission.per_ip.len(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_address_gets_so_many_connections_at_once() {
+        let s = server(PeerId::random(), PeerId::random(), 2);
+        let (first, _a) = silent(&s);
+        let (second, _b) = silent(&s);
+        let (third, _c) = silent(&s);
+        let third = async {
+            // Once the first two are handshaking.
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            third.await
+        };
+        let (first, second, third) = tokio::join!(first, second, third);
+        let ip = IP.unwrap();
+        assert!(matches!(third, Err(TlsError::Refused(GateError::TooManyFromIp(i))) if i == ip));
+        assert!(matches!((first, second), (Err(TlsError::Timeout), Err(TlsError::Timeout))));
+        let (fourth, _d) = silent(&s);
+        assert!(matches!(fourth.await, Err(TlsError::Timeout)), "their places were given back");
+    }
+
+    #[test]
+    fn an_address_gets_its_places_back() {
+        let per_ip = PerIp::new(2);
+        let (a, b): (IpAddr, IpAddr) = ("198.18.0.1".parse().unwrap(), "::1".parse().unwrap());
+        let first = per_ip.take(a).unwrap();
+        let second = per_ip.take(a).unwrap();
+        assert!(per_ip.take(a).is_none(), "two at once from one address");
+        let other = per_ip.take(b);
+        assert!(other.is_some(), "other addresses are counted apart");
+        drop(first);
+        let third = per_ip.take(a);
+        assert!(third.is_some(), "a place given back is taken again");
+        drop((second, third, other));
+        assert_eq!(per_ip.len(), 0, "no entry outlives its connections");
+    }
+}
