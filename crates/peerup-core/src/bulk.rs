@@ -277,10 +277,17 @@ async fn serve(conn: Inbound, registry: &Registry, metrics: &Metrics) {
         // bulk connections.
         return last_answer(io, Answer::Ok).await;
     }
+    // The name is the peer's choice: none that a config could not hold goes further (it would
+    // not be offered anyway), and what is logged of it is escaped (Debug), so that no name can
+    // forge a log line.
+    if crate::label::validate(&name).is_err() {
+        tracing::debug!(%peer, service = ?name, "bulk request for an invalid service name; refused");
+        return last_answer(io, Answer::Refused).await;
+    }
     let entry = registry.get(&name);
     let Some(entry) = entry.filter(|e| may_use(&e.1, &e.0, &peer)) else {
         metrics.auth_denials.inc();
-        tracing::warn!(target: "audit", %peer, service = %name, "auth_decision: bulk connection refused (peer not allowed or no such service)");
+        tracing::warn!(target: "audit", %peer, service = ?name, "auth_decision: bulk connection refused (peer not allowed or no such service)");
         return last_answer(io, Answer::Refused).await;
     };
     let spec = &entry.0;
@@ -310,7 +317,71 @@ async fn last_answer(mut io: ServiceIo, answer: Answer) {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use tokio_util::compat::TokioAsyncReadCompatExt;
+
     use super::*;
+
+    /// Log output, kept.
+    #[derive(Clone, Default)]
+    struct Logs(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Logs {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Serves one request for `service` from an authorized peer; returns the answer and what
+    /// was logged.
+    async fn request(service: &str, metrics: &Metrics) -> (Option<u8>, String) {
+        let logs = Logs::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer({
+                let logs = logs.clone();
+                move || logs.clone()
+            })
+            .with_max_level(tracing::Level::DEBUG)
+            .with_ansi(false)
+            .finish();
+        let _logging = tracing::subscriber::set_default(subscriber);
+        let (ours, theirs) = tokio::io::duplex(1024);
+        let conn = Inbound {
+            peer: PeerId::random(),
+            io: Box::new(theirs.compat()),
+            path: DIRECT,
+            held: None,
+        };
+        let mut ours = ours.compat();
+        ours.write_all(&encode_request(service).unwrap()).await.unwrap();
+        serve(conn, &Registry::default(), metrics).await;
+        let mut answer = Vec::new();
+        let _ = ours.read_to_end(&mut answer).await;
+        let logs = String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();
+        (answer.first().copied(), logs)
+    }
+
+    #[tokio::test]
+    async fn a_service_name_cannot_forge_log_lines() {
+        let metrics = Metrics::default();
+        let forged = "ssh\n2025-01-01T00:00:00Z  WARN audit: auth_decision: forged";
+        let (answer, logs) = request(forged, &metrics).await;
+        assert_eq!(answer, Some(Answer::Refused as u8));
+        assert!(logs.lines().all(|l| !l.starts_with("2025-01-01")), "a forged line: {logs}");
+        assert!(logs.contains(r"ssh\n2025"), "logged, escaped: {logs}");
+        assert_eq!(metrics.auth_denials.get(), 0, "malformed, not an authorization decision");
+        // A well-formed name that is not offered is refused for audit, quoted.
+        let (answer, logs) = request("nope", &metrics).await;
+        assert_eq!(answer, Some(Answer::Refused as u8));
+        assert!(logs.contains("service=\"nope\""), "{logs}");
+        assert_eq!(metrics.auth_denials.get(), 1);
+    }
 
     #[tokio::test]
     async fn requests_round_trip_and_garbage_is_an_error() {
