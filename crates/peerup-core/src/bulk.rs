@@ -6,7 +6,11 @@
 //! address and negotiates [`PROTOCOL`] as the *security* protocol in place of `/tls/1.0.0`. The
 //! listener runs the same TLS 1.3 handshake (libp2p certificates, so both ends are authenticated
 //! by peer ID, AES-GCM preferred), and hands the secured socket to the bulk acceptor instead of
-//! the swarm. One small request names the service; the answer says whether it is served; then
+//! the swarm. The handshake names its own ALPN ([`PROTOCOL`] itself, where libp2p's name
+//! `libp2p`), so it commits to the bulk path: neither end takes a bulk handshake for a swarm
+//! connection's, or the other way round. (The protocol became 1.2.0 with it: a peer before the
+//! change offers or asks 1.1.0, and the other answers `na`, so the two fall back to yamux
+//! instead of failing the handshake.) One small request names the service; the answer says whether it is served; then
 //! the socket is a plain byte pipe under TLS, one connection per proxied connection.
 //!
 //! A peer reached only through a relay gets the same over two TCP legs that a peerup relay joins
@@ -50,7 +54,10 @@ use crate::metrics::{Metrics, Role};
 use crate::service::{ServiceSpec, may_use};
 
 /// The security protocol name that asks for the bulk path.
-pub const PROTOCOL: &str = "/peerup-bulk/1.1.0";
+pub const PROTOCOL: &str = "/peerup-bulk/1.2.0";
+/// The ALPN of the bulk path's TLS handshakes: the protocol name, where libp2p's handshakes name
+/// `libp2p`.
+pub(crate) const ALPN: &[u8] = PROTOCOL.as_bytes();
 /// Version byte of the request.
 const VERSION: u8 = 1;
 /// Connect, handshake and request must fit in this.

@@ -8,6 +8,10 @@
 //! then ChaCha20. As a server it applies its own order even when the client prefers ChaCha20,
 //! so a stock peer (Go, js, rust-libp2p) that offers AES at all gets AES; one that offers only
 //! ChaCha20 still connects.
+//!
+//! The bulk path ([`crate::bulk`]) runs the same handshake with the same certificate under its
+//! own ALPN ([`crate::bulk::PROTOCOL`] in place of `libp2p`); inbound connections that negotiate
+//! it go through its admission (`bulk/admission.rs`) instead of the swarm.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
@@ -64,6 +68,9 @@ pub enum TlsError {
 pub struct Config {
     client: Arc<rustls::ClientConfig>,
     server: Arc<rustls::ServerConfig>,
+    /// The same for the bulk path, whose ALPN is [`crate::bulk::ALPN`] instead of libp2p's.
+    bulk_client: Arc<rustls::ClientConfig>,
+    bulk_server: Arc<rustls::ServerConfig>,
     /// What inbound connections that negotiated the bulk path pass on their way to its
     /// acceptor; `None` = not offered.
     bulk: Option<crate::bulk::Admission>,
@@ -109,12 +116,19 @@ impl Config {
         server.ignore_client_order = true;
         // libp2p never resumes sessions: no tickets.
         server.send_tls13_tickets = 0;
-        // The bulk path takes the keys over after the handshake (`bulk/handshake.rs`).
-        client.enable_secret_extraction = true;
-        server.enable_secret_extraction = true;
+        // The bulk path takes the keys over after the handshake (`bulk/handshake.rs`), and its
+        // handshakes name their own protocol: neither kind can pass for the other.
+        let mut bulk_client = client.clone();
+        bulk_client.alpn_protocols = vec![crate::bulk::ALPN.to_vec()];
+        bulk_client.enable_secret_extraction = true;
+        let mut bulk_server = server.clone();
+        bulk_server.alpn_protocols = vec![crate::bulk::ALPN.to_vec()];
+        bulk_server.enable_secret_extraction = true;
         Ok(Self {
             client: Arc::new(client),
             server: Arc::new(server),
+            bulk_client: Arc::new(bulk_client),
+            bulk_server: Arc::new(bulk_server),
             bulk: None,
             bulk_path: crate::bulk::DIRECT,
             remote_ip: None,
@@ -157,17 +171,29 @@ impl Config {
         C: AsyncRead + AsyncWrite + Send + Unpin + 'static,
     {
         let Some(bulk) = &self.bulk else { return Err(TlsError::Diverted) };
-        bulk.admit(self.server.clone(), socket, path, self.remote_ip).await
+        bulk.admit(self.bulk_server.clone(), socket, path, self.remote_ip).await
     }
 }
 
 impl Config {
-    /// The client side's rustls configuration.
+    /// The client side's rustls configuration for bulk connections.
+    pub(crate) fn bulk_client_config(&self) -> Arc<rustls::ClientConfig> {
+        self.bulk_client.clone()
+    }
+
+    /// The server side's rustls configuration for bulk connections.
+    #[cfg(test)]
+    pub(crate) fn bulk_server_config(&self) -> Arc<rustls::ServerConfig> {
+        self.bulk_server.clone()
+    }
+
+    /// The client side's rustls configuration for the swarm's connections.
+    #[cfg(test)]
     pub(crate) fn client_config(&self) -> Arc<rustls::ClientConfig> {
         self.client.clone()
     }
 
-    /// The server side's rustls configuration.
+    /// The server side's rustls configuration for the swarm's connections.
     #[cfg(test)]
     pub(crate) fn server_config(&self) -> Arc<rustls::ServerConfig> {
         self.server.clone()

@@ -182,12 +182,12 @@ mod tests {
         let (x, y) = tokio::io::duplex(1 << 16);
         let client = tls::Config::new(key).unwrap();
         let client = async move {
-            let (_, mut io) = handshake::client(client.client_config(), x.compat()).await?;
+            let (_, mut io) = handshake::client(client.bulk_client_config(), x.compat()).await?;
             io.write_all(&super::super::encode_request("").unwrap()).await?;
             io.flush().await?;
             Ok::<_, TlsError>(io)
         };
-        let admit = server.admission.admit(server.tls.server_config(), y.compat(), "test", IP);
+        let admit = server.admission.admit(server.tls.bulk_server_config(), y.compat(), "test", IP);
         let (admitted, _client) = tokio::join!(admit, client);
         admitted
     }
@@ -224,7 +224,10 @@ mod tests {
         server: &Server,
     ) -> (impl Future<Output = Result<(), TlsError>>, Compat<DuplexStream>) {
         let (x, y) = tokio::io::duplex(1 << 16);
-        (server.admission.admit(server.tls.server_config(), y.compat(), "test", IP), x.compat())
+        (
+            server.admission.admit(server.tls.bulk_server_config(), y.compat(), "test", IP),
+            x.compat(),
+        )
     }
 
     #[tokio::test(start_paused = true)]

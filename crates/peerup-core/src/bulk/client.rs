@@ -72,7 +72,7 @@ where
     let (_, negotiated) = dialer_select_proto(conn, [PROTOCOL], Version::V1Lazy)
         .await
         .map_err(|e| BulkError::Connect(e.to_string()))?;
-    let (found, mut io) = handshake::client(tls.client_config(), negotiated)
+    let (found, mut io) = handshake::client(tls.bulk_client_config(), negotiated)
         .await
         .map_err(|e| BulkError::Connect(e.to_string()))?;
     if found != peer {

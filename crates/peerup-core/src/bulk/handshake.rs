@@ -121,6 +121,16 @@ fn take_over<C>(io: RecordReads<C>, mut conn: rustls::Connection) -> Result<Seal
     Ok(Sealed::resume(io, conn.dangerous_extract_secrets()?, plain, raw)?)
 }
 
+/// Checks that the handshake agreed on the bulk path's ALPN ([`super::ALPN`]). rustls fails a
+/// handshake whose client offers only other protocols, but not one whose client offers none, nor
+/// one whose server picks none.
+fn check_alpn(state: &rustls::CommonState) -> Result<(), TlsError> {
+    match state.alpn_protocol() {
+        Some(p) if p == super::ALPN => Ok(()),
+        _ => Err(TlsError::Rustls(rustls::Error::NoApplicationProtocol)),
+    }
+}
+
 /// Runs the handshake as the client; returns the peer's ID and the connection.
 pub(crate) async fn client<C>(
     config: Arc<rustls::ClientConfig>,
@@ -132,6 +142,7 @@ where
     let stream = futures_rustls::TlsConnector::from(config)
         .connect(crate::tls::no_sni(), RecordReads::new(socket))
         .await?;
+    check_alpn(stream.get_ref().1)?;
     let peer = crate::tls::remote_peer(stream.get_ref().1)?;
     let (io, conn) = stream.into_inner();
     Ok((peer, take_over(io, conn.into())?))
@@ -146,6 +157,7 @@ where
     C: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
     let stream = futures_rustls::TlsAcceptor::from(config).accept(RecordReads::new(socket)).await?;
+    check_alpn(stream.get_ref().1)?;
     let peer = crate::tls::remote_peer(stream.get_ref().1)?;
     let (io, conn) = stream.into_inner();
     Ok((peer, take_over(io, conn.into())?))
@@ -177,8 +189,8 @@ mod tests {
         let (ca, cb, ida, idb) = configs();
         let (x, y) = tokio::io::duplex(1 << 20);
         let (c, s) = tokio::join!(
-            client(ca.client_config(), x.compat()),
-            server(cb.server_config(), y.compat())
+            client(ca.bulk_client_config(), x.compat()),
+            server(cb.bulk_server_config(), y.compat())
         );
         let ((saw_b, c), (saw_a, s)) = (c.unwrap(), s.unwrap());
         assert_eq!((saw_a, saw_b), (ida, idb), "both ends authenticated by peer ID");
@@ -240,9 +252,9 @@ mod tests {
     async fn the_records_are_tls_records_that_rustls_reads_and_writes() {
         let (ca, cb, _, _) = configs();
         let (x, y) = tokio::io::duplex(1 << 20);
-        let acceptor = futures_rustls::TlsAcceptor::from(cb.server_config());
+        let acceptor = futures_rustls::TlsAcceptor::from(cb.bulk_server_config());
         let (c, s) =
-            tokio::join!(client(ca.client_config(), x.compat()), acceptor.accept(y.compat()));
+            tokio::join!(client(ca.bulk_client_config(), x.compat()), acceptor.accept(y.compat()));
         let (mut ours, mut theirs) = (c.unwrap().1, s.unwrap());
         let data = payload(200_000, 3);
         ours.write_all(&data).await.unwrap();
@@ -319,8 +331,8 @@ mod tests {
         tokio::spawn(tamper(x2r, y2w, flip.clone()));
         tokio::spawn(tamper(y2r, x2w, Arc::new(AtomicBool::new(false))));
         let (c, s) = tokio::join!(
-            client(ca.client_config(), x.compat()),
-            server(cb.server_config(), y.compat())
+            client(ca.bulk_client_config(), x.compat()),
+            server(cb.bulk_server_config(), y.compat())
         );
         let (mut c, mut s) = (c.unwrap().1, s.unwrap().1);
         flip.store(true, Ordering::SeqCst);
@@ -345,6 +357,54 @@ mod tests {
         }
         let (_, mut s) = pair().await;
         assert!(!s.open_raw(&[23, 3, 3, 0, 17]).unwrap(), "a header alone waits for its body");
+    }
+
+    /// A handshake between `client` and `server` over an in-memory pipe, as the bulk path runs
+    /// it; the two ends' results.
+    async fn alpn_handshake(
+        client_config: rustls::ClientConfig,
+        server_config: rustls::ServerConfig,
+    ) -> (Result<(), TlsError>, Result<(), TlsError>) {
+        let (x, y) = tokio::io::duplex(1 << 20);
+        let (c, s) = tokio::join!(
+            client(Arc::new(client_config), x.compat()),
+            server(Arc::new(server_config), y.compat())
+        );
+        (c.map(|_| ()), s.map(|_| ()))
+    }
+
+    #[tokio::test]
+    async fn the_handshake_commits_to_the_bulk_alpn() {
+        let (ca, cb, _, _) = configs();
+        let (bulk_client, bulk_server) =
+            ((*ca.bulk_client_config()).clone(), (*cb.bulk_server_config()).clone());
+        let (c, s) = alpn_handshake(bulk_client.clone(), bulk_server.clone()).await;
+        assert!(c.is_ok() && s.is_ok(), "the bulk ALPN on both ends: {c:?} {s:?}");
+
+        // A swarm handshake's client (ALPN `libp2p`) is refused by the bulk server, and a bulk
+        // client by a swarm server.
+        let (swarm_client, swarm_server) =
+            ((*ca.client_config()).clone(), (*cb.server_config()).clone());
+        assert_eq!(swarm_client.alpn_protocols, [b"libp2p".to_vec()]);
+        for (client_config, server_config) in
+            [(swarm_client, bulk_server.clone()), (bulk_client.clone(), swarm_server)]
+        {
+            let (c, s) = alpn_handshake(client_config, server_config).await;
+            assert!(c.is_err() && s.is_err(), "{c:?} {s:?}");
+        }
+
+        // A client that offers no ALPN at all (which rustls lets through), or a server that
+        // picks none: refused by the other end.
+        let mut silent_client = bulk_client.clone();
+        silent_client.alpn_protocols.clear();
+        let (_, s) = alpn_handshake(silent_client, bulk_server).await;
+        let err = s.expect_err("the server wants the bulk ALPN offered");
+        assert!(matches!(err, TlsError::Rustls(rustls::Error::NoApplicationProtocol)), "{err}");
+        let mut silent_server = (*cb.bulk_server_config()).clone();
+        silent_server.alpn_protocols.clear();
+        let (c, _) = alpn_handshake(bulk_client, silent_server).await;
+        let err = c.expect_err("the client wants the bulk ALPN picked");
+        assert!(matches!(err, TlsError::Rustls(rustls::Error::NoApplicationProtocol)), "{err}");
     }
 
     #[tokio::test]
@@ -374,7 +434,7 @@ mod tests {
         let (ca, cb, _, _) = configs();
         let (x, y) = tokio::io::duplex(1 << 20);
         let client_side = async {
-            let (_, mut c) = client(ca.client_config(), x.compat()).await.unwrap();
+            let (_, mut c) = client(ca.bulk_client_config(), x.compat()).await.unwrap();
             c.write_all(b"first words").await.unwrap();
             c.write_all(&payload(100_000, 6)).await.unwrap();
             c.flush().await.unwrap();
@@ -383,7 +443,7 @@ mod tests {
         let server_side = async {
             // Let the client's bytes arrive before the server even starts.
             tokio::task::yield_now().await;
-            server(cb.server_config(), y.compat()).await.unwrap().1
+            server(cb.bulk_server_config(), y.compat()).await.unwrap().1
         };
         let (_c, mut s) = tokio::join!(client_side, server_side);
         let mut got = vec![0u8; 11 + 100_000];

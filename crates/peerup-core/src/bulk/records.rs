@@ -454,8 +454,8 @@ mod tests {
         let (ca, cb) = (tls::Config::new(&a).unwrap(), tls::Config::new(&b).unwrap());
         let (x, y) = tokio::io::duplex(1 << 20);
         let (c, s) = tokio::join!(
-            handshake::client(ca.client_config(), wrap(x.compat())),
-            handshake::server(cb.server_config(), y.compat())
+            handshake::client(ca.bulk_client_config(), wrap(x.compat())),
+            handshake::server(cb.bulk_server_config(), y.compat())
         );
         (c.unwrap().1, s.unwrap().1)
     }
