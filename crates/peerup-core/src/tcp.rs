@@ -15,7 +15,7 @@
 //! it: TCP, multistream-select, TLS or Noise ([`Security`]), then the muxer. The upgrades are
 //! applied here too ([`secured`]) rather than by libp2p's upgrade builder, which gives an upgrade
 //! no way to learn the address of the connection it secures: the bulk path counts its
-//! connections by source IP (`bulk/admission.rs`). Legs read it through [`inbound`].
+//! connections by source IP (`bulk/admission.rs`), and a relay its legs (`legs/relay.rs`).
 
 use std::collections::HashMap;
 use std::io;
@@ -37,10 +37,6 @@ use libp2p::{Multiaddr, PeerId, Transport, noise};
 use multistream_select::{NegotiationError, Version, dialer_select_proto, listener_select_proto};
 
 use crate::tls::{self, TlsError};
-
-mod inbound;
-
-pub(crate) use inbound::handshake_peer;
 
 /// Registered sockets by peer address: a second descriptor of each (`dup`), so that the
 /// registry can reach a socket without sharing the tokio stream its connection reads through.
@@ -276,16 +272,14 @@ where
     }
 }
 
-/// The swarm's TCP transport: `tls` or Noise, then peerup's yamux, each socket in `sockets`;
-/// an inbound connection's upgrades run where [`handshake_peer`] names its peer.
+/// The swarm's TCP transport: `tls` or Noise, then peerup's yamux, each socket in `sockets`.
 pub(crate) fn transport(
     key: &Keypair,
     tls: tls::Config,
     sockets: Sockets,
 ) -> Result<Boxed<(PeerId, StreamMuxerBox)>, noise::Error> {
     let tcp = libp2p::tcp::tokio::Transport::new(libp2p::tcp::Config::default().nodelay(true));
-    let secured = secured(tcp.map(move |stream, _| sockets.register(stream.0)), key, tls)?;
-    Ok(inbound::KnowsPeer(secured).boxed())
+    secured(tcp.map(move |stream, _| sockets.register(stream.0)), key, tls)
 }
 
 /// Upgrading a connection failed.

@@ -249,7 +249,7 @@ where
                     return Err(TlsError::Diverted);
                 }
                 (crate::legs::SECURITY, Some(legs)) => {
-                    legs.accept(socket);
+                    legs.accept(socket, self.remote_ip);
                     return Err(TlsError::Diverted);
                 }
                 _ => {}

@@ -231,16 +231,6 @@ impl Legs {
         drop(gone);
     }
 
-    /// Takes a leg that negotiated [`super::SECURITY`] on the relay's TCP listener: reads its
-    /// token, then joins it to the other leg or waits for it. Called during the connection's
-    /// handshake, where its peer's address is known ([`crate::tcp::handshake_peer`]).
-    pub(crate) fn accept<C>(&self, leg: C)
-    where
-        C: AsyncRead + AsyncWrite + Send + Unpin + 'static,
-    {
-        self.accept_from(leg, crate::tcp::handshake_peer().map(|a| a.ip()));
-    }
-
     /// A place for a leg from `from` among those still sending their token.
     fn unnamed(&self, from: Option<IpAddr>) -> Option<Unnamed> {
         let limits = &self.0.limits;
@@ -255,7 +245,10 @@ impl Legs {
         Some(Unnamed { shared: self.0.clone(), from })
     }
 
-    fn accept_from<C>(&self, mut leg: C, from: Option<IpAddr>)
+    /// Takes a leg that negotiated [`super::SECURITY`] on the relay's TCP listener: reads its
+    /// token, then joins it to the other leg or waits for it. `from` is the leg's source address
+    /// (`None`: not known), which bounds the legs one address may hold before they name a pair.
+    pub(crate) fn accept<C>(&self, mut leg: C, from: Option<IpAddr>)
     where
         C: AsyncRead + AsyncWrite + Send + Unpin + 'static,
     {
@@ -461,7 +454,7 @@ mod tests {
     /// A leg that presents `token`: its peer's end.
     async fn leg_with(l: &Legs, token: &Token) -> tokio::io::DuplexStream {
         let (relay_end, mut peer_end) = leg();
-        l.accept(relay_end);
+        l.accept(relay_end, None);
         peer_end.write_all(token).await.unwrap();
         peer_end
     }
@@ -603,7 +596,7 @@ mod tests {
         let mut ends = Vec::new();
         for i in 0..=UNNAMED_PER_PAIR {
             let (relay_end, peer_end) = leg();
-            l.accept_from(relay_end, Some(IpAddr::from([10, 0, 0, i as u8])));
+            l.accept(relay_end, Some(IpAddr::from([10, 0, 0, i as u8])));
             ends.push(peer_end);
         }
         assert_eq!(lock(&l.0.unnamed).total, UNNAMED_PER_PAIR);
@@ -623,11 +616,11 @@ mod tests {
         let mut ends = Vec::new();
         for _ in 0..4 {
             let (relay_end, peer_end) = leg();
-            l.accept_from(relay_end, Some(flood));
+            l.accept(relay_end, Some(flood));
             ends.push(peer_end);
         }
         let (relay_end, mut other_end) = leg();
-        l.accept_from(relay_end, Some(other));
+        l.accept(relay_end, Some(other));
         let (last, held) = ends.split_last_mut().unwrap();
         assert!(closed(last), "the fourth leg from one address is closed at once");
         assert!(held.iter_mut().all(|e| !closed(e)), "the first three wait for their tokens");
