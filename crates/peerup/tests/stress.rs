@@ -49,6 +49,8 @@ mod attacker;
 mod hostile;
 #[path = "stress/load.rs"]
 mod load;
+#[path = "stress/peers.rs"]
+mod peers;
 #[path = "stress/rss.rs"]
 mod rss;
 
@@ -86,4 +88,13 @@ fn nat_load_symmetric_x_cone_relayed() {
 #[test]
 fn nat_hostile_relay_traffic() {
     hostile::unauthorized_flood();
+}
+
+/// Issue 20: one daemon and one relay under every hostile-peer attack at once (the relay flood
+/// above, bulk-path handshakes, stalled handshakes, libp2p strangers) while an authorized peer
+/// moves SHA-256-checked data: the transfer stays exact at no less than half its unloaded rate,
+/// daemon and relay memory stay bounded, and nothing unauthorized reaches the service.
+#[test]
+fn nat_hostile_peers() {
+    peers::all_at_once();
 }

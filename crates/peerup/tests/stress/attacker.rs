@@ -70,7 +70,7 @@ pub fn launch(plan: Plan) -> JoinHandle<Outcomes> {
 }
 
 /// Moves this thread into `ns` and checks that it is there.
-fn enter_netns(ns: &str) {
+pub fn enter_netns(ns: &str) {
     let path = format!("/run/netns/{ns}");
     let file = File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
     setns(&file, CloneFlags::CLONE_NEWNET).unwrap_or_else(|e| panic!("setns {path}: {e}"));
@@ -85,7 +85,7 @@ enum Request {
     Circuit,
 }
 
-async fn flood(plan: &Plan) -> Outcomes {
+pub async fn flood(plan: &Plan) -> Outcomes {
     let started = Instant::now();
     let ends: Vec<(String, Option<String>, bool, bool)> = futures::stream::iter(0..plan.attempts)
         .map(|i| attempt(plan, i))
@@ -106,7 +106,7 @@ async fn flood(plan: &Plan) -> Outcomes {
 }
 
 /// Error text without peer IDs and addresses, so that outcomes group.
-fn class(error: &str) -> String {
+pub fn class(error: &str) -> String {
     let lower = error.to_lowercase();
     let known = [
         ("denied", "denied"),
