@@ -2,7 +2,8 @@
 //! proxied connections through one `peerup proxy`, on the hole-punched DIRECT path and through the
 //! relay, with the memory of the peerup processes sampled; and a hostile flood of reservation and
 //! circuit requests from unauthorized identities against the relay, while authorized peers keep
-//! moving data. What each test guarantees and the figures measured: `docs/reliability.md`.
+//! moving data; and (issue 20) every hostile-peer attack at once against one daemon and one relay
+//! (`stress/peers.rs`). What each test guarantees and the figures measured: `docs/reliability.md`.
 //!
 //! Reuses the NAT-lab harness of `tests/netlab.rs` (lab, processes, relay and nodes, the Python
 //! echo server) and the benchmark's concurrent client (`benches/lab/bench.py many`) and /proc
@@ -10,13 +11,14 @@
 //! `CI` set a lab that cannot start fails the test, otherwise it is skipped with a message.
 //!
 //! ```sh
-//! cargo test -p peerup --test stress -- --nocapture              # as root, about 3 minutes
+//! cargo test -p peerup --test stress -- --nocapture              # as root, about 6 minutes
 //! PEERUP_SOAK=1 cargo test -p peerup --test stress -- --nocapture   # the long variants
 //! ```
 //!
 //! `PEERUP_SOAK=1` runs 2,000 connections × 4 MiB and 10,000 hostile attempts instead of 500 ×
 //! 1 MiB and 1,000; `PEERUP_STRESS_CONNS`, `PEERUP_STRESS_BYTES` and `PEERUP_STRESS_ATTEMPTS`
-//! override single figures.
+//! override single figures. For `nat_hostile_peers` see `stress/peers.rs` (`PEERUP_SOAK=1` runs
+//! 10,000 bulk handshakes and 10,000 relay requests there).
 #![cfg(target_os = "linux")]
 
 #[macro_use]

@@ -12,7 +12,7 @@ use futures::StreamExt;
 use libp2p::PeerId;
 use libp2p::identity::Keypair;
 
-use super::Tally;
+use super::support::Tally;
 use crate::attacker::{Outcomes, class};
 
 /// What to send.

@@ -10,7 +10,7 @@ use libp2p::multiaddr::Protocol;
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, PeerId, SwarmBuilder, noise, ping, tcp, yamux};
 
-use super::Tally;
+use super::support::Tally;
 use crate::attacker::{Outcomes, class};
 
 /// What to send.
