@@ -2,7 +2,7 @@
 //! multistream-select (the bulk path's at the daemon, the relay legs' at the relay, libp2p's TLS at
 //! either), wait for the listener to agree, and then send nothing. Each slot keeps one such
 //! connection open until the attack ends; when the server closes one, the slot notes how long it
-//! lived and opens another after a pause.
+//! lived and opens another after a pause (longer after a quick refusal).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -15,8 +15,12 @@ use tokio_util::sync::CancellationToken;
 
 /// For the TCP connect and the negotiation of one connection.
 const SETUP: Duration = Duration::from_secs(10);
-/// Before a slot opens another connection after one ended.
+/// Before a slot opens another connection after one ended. A connection refused or closed within
+/// [`QUICK`] doubles the slot's pause, up to [`MAX_PAUSE`], so that a server that turns the
+/// connections away at once (a per-address cap) is not hammered by reconnects.
 const PAUSE: Duration = Duration::from_millis(250);
+const QUICK: Duration = Duration::from_secs(1);
+const MAX_PAUSE: Duration = Duration::from_secs(5);
 
 /// One group of stalled connections.
 #[derive(Debug, Clone)]
@@ -91,7 +95,9 @@ async fn slot(target: &Target, index: usize, stop: &CancellationToken) -> (Strin
         () = stop.cancelled() => return (target.label.clone(), report),
         () = tokio::time::sleep(stagger) => {}
     }
+    let mut pause = PAUSE;
     while !stop.is_cancelled() {
+        let began = Instant::now();
         let opened = tokio::select! {
             () = stop.cancelled() => break,
             r = tokio::time::timeout(SETUP, open(target)) => r,
@@ -121,9 +127,10 @@ async fn slot(target: &Target, index: usize, stop: &CancellationToken) -> (Strin
             Ok(Err(e)) => *report.failed.entry(crate::attacker::class(&e)).or_default() += 1,
             Err(_) => *report.failed.entry("timed out".into()).or_default() += 1,
         }
+        pause = if began.elapsed() < QUICK { (pause * 2).min(MAX_PAUSE) } else { PAUSE };
         tokio::select! {
             () = stop.cancelled() => break,
-            () = tokio::time::sleep(PAUSE) => {}
+            () = tokio::time::sleep(pause) => {}
         }
     }
     (target.label.clone(), report)
