@@ -358,7 +358,7 @@ pub enum RelayCommand {
         /// How long the codes work (at most 1h)
         #[arg(long, default_value = "1h", value_parser = parse_interval)]
         ttl: std::time::Duration,
-        /// How long members stay authorized on the relay [default: no expiry]
+        /// How long members stay authorized on the relay, at most 3650 days [default: no expiry]
         #[arg(long, value_parser = parse_interval)]
         expires: Option<std::time::Duration>,
         /// List the active groups instead

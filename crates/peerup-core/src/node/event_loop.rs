@@ -305,7 +305,7 @@ impl EventLoop {
                         Ok(()) => "closed".to_string(),
                         Err(e) => e.to_string(),
                     };
-                    tracing::warn!(%relay, %reason, "relay reservation lost; will retry");
+                    tracing::warn!(%relay, ?reason, "relay reservation lost; will retry");
                     self.emit(NodeEvent::ReservationLost { relay, reason });
                 }
             }

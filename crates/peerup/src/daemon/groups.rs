@@ -42,7 +42,7 @@ pub fn spawn(
             match tokio::time::timeout(READ_TIMEOUT, wire::read(&mut s.stream)).await {
                 Ok(Ok(Message::Introduce { group, peers })) => {
                     if let Err(e) = apply(&config, s.peer, group, &peers, me) {
-                        tracing::warn!(error = %format!("{e:#}"), "group introduction not applied");
+                        tracing::warn!(error = ?format!("{e:#}"), "group introduction not applied");
                     }
                 }
                 Ok(Ok(other)) => tracing::debug!(message = ?other, "unexpected group message"),
@@ -69,7 +69,7 @@ fn apply(
     for (peer, name) in peers.iter().filter(|(p, _)| *p != me) {
         let paired = Paired { peer: *peer, name: name.clone() };
         let given = save_peer(&loaded, &paired, None, Some(group))?;
-        tracing::info!(target: "audit", %peer, name = %given, group = %format!("{group:08x}"), "auth_change: group member introduced by the relay");
+        tracing::info!(target: "audit", %peer, name = ?given, group = %format!("{group:08x}"), "auth_change: group member introduced by the relay");
         loaded = load(config)?;
     }
     Ok(())
