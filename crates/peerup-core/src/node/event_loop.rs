@@ -334,7 +334,8 @@ impl EventLoop {
             } => {
                 self.book.closed(peer_id, connection_id);
                 let path = path_of(&endpoint);
-                let failed = matches!(cause, Some(ConnectionError::IO(_)));
+                let failed =
+                    matches!(&cause, Some(ConnectionError::IO(e)) if !network::closed_by_peer(e));
                 if num_established > 0 && failed {
                     self.on_broken(peer_id, path.relayed);
                 }

@@ -30,6 +30,15 @@ const SUSPECT_FOR: Duration = Duration::from_secs(15);
 /// How long after an address change our QUIC observations are offered to hole punching.
 const OFFER_QUIC_FOR: Duration = Duration::from_secs(120);
 
+/// Whether a connection's I/O error is the peer closing it on purpose: a QUIC connection the
+/// peer's application closed (quinn reports it as `closed by peer: <code>`, while a transport
+/// error reads `aborted by peer`). Such a peer is alive (it closed a redundant or idle
+/// connection), so its other connections are not suspect ([`EventLoop::on_broken`]). libp2p's
+/// QUIC error keeps quinn's error private, so its text is what tells.
+pub(super) fn closed_by_peer(e: &std::io::Error) -> bool {
+    e.to_string().starts_with("closed by peer")
+}
+
 impl EventLoop {
     pub(super) fn on_network_change(&mut self, change: AddressChange) {
         self.emit(NodeEvent::NetworkChanged(change.clone()));
@@ -144,6 +153,31 @@ impl EventLoop {
         }
         if self.swarm.close_connection(id) {
             self.closing_silent.insert(id);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+
+    use super::closed_by_peer;
+
+    /// quinn's text for a QUIC connection the peer's application closed, as it reaches the event
+    /// loop, is a close; a TCP connection's EOF or reset, or a QUIC transport error, is a break.
+    #[test]
+    fn only_a_peer_closing_on_purpose_is_not_a_break() {
+        assert!(closed_by_peer(&io::Error::other("closed by peer: 0")));
+        for broke in [
+            io::Error::from(io::ErrorKind::ConnectionReset),
+            io::Error::from(io::ErrorKind::UnexpectedEof),
+            io::Error::other("aborted by peer: the cryptographic handshake failed"),
+            io::Error::other("timed out"),
+            io::Error::other(
+                "decode error: i/o error: peer closed connection without sending TLS close_notify",
+            ),
+        ] {
+            assert!(!closed_by_peer(&broke), "{broke}");
         }
     }
 }
