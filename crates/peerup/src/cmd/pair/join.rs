@@ -12,6 +12,7 @@ use peerup_core::node::{Node, NodeConfig as CoreConfig};
 use peerup_core::pairing::code::InviteCode;
 use peerup_core::pairing::pake::Paired;
 use peerup_core::pairing::session::{self, Join, Joined, PairError};
+use peerup_core::streams::OpenStreamError;
 use peerup_core::{Multiaddr, identity, relay_addr};
 
 use super::super::Ctx;
@@ -109,8 +110,14 @@ pub(in crate::cmd) fn join(args: &JoinArgs, ctx: &Ctx) -> Result<()> {
                 keypair,
                 name: host_name(),
             };
+            // The relay closes the connection of a peer it does not let in right after the
+            // handshake: the stream then finds it closing, or already gone (and no address to
+            // dial the relay again by its ID).
             let joined = session::join(&node, j, save).await.map_err(|e| match e {
-                PairError::Node(NodeError::ConnectionClosed) => anyhow::anyhow!(
+                PairError::Node(
+                    NodeError::ConnectionClosed
+                    | NodeError::OpenStream(OpenStreamError::NotConnected(_)),
+                ) => anyhow::anyhow!(
                     "the relay turned us away: no invite is open there (wrong, expired or used code)"
                 ),
                 e => e.into(),
