@@ -47,6 +47,7 @@ pub mod netinfo;
 pub mod netwatch;
 pub mod node;
 pub mod pairing;
+pub(crate) mod per_key;
 pub mod pingpong;
 pub mod protocols;
 pub mod punch;

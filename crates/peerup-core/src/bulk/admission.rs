@@ -3,7 +3,7 @@
 //!
 //! A bulk connection is not a libp2p connection, so the swarm's gate (`crate::gate`) never sees
 //! it: this is its gate. On a direct TCP connection, one source IP may have at most so many bulk
-//! connections at once, handshaking or open ([`PerIp`]: the node's `max_inbound_per_ip`, else
+//! connections at once, handshaking or open ([`PerIp`], a [`PerKey`]: the node's `max_inbound_per_ip`, else
 //! [`MAX_PER_IP`]). Circuits, legs and punched connections are not counted by IP: the IP of a
 //! circuit or leg is the relay's, shared by every peer behind it (the relay caps those per peer),
 //! and a punched connection is only made for a peer that asked over an authorized connection.
@@ -13,9 +13,8 @@
 //! sees nothing, and nothing about the peer is kept. Denials are counted (`auth_denials`) and
 //! logged for audit.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use futures::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
@@ -23,6 +22,7 @@ use tokio::sync::mpsc;
 use super::{Inbound, SETUP_TIMEOUT, handshake};
 use crate::gate::{AccessList, GateError};
 use crate::metrics::Metrics;
+use crate::per_key::{PerKey, Place};
 use crate::tls::TlsError;
 
 /// Bulk connections one IP address may have at once on direct TCP (handshaking or open), unless
@@ -32,56 +32,10 @@ use crate::tls::TlsError;
 pub const MAX_PER_IP: usize = 2 * super::MAX_CLIENT_BULK;
 
 /// Bulk connections by source IP.
-#[derive(Clone)]
-pub(crate) struct PerIp {
-    counts: Arc<Mutex<HashMap<IpAddr, usize>>>,
-    max: usize,
-}
-
-impl PerIp {
-    pub(crate) fn new(max: usize) -> Self {
-        Self { counts: Arc::default(), max }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {
-        self.counts.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// A place for one more connection from `ip`, unless it has [`PerIp::new`]'s `max` already.
-    fn take(&self, ip: IpAddr) -> Option<IpTicket> {
-        let mut counts = self.lock();
-        let count = counts.entry(ip).or_default();
-        if *count >= self.max {
-            return None;
-        }
-        *count += 1;
-        Some(IpTicket { per_ip: self.clone(), ip })
-    }
-
-    /// How many addresses have connections counted.
-    #[cfg(test)]
-    fn len(&self) -> usize {
-        self.lock().len()
-    }
-}
+pub(crate) type PerIp = PerKey<IpAddr>;
 
 /// One connection's place in [`PerIp`], given back when dropped.
-pub(crate) struct IpTicket {
-    per_ip: PerIp,
-    ip: IpAddr,
-}
-
-impl Drop for IpTicket {
-    fn drop(&mut self) {
-        let mut counts = self.per_ip.lock();
-        if let Some(n) = counts.get_mut(&self.ip) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                counts.remove(&self.ip);
-            }
-        }
-    }
-}
+pub(crate) type IpTicket = Place<IpAddr>;
 
 /// What inbound bulk connections pass before the acceptor gets them.
 #[derive(Clone)]

@@ -25,6 +25,7 @@ use super::wire::{self, Message};
 use super::{MAX_TTL, PAIR_RENDEZVOUS};
 use crate::gate::{AccessList, Probation};
 use crate::node::Node;
+use crate::per_key::PerKey;
 use crate::streams::IncomingStream;
 
 mod handlers;
@@ -204,7 +205,8 @@ pub fn serve(
     };
     let rendezvous = Rendezvous { shared: shared.clone() };
     let limit = Arc::new(Semaphore::new(MAX_STREAMS));
-    let per_peer = PerPeer::default();
+    // Each peer's streams; a peer's entry goes when its last stream ends.
+    let per_peer = PerKey::new(MAX_STREAMS_PER_PEER);
     let tasks = tracker.clone();
     tracker.spawn(async move {
         let mut prune = tokio::time::interval(PRUNE_EVERY);
@@ -218,7 +220,7 @@ pub fn serve(
                 }
                 s = incoming.recv() => {
                     let Some(s) = s else { break };
-                    let Some(mine) = per_peer.acquire(s.peer) else {
+                    let Some(mine) = per_peer.take(s.peer) else {
                         tracing::debug!(peer = %s.peer, "too many pairing streams from this peer; dropped");
                         continue;
                     };
@@ -239,44 +241,6 @@ pub fn serve(
         }
     });
     rendezvous
-}
-
-/// Counts each peer's rendezvous streams; a peer's entry goes when its last stream ends.
-#[derive(Clone, Default)]
-struct PerPeer(Arc<Mutex<HashMap<PeerId, usize>>>);
-
-/// One stream counted against its peer until dropped.
-struct PeerPermit {
-    peer: PeerId,
-    counts: PerPeer,
-}
-
-impl PerPeer {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<PeerId, usize>> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn acquire(&self, peer: PeerId) -> Option<PeerPermit> {
-        let mut counts = self.lock();
-        let n = counts.entry(peer).or_default();
-        if *n >= MAX_STREAMS_PER_PEER {
-            return None;
-        }
-        *n += 1;
-        Some(PeerPermit { peer, counts: self.clone() })
-    }
-}
-
-impl Drop for PeerPermit {
-    fn drop(&mut self) {
-        let mut counts = self.counts.lock();
-        if let Some(n) = counts.get_mut(&self.peer) {
-            *n -= 1;
-            if *n == 0 {
-                counts.remove(&self.peer);
-            }
-        }
-    }
 }
 
 async fn handle(shared: &Shared, mut s: IncomingStream) {
