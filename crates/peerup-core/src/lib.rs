@@ -53,6 +53,7 @@ pub mod protocols;
 pub mod punch;
 pub mod relay;
 pub mod relay_addr;
+pub mod serve;
 pub mod service;
 pub mod streams;
 pub(crate) mod tcp;

@@ -10,10 +10,12 @@ use tokio_util::task::TaskTracker;
 
 use crate::gate::AccessList;
 use crate::node::{Node, NodeError};
-use crate::streams::PathInfo;
+use crate::streams::{IncomingStream, PathInfo};
 
 /// The longest line a ping-pong server reads.
 const MAX_LINE: usize = 64;
+/// Pings answered at once; more are dropped.
+const MAX_AT_ONCE: usize = 64;
 /// How long one exchange may take.
 pub const PING_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -43,31 +45,27 @@ pub fn serve(
     cancel: CancellationToken,
     tracker: &TaskTracker,
 ) {
-    let mut incoming = node.accept(protocol);
-    let tasks = tracker.clone();
-    tracker.spawn(async move {
-        loop {
-            let next = tokio::select! {
-                biased;
-                () = cancel.cancelled() => break,
-                next = incoming.recv() => next,
-            };
-            let Some(s) = next else { break };
-            if !access.is_authorized(&s.peer) {
-                continue;
-            }
-            tasks.spawn(async move {
+    let incoming = node.accept(protocol);
+    let limits = crate::serve::Limits::dropping(MAX_AT_ONCE).within(PING_TIMEOUT);
+    crate::serve::each(
+        incoming,
+        limits,
+        "ping answer",
+        tracker,
+        cancel,
+        move |s: IncomingStream| {
+            access.is_authorized(&s.peer).then_some(async move {
                 let mut stream = s.stream;
-                let reply = match tokio::time::timeout(PING_TIMEOUT, read_line(&mut stream)).await {
-                    Ok(Ok(line)) if line.trim() == "ping" => "pong\n",
-                    Ok(Ok(_)) => "unknown\n",
-                    _ => return,
+                let reply = match read_line(&mut stream).await {
+                    Ok(line) if line.trim() == "ping" => "pong\n",
+                    Ok(_) => "unknown\n",
+                    Err(_) => return,
                 };
                 let _ = stream.write_all(reply.as_bytes()).await;
                 let _ = stream.close().await;
-            });
-        }
-    });
+            })
+        },
+    );
 }
 
 async fn read_line(stream: &mut libp2p::Stream) -> std::io::Result<String> {

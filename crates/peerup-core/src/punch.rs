@@ -176,16 +176,15 @@ pub(crate) fn spawn_answerer(
         Arc::new(move |peer: &PeerId| access.is_authorized(peer)),
     );
     let (what, timeout) = ("bulk hole punch", crate::bulk::SETUP_TIMEOUT);
-    crate::streams::serve_each(
+    crate::serve::each(
         requests,
-        CONCURRENT,
-        timeout,
+        crate::serve::Limits::waiting(CONCURRENT).within(timeout),
         what,
         tracker,
         cancel,
         move |request| {
             let tls = tls.clone();
-            async move { answer(&tls, request).await }
+            Some(async move { answer(&tls, request).await })
         },
     );
 }

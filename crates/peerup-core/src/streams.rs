@@ -7,7 +7,6 @@
 //! exists. Inbound streams are delivered per protocol to bounded channels registered with
 //! [`StreamControl::accept`].
 
-mod each;
 mod handler;
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -23,7 +22,6 @@ use libp2p::swarm::{
 use libp2p::{PeerId, Stream, StreamProtocol};
 use tokio::sync::{mpsc, oneshot};
 
-pub(crate) use each::serve_each;
 use handler::Handler;
 
 /// How many inbound streams of one protocol may wait to be taken before new ones are refused.

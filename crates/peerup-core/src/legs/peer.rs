@@ -91,16 +91,15 @@ pub(crate) fn spawn_answerer(
     );
     let what = "relay leg offer";
     let node = node.clone();
-    crate::streams::serve_each(
+    crate::serve::each(
         offers,
-        CONCURRENT,
-        PAIRING_TIMEOUT,
+        crate::serve::Limits::waiting(CONCURRENT).within(PAIRING_TIMEOUT),
         what,
         tracker,
         cancel,
         move |offer| {
             let (node, tls, access) = (node.clone(), tls.clone(), access.clone());
-            async move { take(&node, &tls, &access, offer).await }
+            Some(async move { take(&node, &tls, &access, offer).await })
         },
     );
 }

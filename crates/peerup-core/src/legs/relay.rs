@@ -350,16 +350,15 @@ pub(crate) fn serve(node: Node, legs: Legs, access: AccessList) {
     );
     let (tracker, cancel) = (legs.0.tracker.clone(), legs.0.cancel.clone());
     let what = "relay leg request";
-    crate::streams::serve_each(
+    crate::serve::each(
         requests,
-        CONCURRENT_REQUESTS,
-        PAIRING_TIMEOUT,
+        crate::serve::Limits::waiting(CONCURRENT_REQUESTS).within(PAIRING_TIMEOUT),
         what,
         &tracker,
         cancel,
         move |request| {
             let (node, legs, access) = (node.clone(), legs.clone(), access.clone());
-            async move { answer(&node, &legs, &access, request).await }
+            Some(async move { answer(&node, &legs, &access, request).await })
         },
     );
 }

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use futures::AsyncWriteExt;
 use libp2p::{PeerId, Stream, StreamProtocol};
-use tokio::sync::{Semaphore, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -194,7 +194,7 @@ pub fn serve(
     cancel: CancellationToken,
     tracker: &TaskTracker,
 ) -> Rendezvous {
-    let mut incoming = node.accept(StreamProtocol::new(PAIR_RENDEZVOUS));
+    let incoming = node.accept(StreamProtocol::new(PAIR_RENDEZVOUS));
     let shared = Shared {
         slots: Arc::default(),
         groups: Arc::default(),
@@ -204,42 +204,42 @@ pub fn serve(
         tracker: tracker.clone(),
     };
     let rendezvous = Rendezvous { shared: shared.clone() };
-    let limit = Arc::new(Semaphore::new(MAX_STREAMS));
     // Each peer's streams; a peer's entry goes when its last stream ends.
     let per_peer = PerKey::new(MAX_STREAMS_PER_PEER);
-    let tasks = tracker.clone();
+    let pruner = shared.clone();
+    let stop = cancel.clone();
     tracker.spawn(async move {
         let mut prune = tokio::time::interval(PRUNE_EVERY);
         loop {
             tokio::select! {
                 biased;
-                () = cancel.cancelled() => break,
+                () = stop.cancelled() => break,
                 _ = prune.tick() => {
-                    let mut slots = shared.lock();
-                    shared.prune(&mut slots);
-                }
-                s = incoming.recv() => {
-                    let Some(s) = s else { break };
-                    let Some(mine) = per_peer.take(s.peer) else {
-                        tracing::debug!(peer = %s.peer, "too many pairing streams from this peer; dropped");
-                        continue;
-                    };
-                    let Ok(permit) = limit.clone().try_acquire_owned() else {
-                        tracing::warn!(peer = %s.peer, "too many pairing streams; dropped");
-                        continue;
-                    };
-                    let (shared, cancel) = (shared.clone(), cancel.clone());
-                    tasks.spawn(async move {
-                        tokio::select! {
-                            () = cancel.cancelled() => {}
-                            () = handle(&shared, s) => {}
-                        }
-                        drop((permit, mine));
-                    });
+                    let mut slots = pruner.lock();
+                    pruner.prune(&mut slots);
                 }
             }
         }
     });
+    let limits = crate::serve::Limits::dropping(MAX_STREAMS);
+    crate::serve::each(
+        incoming,
+        limits,
+        "pairing stream",
+        tracker,
+        cancel,
+        move |s: IncomingStream| {
+            let Some(mine) = per_peer.take(s.peer) else {
+                tracing::debug!(peer = %s.peer, "too many pairing streams from this peer; dropped");
+                return None;
+            };
+            let shared = shared.clone();
+            Some(async move {
+                handle(&shared, s).await;
+                drop(mine);
+            })
+        },
+    );
     rendezvous
 }
 
