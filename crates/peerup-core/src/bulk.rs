@@ -43,7 +43,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use futures::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use libp2p::PeerId;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -52,6 +52,7 @@ use tokio_util::task::TaskTracker;
 use crate::gate::AccessList;
 use crate::metrics::{Metrics, Role};
 use crate::service::{ServiceSpec, may_use};
+use crate::transport::{HandedOff, Via};
 
 /// The security protocol name that asks for the bulk path.
 pub const PROTOCOL: &str = "/peerup-bulk/1.2.0";
@@ -72,17 +73,18 @@ pub const RETRY_AFTER: Duration = Duration::from_secs(600);
 pub(crate) const QUEUE: usize = 1024;
 /// Bulk connections served at once.
 const MAX_ACTIVE: usize = 1024;
+/// Inbound bulk handshakes under way at once; connections beyond are closed (their clients fall
+/// back to yamux streams).
+const MAX_ADMITTING: usize = 256;
 /// Bulk connections a node opens at once; beyond that, connections use yamux streams. Each bulk
 /// connection has its own TLS state and buffers, so a thousand small connections are cheaper
 /// multiplexed, while the first few dozen (the ones that move bulk data) get the fast path.
 pub const MAX_CLIENT_BULK: usize = 64;
 
-/// A bidirectional byte stream: a yamux stream or a bulk connection.
-pub trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
-impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
+pub use crate::transport::Io;
 
 /// A connection to a service, whichever way it goes.
-pub type ServiceIo = Box<dyn Io>;
+pub type ServiceIo = crate::transport::BoxedIo;
 
 /// The path of a bulk connection over a direct TCP connection, as logged.
 pub(crate) const DIRECT: &str = "DIRECT/bulk";
@@ -228,7 +230,26 @@ impl Registry {
     }
 }
 
-/// Serves bulk connections handed over by the TLS upgrade until `cancel` fires. Their peers were
+/// Admits the bulk connections the transport hands off (`crate::transport::Handoffs`) until
+/// `cancel` fires: at most [`MAX_ADMITTING`] handshakes at once.
+pub(crate) fn spawn_admission(
+    handed: mpsc::Receiver<HandedOff>,
+    admission: Admission,
+    cancel: CancellationToken,
+    tracker: &TaskTracker,
+) {
+    let limits = crate::serve::Limits::dropping(MAX_ADMITTING);
+    crate::serve::each(handed, limits, "bulk admission", tracker, cancel, move |h: HandedOff| {
+        let admission = admission.clone();
+        let path = match h.via {
+            Via::Tcp => DIRECT,
+            Via::Circuit => RELAYED,
+        };
+        Some(async move { admission.admit(h.socket, path, h.ip).await })
+    });
+}
+
+/// Serves admitted bulk connections until `cancel` fires. Their peers were
 /// authorized when admitted; one whose access was revoked since is dropped here.
 pub(crate) fn spawn_acceptor(
     mut incoming: mpsc::Receiver<Inbound>,

@@ -41,6 +41,8 @@ pub const OPEN: &str = "/peerup/relay-legs/open/1.0.0";
 pub const INCOMING: &str = "/peerup/relay-legs/incoming/1.0.0";
 /// The security protocol name of a leg on a relay's TCP listener.
 pub const SECURITY: &str = "/peerup-relay-leg/1.0.0";
+/// Legs handed off by the relay's TCP listener, waiting to be taken.
+pub(crate) const QUEUE: usize = 256;
 /// A token unclaimed by both legs for this long is forgotten (and a leg that waited, closed).
 pub const PAIRING_TIMEOUT: Duration = Duration::from_secs(5);
 

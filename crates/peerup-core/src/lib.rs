@@ -33,7 +33,6 @@
 
 pub mod authorized_keys;
 pub mod bulk;
-pub(crate) mod circuits;
 pub mod diag;
 pub mod doctor;
 pub mod fsutil;
@@ -42,7 +41,6 @@ pub mod identity;
 pub mod label;
 pub mod legs;
 pub mod metrics;
-pub mod mux;
 pub mod netinfo;
 pub mod netwatch;
 pub mod node;
@@ -56,7 +54,6 @@ pub mod relay_addr;
 pub mod serve;
 pub mod service;
 pub mod streams;
-pub(crate) mod tcp;
-pub mod tls;
+pub mod transport;
 
 pub use libp2p::{Multiaddr, PeerId, StreamProtocol, multiaddr};

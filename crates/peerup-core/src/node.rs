@@ -131,13 +131,13 @@ pub(crate) enum Command {
 pub struct Node {
     peer_id: PeerId,
     relaying: bool,
-    /// The swarm's TLS config; its client side serves bulk connections too.
-    tls: crate::tls::Config,
+    /// The bulk path's TLS configuration.
+    bulk_tls: crate::transport::tls::AlpnConfig,
     bulk_services: crate::bulk::Registry,
     bulk_probes: crate::bulk::Probes,
     bulk_slots: Arc<tokio::sync::Semaphore>,
     /// Circuits for relayed bulk connections: the relay client transport, and its budget.
-    circuits: crate::circuits::Circuits,
+    circuits: crate::transport::circuits::Circuits,
     bulk_circuits: crate::bulk::CircuitBudget,
     tracker: TaskTracker,
     cancel: CancellationToken,
@@ -167,26 +167,29 @@ impl Node {
         let bulk_services = crate::bulk::Registry::default();
         let (bulk_tx, bulk_rx) = mpsc::channel(crate::bulk::QUEUE);
         // One certificate for the swarm's TCP connections, its relayed circuits and the bulk
-        // client; inbound connections are offered the bulk path (`crate::bulk`) when it is on.
-        let tls = match enable_bulk {
-            true => {
-                let max_per_ip = config.max_inbound_per_ip.unwrap_or(crate::bulk::MAX_PER_IP);
-                let access = config.access.clone();
-                let admission =
-                    crate::bulk::Admission::new(bulk_tx, access, metrics.clone(), max_per_ip);
-                crate::tls::Config::with_bulk(&config.keypair, admission)
-            }
-            false => crate::tls::Config::new(&config.keypair),
-        }
-        .map_err(|e| NodeError::Transport(e.to_string()))?;
-        // A relay joins relayed bulk connections as two TCP legs (`crate::legs`).
+        // path, which runs the same handshake under its own ALPN.
+        let tls = crate::transport::tls::Config::new(&config.keypair)
+            .map_err(|e| NodeError::Transport(e.to_string()))?;
+        let bulk_tls = tls.for_alpn(crate::bulk::ALPN);
+        let max_per_ip = config.max_inbound_per_ip.unwrap_or(crate::bulk::MAX_PER_IP);
+        let admission = crate::bulk::Admission::new(
+            bulk_tls.clone(),
+            bulk_tx,
+            config.access.clone(),
+            metrics.clone(),
+            max_per_ip,
+        );
+        // Inbound connections that ask for the bulk path (`crate::bulk`), or on a relay for a
+        // leg (`crate::legs`), go to them instead of the swarm.
+        let mut handoffs = crate::transport::Handoffs::default();
+        let bulk_in =
+            enable_bulk.then(|| handoffs.register(crate::bulk::PROTOCOL, true, crate::bulk::QUEUE));
         let legs = config.relay_server.clone().filter(|l| l.legs).map(|limits| {
             crate::legs::Legs::new(limits, metrics.clone(), tracker.clone(), cancel.clone())
         });
-        let tls = match &legs {
-            Some(legs) => tls.with_legs(legs.clone()),
-            None => tls,
-        };
+        let legs_in = legs
+            .as_ref()
+            .map(|_| handoffs.register(crate::legs::SECURITY, false, crate::legs::QUEUE));
         let access = config.access.clone();
         let bulk_probes = crate::bulk::Probes::default();
         let network = config.watch_network.then(|| {
@@ -195,12 +198,15 @@ impl Node {
             rx
         });
         let (relay_transport, relay_client) = libp2p::relay::client::new(peer_id);
-        let circuits = crate::circuits::Circuits::new(relay_transport);
+        let circuits = crate::transport::circuits::Circuits::new(relay_transport);
         let parts = behaviour::Parts {
             control: streams.clone(),
-            tls: tls.clone(),
-            sockets: crate::tcp::Sockets::default(),
-            circuits: circuits.clone(),
+            transport: crate::transport::Parts {
+                tls,
+                sockets: crate::transport::tcp::Sockets::default(),
+                circuits: circuits.clone(),
+                handoffs,
+            },
             relay_client,
         };
         let actor = event_loop::EventLoop::new(
@@ -222,10 +228,13 @@ impl Node {
             cancel.clone(),
             tracker,
         );
+        if let Some(rx) = bulk_in {
+            crate::bulk::spawn_admission(rx, admission.clone(), cancel.clone(), tracker);
+        }
         let node = Self {
             peer_id,
             relaying,
-            tls,
+            bulk_tls,
             bulk_services,
             bulk_probes,
             bulk_slots: Arc::new(tokio::sync::Semaphore::new(crate::bulk::MAX_CLIENT_BULK)),
@@ -240,14 +249,15 @@ impl Node {
             events,
             streams,
         };
-        if let Some(legs) = legs {
+        if let (Some(legs), Some(rx)) = (legs, legs_in) {
+            legs.take_handoffs(rx);
             crate::legs::serve(node.clone(), legs, access.clone());
         }
         if enable_bulk {
-            let (tls, cancel) = (node.tls.clone(), node.cancel.clone());
-            crate::legs::spawn_answerer(&node, tls, access.clone(), tracker, cancel);
-            let (tls, cancel) = (node.tls.clone(), node.cancel.clone());
-            crate::punch::spawn_answerer(&node, tls, access, tracker, cancel);
+            let cancel = node.cancel.clone();
+            crate::legs::spawn_answerer(&node, admission.clone(), access.clone(), tracker, cancel);
+            let cancel = node.cancel.clone();
+            crate::punch::spawn_answerer(&node, admission, access, tracker, cancel);
         }
         Ok((node, first))
     }
@@ -318,7 +328,7 @@ impl Node {
         }
         let client = crate::bulk::Client {
             node: self,
-            tls: &self.tls,
+            tls: &self.bulk_tls,
             circuits: &self.circuits,
             slots: &self.bulk_slots,
             budget: &self.bulk_circuits,

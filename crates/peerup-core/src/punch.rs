@@ -166,7 +166,7 @@ pub(crate) async fn open(node: &Node, peer: PeerId, ip: IpAddr) -> Result<TcpStr
 /// the bulk path's server side on the connection, as for any inbound bulk connection.
 pub(crate) fn spawn_answerer(
     node: &Node,
-    tls: crate::tls::Config,
+    admission: crate::bulk::Admission,
     access: AccessList,
     tracker: &TaskTracker,
     cancel: CancellationToken,
@@ -183,13 +183,16 @@ pub(crate) fn spawn_answerer(
         tracker,
         cancel,
         move |request| {
-            let tls = tls.clone();
-            Some(async move { answer(&tls, request).await })
+            let admission = admission.clone();
+            Some(async move { answer(&admission, request).await })
         },
     );
 }
 
-async fn answer(tls: &crate::tls::Config, request: IncomingStream) -> Result<(), PunchError> {
+async fn answer(
+    admission: &crate::bulk::Admission,
+    request: IncomingStream,
+) -> Result<(), PunchError> {
     let (source, mut stream) = (request.peer, request.stream);
     let mut bytes = [0u8; 3];
     stream.read_exact(&mut bytes).await?;
@@ -214,7 +217,8 @@ async fn answer(tls: &crate::tls::Config, request: IncomingStream) -> Result<(),
     let (_, negotiated) = listener_select_proto(tcp.compat(), [crate::bulk::PROTOCOL])
         .await
         .map_err(|e| PunchError::Io(e.to_string()))?;
-    tls.divert_bulk(negotiated, crate::bulk::PUNCHED)
+    admission
+        .admit(negotiated, crate::bulk::PUNCHED, None)
         .await
         .map_err(|e| PunchError::Io(e.to_string()))
 }

@@ -68,7 +68,7 @@ async fn server(friend: PeerId, max_inbound_per_ip: Option<usize>) -> Server {
 
 /// A bulk connection to `server` as `key` asking for `service` ("" is a probe).
 async fn dial(server: &Server, key: &Keypair, service: &str) -> Result<(), BulkError> {
-    let tls = peerup_core::tls::Config::new(key).unwrap();
+    let tls = peerup_core::transport::tls::Config::new(key).unwrap();
     let dial = bulk::dial(tls, server.node.peer_id(), server.addr, service);
     tokio::time::timeout(WAIT, dial).await.expect("an answer or a close, not a hang").map(|_| ())
 }
@@ -98,7 +98,7 @@ async fn strangers(server: &Server, n: usize) {
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..n {
         let permit = limit.clone().acquire_owned().await.unwrap();
-        let tls = peerup_core::tls::Config::new(&Keypair::generate_ed25519()).unwrap();
+        let tls = peerup_core::transport::tls::Config::new(&Keypair::generate_ed25519()).unwrap();
         let (peer, addr) = (server.node.peer_id(), server.addr);
         // Every other one asks for a service instead of probing.
         let service = if i % 2 == 0 { "" } else { "echo" };

@@ -457,7 +457,8 @@ async fn bulk_path_on_direct_connections() {
     // A peer that is not authorized is dropped on the bulk path itself, without an answer.
     let tcp_addr: std::net::SocketAddr =
         peerup_core::netinfo::socket_of(&server_addr).expect("a TCP listen address");
-    let stranger_tls = peerup_core::tls::Config::new(&Keypair::generate_ed25519()).unwrap();
+    let stranger_tls =
+        peerup_core::transport::tls::Config::new(&Keypair::generate_ed25519()).unwrap();
     let denials = server.metrics().auth_denials.get();
     let err = peerup_core::bulk::dial(stranger_tls, server.peer_id(), tcp_addr, "echo")
         .await
@@ -466,7 +467,7 @@ async fn bulk_path_on_direct_connections() {
     assert!(matches!(err, peerup_core::bulk::BulkError::Connect(_)), "{err}");
     assert_eq!(server.metrics().auth_denials.get(), denials + 1);
     // Dialing the wrong peer ID at that address is caught by the handshake.
-    let bob_tls = peerup_core::tls::Config::new(&Keypair::generate_ed25519()).unwrap();
+    let bob_tls = peerup_core::transport::tls::Config::new(&Keypair::generate_ed25519()).unwrap();
     let err = peerup_core::bulk::dial(bob_tls, PeerId::random(), tcp_addr, "echo").await.err();
     assert!(matches!(err, Some(peerup_core::bulk::BulkError::WrongPeer(_))), "{err:?}");
 

@@ -14,7 +14,6 @@
 //! logged for audit.
 
 use std::net::IpAddr;
-use std::sync::Arc;
 
 use futures::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
@@ -23,7 +22,21 @@ use super::{Inbound, SETUP_TIMEOUT, handshake};
 use crate::gate::{AccessList, GateError};
 use crate::metrics::Metrics;
 use crate::per_key::{PerKey, Place};
-use crate::tls::TlsError;
+use crate::transport::tls::{AlpnConfig, TlsError};
+
+/// Why an inbound bulk connection was not admitted.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Denied {
+    /// The peer may not use services, or its address has too many bulk connections.
+    #[error("bulk connection refused: {0}")]
+    Refused(#[from] GateError),
+    /// The handshake failed.
+    #[error(transparent)]
+    Handshake(#[from] TlsError),
+    /// The handshake took longer than [`SETUP_TIMEOUT`].
+    #[error("bulk handshake timed out")]
+    Timeout,
+}
 
 /// Bulk connections one IP address may have at once on direct TCP (handshaking or open), unless
 /// the node caps inbound connections per IP itself. A node opens at most
@@ -40,6 +53,7 @@ pub(crate) type IpTicket = Place<IpAddr>;
 /// What inbound bulk connections pass before the acceptor gets them.
 #[derive(Clone)]
 pub(crate) struct Admission {
+    tls: AlpnConfig,
     queue: mpsc::Sender<Inbound>,
     access: AccessList,
     metrics: Metrics,
@@ -48,26 +62,26 @@ pub(crate) struct Admission {
 
 impl Admission {
     /// Admits to `queue` (the acceptor's) the connections of peers `access` lets use services,
-    /// at most `max_per_ip` at once from one IP on direct TCP.
+    /// at most `max_per_ip` at once from one IP on direct TCP; `tls` is the bulk path's.
     pub(crate) fn new(
+        tls: AlpnConfig,
         queue: mpsc::Sender<Inbound>,
         access: AccessList,
         metrics: Metrics,
         max_per_ip: usize,
     ) -> Self {
-        Self { queue, access, metrics, per_ip: PerIp::new(max_per_ip) }
+        Self { tls, queue, access, metrics, per_ip: PerIp::new(max_per_ip) }
     }
 
-    /// Runs the server side of the handshake on `socket` with `config` and hands the connection
-    /// to the acceptor, if it passes (module docs). `path` says how it came and `ip` where from
-    /// (only for a direct TCP connection).
+    /// Runs the server side of the handshake on `socket` and hands the connection to the
+    /// acceptor, if it passes (module docs). `path` says how it came and `ip` where from (only
+    /// for a direct TCP connection).
     pub(crate) async fn admit<C>(
         &self,
-        config: Arc<rustls::ServerConfig>,
         socket: C,
         path: &'static str,
         ip: Option<IpAddr>,
-    ) -> Result<(), TlsError>
+    ) -> Result<(), Denied>
     where
         C: AsyncRead + AsyncWrite + Send + Unpin + 'static,
     {
@@ -81,8 +95,9 @@ impl Admission {
             },
             None => None,
         };
+        let config = self.tls.server.clone();
         let handshake = tokio::time::timeout(SETUP_TIMEOUT, handshake::server(config, socket));
-        let (peer, io) = handshake.await.map_err(|_| TlsError::Timeout)??;
+        let (peer, io) = handshake.await.map_err(|_| Denied::Timeout)??;
         if !self.access.is_authorized(&peer) {
             self.metrics.auth_denials.inc();
             tracing::info!(target: "audit", %peer, ?ip, path, "auth_decision: bulk connection denied (not authorized)");
@@ -107,14 +122,13 @@ mod tests {
 
     use super::*;
     use crate::authorized_keys::{AuthorizedKeys, Entry};
-    use crate::tls;
+    use crate::transport::tls;
 
     const IP: Option<IpAddr> = Some(IpAddr::V4(std::net::Ipv4Addr::new(198, 18, 0, 7)));
 
     struct Server {
         admission: Admission,
         queue: mpsc::Receiver<Inbound>,
-        tls: tls::Config,
         metrics: Metrics,
     }
 
@@ -126,22 +140,23 @@ mod tests {
         access.allow_always(relay);
         let (tx, queue) = mpsc::channel(4);
         let metrics = Metrics::default();
-        let admission = Admission::new(tx, access, metrics.clone(), max_per_ip);
         let tls = tls::Config::new(&Keypair::generate_ed25519()).unwrap();
-        Server { admission, queue, tls, metrics }
+        let alpn = tls.for_alpn(super::super::ALPN);
+        let admission = Admission::new(alpn, tx, access, metrics.clone(), max_per_ip);
+        Server { admission, queue, metrics }
     }
 
     /// Runs `key`'s client handshake and sends a request, against `server`'s admission.
-    async fn knock(server: &Server, key: &Keypair) -> Result<(), TlsError> {
+    async fn knock(server: &Server, key: &Keypair) -> Result<(), Denied> {
         let (x, y) = tokio::io::duplex(1 << 16);
-        let client = tls::Config::new(key).unwrap();
+        let client = tls::Config::new(key).unwrap().for_alpn(super::super::ALPN);
         let client = async move {
-            let (_, mut io) = handshake::client(client.bulk_client_config(), x.compat()).await?;
+            let (_, mut io) = handshake::client(client.client, x.compat()).await?;
             io.write_all(&super::super::encode_request("").unwrap()).await?;
             io.flush().await?;
             Ok::<_, TlsError>(io)
         };
-        let admit = server.admission.admit(server.tls.bulk_server_config(), y.compat(), "test", IP);
+        let admit = server.admission.admit(y.compat(), "test", IP);
         let (admitted, _client) = tokio::join!(admit, client);
         admitted
     }
@@ -155,7 +170,7 @@ mod tests {
         for key in [&stranger, &relay] {
             let err = knock(&s, key).await.unwrap_err();
             assert!(
-                matches!(&err, TlsError::Refused(GateError::NotAuthorized(p)) if *p == id(key)),
+                matches!(&err, Denied::Refused(GateError::NotAuthorized(p)) if *p == id(key)),
                 "{err}"
             );
             // Refused right after the handshake: the acceptor, which reads requests and holds
@@ -174,14 +189,9 @@ mod tests {
     }
 
     /// The server side of a connection whose client never says a word.
-    fn silent(
-        server: &Server,
-    ) -> (impl Future<Output = Result<(), TlsError>>, Compat<DuplexStream>) {
+    fn silent(server: &Server) -> (impl Future<Output = Result<(), Denied>>, Compat<DuplexStream>) {
         let (x, y) = tokio::io::duplex(1 << 16);
-        (
-            server.admission.admit(server.tls.bulk_server_config(), y.compat(), "test", IP),
-            x.compat(),
-        )
+        (server.admission.admit(y.compat(), "test", IP), x.compat())
     }
 
     #[tokio::test(start_paused = true)]
@@ -190,7 +200,7 @@ mod tests {
         let (admit, _client) = silent(&s);
         let start = tokio::time::Instant::now();
         let err = admit.await.unwrap_err();
-        assert!(matches!(err, TlsError::Timeout), "{err}");
+        assert!(matches!(err, Denied::Timeout), "{err}");
         assert_eq!(start.elapsed(), SETUP_TIMEOUT);
         assert_eq!(s.admission.per_ip.len(), 0);
     }
@@ -208,10 +218,10 @@ mod tests {
         };
         let (first, second, third) = tokio::join!(first, second, third);
         let ip = IP.unwrap();
-        assert!(matches!(third, Err(TlsError::Refused(GateError::TooManyFromIp(i))) if i == ip));
-        assert!(matches!((first, second), (Err(TlsError::Timeout), Err(TlsError::Timeout))));
+        assert!(matches!(third, Err(Denied::Refused(GateError::TooManyFromIp(i))) if i == ip));
+        assert!(matches!((first, second), (Err(Denied::Timeout), Err(Denied::Timeout))));
         let (fourth, _d) = silent(&s);
-        assert!(matches!(fourth.await, Err(TlsError::Timeout)), "their places were given back");
+        assert!(matches!(fourth.await, Err(Denied::Timeout)), "their places were given back");
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! - through a relay, when the peer is reachable no other way: two TCP legs that the relay joins
 //!   ([`crate::legs`]), when the relay is reached over TCP and offers them;
 //! - otherwise a circuit of its own through the relay of the peer's relayed connection
-//!   ([`crate::circuits`]).
+//!   ([`crate::transport::circuits`]).
 //!
 //! Either way the relay forwards TLS records it cannot read, and the proxied bytes skip the
 //! relayed connection's own TLS and yamux layers (and, on legs, the relay's).
@@ -36,8 +36,9 @@ use super::{
     ANSWER_TIMEOUT, Answer, BulkError, PROTOCOL, Revocations, SETUP_TIMEOUT, ServiceIo,
     encode_request, handshake,
 };
-use crate::circuits::Circuits;
 use crate::streams::PathInfo;
+use crate::transport::circuits::Circuits;
+use crate::transport::tls::AlpnConfig;
 pub(crate) use state::{CircuitBudget, Probes};
 pub use state::{MAX_RELAYED_BULK, RELAYED_PER_WINDOW, RELAYED_WINDOW};
 use state::{Place, Probe};
@@ -59,7 +60,7 @@ enum Route {
 /// Negotiates [`PROTOCOL`] on a fresh connection to `peer` (a TCP connection or a circuit), runs
 /// the handshake and sends the request; the answer is read next ([`read_answer`]).
 async fn send_request<C>(
-    tls: &crate::tls::Config,
+    tls: &AlpnConfig,
     peer: PeerId,
     conn: C,
     service: &str,
@@ -72,7 +73,7 @@ where
     let (_, negotiated) = dialer_select_proto(conn, [PROTOCOL], Version::V1Lazy)
         .await
         .map_err(|e| BulkError::Connect(e.to_string()))?;
-    let (found, mut io) = handshake::client(tls.bulk_client_config(), negotiated)
+    let (found, mut io) = handshake::client(tls.client.clone(), negotiated)
         .await
         .map_err(|e| BulkError::Connect(e.to_string()))?;
     if found != peer {
@@ -95,17 +96,17 @@ async fn read_answer(mut io: ServiceIo) -> Result<ServiceIo, BulkError> {
 
 /// Opens a bulk connection to `service` on `peer` at `addr` (a TCP listen address of the peer).
 pub async fn dial(
-    tls: crate::tls::Config,
+    tls: crate::transport::tls::Config,
     peer: PeerId,
     addr: SocketAddr,
     service: &str,
 ) -> Result<ServiceIo, BulkError> {
-    read_answer(dial_tcp(tls, peer, addr, service).await?).await
+    read_answer(dial_tcp(tls.for_alpn(super::ALPN), peer, addr, service).await?).await
 }
 
 /// Connects to `addr` and sends the request for `service` on `peer`.
 async fn dial_tcp(
-    tls: crate::tls::Config,
+    tls: AlpnConfig,
     peer: PeerId,
     addr: SocketAddr,
     service: &str,
@@ -119,7 +120,7 @@ async fn dial_tcp(
 
 /// Punches a connection to `peer` at `ip` ([`crate::punch`]) and sends the request for `service`.
 async fn dial_punched(
-    tls: crate::tls::Config,
+    tls: AlpnConfig,
     node: crate::node::Node,
     peer: PeerId,
     ip: std::net::IpAddr,
@@ -133,7 +134,7 @@ async fn dial_punched(
 /// Opens a circuit to `peer` through the relay of `path` (a relayed connection's address) and
 /// sends the request for `service`.
 async fn dial_relayed(
-    tls: crate::tls::Config,
+    tls: AlpnConfig,
     circuits: Circuits,
     peer: PeerId,
     path: libp2p::Multiaddr,
@@ -147,7 +148,7 @@ async fn dial_relayed(
 /// Opens legs to `peer` joined by `relay` (the relay of `path`, a relayed connection's address)
 /// and sends the request for `service`.
 async fn dial_legs(
-    tls: crate::tls::Config,
+    tls: AlpnConfig,
     node: crate::node::Node,
     relay: PeerId,
     peer: PeerId,
@@ -164,7 +165,7 @@ async fn dial_legs(
 pub(crate) struct Client<'a> {
     /// For streams to relays (legs).
     pub(crate) node: &'a crate::node::Node,
-    pub(crate) tls: &'a crate::tls::Config,
+    pub(crate) tls: &'a AlpnConfig,
     pub(crate) circuits: &'a Circuits,
     pub(crate) slots: &'a Arc<Semaphore>,
     pub(crate) budget: &'a CircuitBudget,
@@ -270,7 +271,7 @@ fn route_of(
             Some(if plain { tcp } else { punch })
         }
         (true, _) if only_relayed => {
-            let relay = crate::circuits::relay_of(&path.remote_addr)?;
+            let relay = crate::transport::circuits::relay_of(&path.remote_addr)?;
             let failed = matches!(state(Route::Leg(relay)), Some(Probe::Failed(_)));
             let legs = crate::legs::tcp_addr(&path.remote_addr).is_some() && !failed;
             Some(if legs { Route::Leg(relay) } else { Route::Relay(relay) })

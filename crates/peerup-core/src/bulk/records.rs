@@ -397,7 +397,7 @@ mod tests {
 
     use super::super::handshake;
     use super::*;
-    use crate::tls;
+    use crate::transport::tls;
 
     /// Bytes a [`Throttled`] socket takes per write: less than any record.
     const TAKE: usize = 16;
@@ -454,8 +454,8 @@ mod tests {
         let (ca, cb) = (tls::Config::new(&a).unwrap(), tls::Config::new(&b).unwrap());
         let (x, y) = tokio::io::duplex(1 << 20);
         let (c, s) = tokio::join!(
-            handshake::client(ca.bulk_client_config(), wrap(x.compat())),
-            handshake::server(cb.bulk_server_config(), y.compat())
+            handshake::client(ca.for_alpn(crate::bulk::ALPN).client, wrap(x.compat())),
+            handshake::server(cb.for_alpn(crate::bulk::ALPN).server, y.compat())
         );
         (c.unwrap().1, s.unwrap().1)
     }

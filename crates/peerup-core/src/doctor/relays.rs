@@ -15,7 +15,7 @@ use libp2p::core::transport::ListenerId;
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{ConnectionId, NetworkBehaviour, SwarmEvent};
-use libp2p::{Multiaddr, PeerId, Swarm, identify, noise, relay, tcp};
+use libp2p::{Multiaddr, PeerId, Swarm, identify, relay};
 use tokio::time::Instant;
 
 use super::{DoctorError, Reach, RelayReport, Reservation};
@@ -61,22 +61,24 @@ pub(super) struct Outcome {
     pub(super) observations: Vec<Observation>,
 }
 
+/// The probe swarm: the node's own transports (`crate::transport::stack`), with nothing handed
+/// off, and identify and the relay client.
 fn build(key: &libp2p::identity::Keypair) -> Result<Swarm<Probe>, DoctorError> {
+    use crate::transport::{Parts, circuits::Circuits, stack, tcp::Sockets, tls};
     let err = |e: &dyn std::fmt::Display| DoctorError::Transport(e.to_string());
+    let (circuits, relay_client) = relay::client::new(key.public().to_peer_id());
+    let parts = Parts {
+        tls: tls::Config::new(key).map_err(|e| err(&e))?,
+        sockets: Sockets::default(),
+        circuits: Circuits::new(circuits),
+        handoffs: Default::default(),
+    };
+    let transport = stack(key, parts).map_err(|e| err(&e))?;
     let swarm = libp2p::SwarmBuilder::with_existing_identity(key.clone())
         .with_tokio()
-        .with_tcp(
-            tcp::Config::default().nodelay(true),
-            (crate::tls::Config::new, noise::Config::new),
-            crate::mux::Config::new,
-        )
+        .with_other_transport(|_| transport)
         .map_err(|e| err(&e))?
-        .with_quic()
-        .with_dns()
-        .map_err(|e| err(&e))?
-        .with_relay_client((crate::tls::Config::new, noise::Config::new), crate::mux::Config::new)
-        .map_err(|e| err(&e))?
-        .with_behaviour(|key, relay_client| Probe {
+        .with_behaviour(|key| Probe {
             relay_client,
             identify: identify::Behaviour::new(
                 identify::Config::new("/ipfs/id/1.0.0".into(), key.public()).with_agent_version(

@@ -79,7 +79,7 @@ async fn connect((host, port): (String, u16), token: Token) -> Result<ServiceIo,
 /// a refusal.
 pub(crate) fn spawn_answerer(
     node: &Node,
-    tls: crate::tls::Config,
+    admission: crate::bulk::Admission,
     access: AccessList,
     tracker: &TaskTracker,
     cancel: CancellationToken,
@@ -98,15 +98,15 @@ pub(crate) fn spawn_answerer(
         tracker,
         cancel,
         move |offer| {
-            let (node, tls, access) = (node.clone(), tls.clone(), access.clone());
-            Some(async move { take(&node, &tls, &access, offer).await })
+            let (node, admission, access) = (node.clone(), admission.clone(), access.clone());
+            Some(async move { take(&node, &admission, &access, offer).await })
         },
     );
 }
 
 async fn take(
     node: &Node,
-    tls: &crate::tls::Config,
+    admission: &crate::bulk::Admission,
     access: &AccessList,
     offer: IncomingStream,
 ) -> Result<(), LegError> {
@@ -137,7 +137,10 @@ async fn take(
         .await
         .map_err(|e| LegError::Io(e.to_string()))?;
     tracing::debug!(%source, %relay, "relay leg taken");
-    tls.divert_bulk(negotiated, crate::bulk::LEGS).await.map_err(|e| LegError::Io(e.to_string()))
+    admission
+        .admit(negotiated, crate::bulk::LEGS, None)
+        .await
+        .map_err(|e| LegError::Io(e.to_string()))
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex};
 
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use libp2p::{PeerId, StreamProtocol};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -243,6 +244,23 @@ impl Legs {
         unnamed.total += 1;
         unnamed.add(from);
         Some(Unnamed { shared: self.0.clone(), from })
+    }
+
+    /// Takes the legs that the relay's TCP listener hands off (named [`super::SECURITY`]), until
+    /// the relay stops.
+    pub(crate) fn take_handoffs(&self, mut handed: mpsc::Receiver<crate::transport::HandedOff>) {
+        let (legs, cancel) = (self.clone(), self.0.cancel.clone());
+        self.0.tracker.spawn(async move {
+            loop {
+                let next = tokio::select! {
+                    biased;
+                    () = cancel.cancelled() => break,
+                    next = handed.recv() => next,
+                };
+                let Some(h) = next else { break };
+                legs.accept(h.socket, h.ip);
+            }
+        });
     }
 
     /// Takes a leg that negotiated [`super::SECURITY`] on the relay's TCP listener: reads its

@@ -34,36 +34,23 @@ pub(crate) struct Behaviour {
 /// What the swarm is built around, besides the config.
 pub(crate) struct Parts {
     pub(crate) control: streams::StreamControl,
-    /// TLS for TCP connections and relayed circuits (offering the bulk path when it is on).
-    pub(crate) tls: crate::tls::Config,
-    /// The swarm's TCP sockets.
-    pub(crate) sockets: crate::tcp::Sockets,
-    /// The relay client transport, shared with the bulk path, and its behaviour.
-    pub(crate) circuits: crate::circuits::Circuits,
+    /// The transports' parts (`crate::transport::stack`).
+    pub(crate) transport: crate::transport::Parts,
+    /// The relay client's behaviour (its transport is in `transport`).
     pub(crate) relay_client: relay::client::Behaviour,
 }
 
-/// Builds the swarm: TCP (`crate::tcp`: TLS 1.3 with AES-GCM preferred offered first, Noise
-/// second; yamux with 256 KiB frames; every socket in `sockets`) and QUIC v1, the relay client
-/// transport (`crate::circuits`: the same upgrades over circuits), DNS, and the behaviour above.
+/// Builds the swarm: the transports of `crate::transport::stack` and the behaviour above.
 pub(crate) fn build_swarm(
     config: &NodeConfig,
     parts: Parts,
 ) -> Result<Swarm<Behaviour>, NodeError> {
-    let Parts { control, tls, sockets, circuits, relay_client } = parts;
-    let circuits_tls = tls.on_circuits();
+    let Parts { control, transport, relay_client } = parts;
+    let transport = crate::transport::stack(&config.keypair, transport)
+        .map_err(|e| NodeError::Transport(e.to_string()))?;
     let swarm = libp2p::SwarmBuilder::with_existing_identity(config.keypair.clone())
         .with_tokio()
-        .with_quic()
-        .with_other_transport(|key| -> Result<_, Box<dyn std::error::Error + Send + Sync>> {
-            Ok(crate::tcp::transport(key, tls, sockets)?)
-        })
-        .map_err(|e| NodeError::Transport(e.to_string()))?
-        .with_other_transport(|key| -> Result<_, Box<dyn std::error::Error + Send + Sync>> {
-            Ok(crate::circuits::transport(key, circuits_tls, circuits)?)
-        })
-        .map_err(|e| NodeError::Transport(e.to_string()))?
-        .with_dns()
+        .with_other_transport(|_| transport)
         .map_err(|e| NodeError::Transport(e.to_string()))?
         .with_behaviour(|key| {
             let peer_id = key.public().to_peer_id();
@@ -101,7 +88,7 @@ pub(crate) fn build_swarm(
         .with_swarm_config(|c| {
             c.with_idle_connection_timeout(config.idle_timeout)
                 // A proxy may open a thousand connections at once, each a stream.
-                .with_max_negotiating_inbound_streams(crate::mux::MAX_STREAMS)
+                .with_max_negotiating_inbound_streams(crate::transport::mux::MAX_STREAMS)
         })
         .build();
     Ok(swarm)

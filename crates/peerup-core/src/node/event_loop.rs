@@ -75,7 +75,7 @@ pub(crate) struct EventLoop {
     /// Direct connections being closed because they went silent.
     closing_silent: HashSet<ConnectionId>,
     /// The swarm's TCP sockets: those of silent connections are reset, not closed.
-    sockets: crate::tcp::Sockets,
+    sockets: crate::transport::tcp::Sockets,
     /// Peers reached only through relays, to hole-punch again (see `repunch`).
     repunch: Repunch,
 }
@@ -113,7 +113,7 @@ impl EventLoop {
         bulk_probes: crate::bulk::Probes,
         network: Option<mpsc::Receiver<crate::netwatch::AddressChange>>,
     ) -> Result<Self, NodeError> {
-        let sockets = parts.sockets.clone();
+        let sockets = parts.transport.sockets.clone();
         let mut swarm = build_swarm(&config, parts)?;
         for addr in &config.listen {
             swarm

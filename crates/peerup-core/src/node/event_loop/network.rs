@@ -144,9 +144,12 @@ impl EventLoop {
 
     /// Closes a connection that went silent. A TCP one is reset rather than closed gracefully:
     /// its peer is gone, and a socket left retransmitting would hold the address pair that a
-    /// hole punch to the same peer needs (`crate::tcp`).
+    /// hole punch to the same peer needs (`crate::transport::tcp`).
     fn close_for_silence(&mut self, peer: PeerId, id: libp2p::swarm::ConnectionId) {
-        let tcp = self.book.path(&peer, id).and_then(|p| crate::tcp::socket_addr(&p.remote_addr));
+        let tcp = self
+            .book
+            .path(&peer, id)
+            .and_then(|p| crate::transport::tcp::socket_addr(&p.remote_addr));
         if let Some(addr) = tcp {
             let marked = self.sockets.reset_on_close(addr);
             tracing::debug!(%peer, %addr, marked, "silent TCP connection will be reset");

@@ -88,7 +88,7 @@ pub fn launch(lab: &Lab, to: &Targets, shape: &Shape) -> Running {
     let [bulk_slots, tls_slots, leg_slots] = shape.stalls;
     let targets = [
         ("daemon bulk", PUBPEER_IP, DAEMON_PORT, peerup_core::bulk::PROTOCOL, bulk_slots),
-        ("daemon tls", PUBPEER_IP, DAEMON_PORT, peerup_core::tls::PROTOCOL, tls_slots),
+        ("daemon tls", PUBPEER_IP, DAEMON_PORT, peerup_core::transport::tls::PROTOCOL, tls_slots),
         ("relay legs", RELAY_IP, RELAY_PORT, peerup_core::legs::SECURITY, leg_slots),
     ]
     .map(|(label, ip, port, protocol, slots)| stalls::Target {

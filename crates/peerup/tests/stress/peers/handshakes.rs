@@ -82,7 +82,8 @@ async fn attempt(plan: &Plan, i: usize) -> (String, Option<String>, bool, bool) 
         Kind::Newline => format!("{}\n{}", plan.service, plan.forged),
     };
     let key = Keypair::generate_ed25519();
-    let tls = peerup_core::tls::Config::new(&key).expect("TLS config for a fresh identity");
+    let tls =
+        peerup_core::transport::tls::Config::new(&key).expect("TLS config for a fresh identity");
     let dial = peerup_core::bulk::dial(tls, plan.daemon, plan.addr, &name);
     let label = kind.label();
     match tokio::time::timeout(plan.attempt_timeout, dial).await {

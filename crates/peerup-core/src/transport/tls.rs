@@ -9,9 +9,8 @@
 //! so a stock peer (Go, js, rust-libp2p) that offers AES at all gets AES; one that offers only
 //! ChaCha20 still connects.
 //!
-//! The bulk path ([`crate::bulk`]) runs the same handshake with the same certificate under its
-//! own ALPN ([`crate::bulk::PROTOCOL`] in place of `libp2p`); inbound connections that negotiate
-//! it go through its admission (`bulk/admission.rs`) instead of the swarm.
+//! Other protocols can run the same handshake with the same certificate under an ALPN of their
+//! own ([`Config::for_alpn`]), so that neither kind of handshake passes for the other.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
@@ -50,17 +49,6 @@ pub enum TlsError {
     /// The peer's certificate is not a valid libp2p certificate.
     #[error("invalid peer certificate: {0}")]
     BadCertificate(String),
-    /// Not a failure: the connection went to the bulk path (or, on a relay, became a leg), not
-    /// the swarm.
-    #[error("handed over to the bulk path")]
-    Diverted,
-    /// The bulk path refused the connection ([`crate::bulk`]): the peer is not authorized, or
-    /// its address has too many bulk connections.
-    #[error("bulk connection refused: {0}")]
-    Refused(#[from] crate::gate::GateError),
-    /// The handshake took too long.
-    #[error("TLS handshake timed out")]
-    Timeout,
 }
 
 /// The upgrade, usable in `SwarmBuilder::with_tcp` like `libp2p::tls::Config::new`.
@@ -68,20 +56,16 @@ pub enum TlsError {
 pub struct Config {
     client: Arc<rustls::ClientConfig>,
     server: Arc<rustls::ServerConfig>,
-    /// The same for the bulk path, whose ALPN is [`crate::bulk::ALPN`] instead of libp2p's.
-    bulk_client: Arc<rustls::ClientConfig>,
-    bulk_server: Arc<rustls::ServerConfig>,
-    /// What inbound connections that negotiated the bulk path pass on their way to its
-    /// acceptor; `None` = not offered.
-    bulk: Option<crate::bulk::Admission>,
-    /// The path of the bulk connections it accepts, for the logs: whether this upgrade secures
-    /// relayed circuits or direct TCP connections.
-    bulk_path: &'static str,
-    /// The IP address of the connection being upgraded, when it is a direct TCP connection (set
-    /// per connection: [`Config::for_ip`]); bulk connections are counted by it.
-    remote_ip: Option<IpAddr>,
-    /// On a relay: where legs ([`crate::legs`]) go; `None` = not offered.
-    legs: Option<crate::legs::Legs>,
+}
+
+/// The same handshake under another ALPN, as rustls configurations, for a protocol that runs it
+/// itself ([`Config::for_alpn`]).
+#[derive(Clone)]
+pub(crate) struct AlpnConfig {
+    /// The client side.
+    pub(crate) client: Arc<rustls::ClientConfig>,
+    /// The server side.
+    pub(crate) server: Arc<rustls::ServerConfig>,
 }
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
@@ -116,77 +100,25 @@ impl Config {
         server.ignore_client_order = true;
         // libp2p never resumes sessions: no tickets.
         server.send_tls13_tickets = 0;
-        // The bulk path takes the keys over after the handshake (`bulk/handshake.rs`), and its
-        // handshakes name their own protocol: neither kind can pass for the other.
-        let mut bulk_client = client.clone();
-        bulk_client.alpn_protocols = vec![crate::bulk::ALPN.to_vec()];
-        bulk_client.enable_secret_extraction = true;
-        let mut bulk_server = server.clone();
-        bulk_server.alpn_protocols = vec![crate::bulk::ALPN.to_vec()];
-        bulk_server.enable_secret_extraction = true;
-        Ok(Self {
-            client: Arc::new(client),
-            server: Arc::new(server),
-            bulk_client: Arc::new(bulk_client),
-            bulk_server: Arc::new(bulk_server),
-            bulk: None,
-            bulk_path: crate::bulk::DIRECT,
-            remote_ip: None,
-            legs: None,
-        })
+        Ok(Self { client: Arc::new(client), server: Arc::new(server) })
     }
 
-    /// The same, also offering the bulk path ([`crate::bulk`]) to inbound connections: those that
-    /// negotiate it are secured the same way and then, if `bulk` admits them, go to its acceptor
-    /// instead of the swarm.
-    pub(crate) fn with_bulk(
-        identity: &Keypair,
-        bulk: crate::bulk::Admission,
-    ) -> Result<Self, TlsError> {
-        Ok(Self { bulk: Some(bulk), ..Self::new(identity)? })
-    }
-
-    /// The same upgrade for relayed circuits: a bulk connection through a relay is a circuit of
-    /// its own, secured end to end, and is marked as relayed for the acceptor.
-    pub(crate) fn on_circuits(&self) -> Self {
-        Self { bulk_path: crate::bulk::RELAYED, legs: None, ..self.clone() }
-    }
-
-    /// The same, also taking relay legs (on a relay's TCP listener).
-    pub(crate) fn with_legs(self, legs: crate::legs::Legs) -> Self {
-        Self { legs: Some(legs), ..self }
-    }
-
-    /// The same, for one connection from `ip` (`None`: not a direct TCP connection).
-    pub(crate) fn for_ip(self, ip: Option<IpAddr>) -> Self {
-        Self { remote_ip: ip, ..self }
-    }
-
-    /// Runs the bulk path's server handshake on `socket` (multistream-select named
-    /// [`crate::bulk::PROTOCOL`] on it) and hands the secured connection to the bulk acceptor,
-    /// if the bulk path's admission lets it through (`bulk/admission.rs`: per-IP cap, deadline,
-    /// authorization); `path` says how it came.
-    pub(crate) async fn divert_bulk<C>(&self, socket: C, path: &'static str) -> Result<(), TlsError>
-    where
-        C: AsyncRead + AsyncWrite + Send + Unpin + 'static,
-    {
-        let Some(bulk) = &self.bulk else { return Err(TlsError::Diverted) };
-        bulk.admit(self.bulk_server.clone(), socket, path, self.remote_ip).await
+    /// The same certificate and ciphers with `alpn` in place of libp2p's, for a protocol of
+    /// its own whose handshakes must not pass for a libp2p connection's (nor the other way
+    /// round). Secret extraction is on: such a protocol may take the keys over after the
+    /// handshake.
+    pub(crate) fn for_alpn(&self, alpn: &[u8]) -> AlpnConfig {
+        let mut client = (*self.client).clone();
+        client.alpn_protocols = vec![alpn.to_vec()];
+        client.enable_secret_extraction = true;
+        let mut server = (*self.server).clone();
+        server.alpn_protocols = vec![alpn.to_vec()];
+        server.enable_secret_extraction = true;
+        AlpnConfig { client: Arc::new(client), server: Arc::new(server) }
     }
 }
 
 impl Config {
-    /// The client side's rustls configuration for bulk connections.
-    pub(crate) fn bulk_client_config(&self) -> Arc<rustls::ClientConfig> {
-        self.bulk_client.clone()
-    }
-
-    /// The server side's rustls configuration for bulk connections.
-    #[cfg(test)]
-    pub(crate) fn bulk_server_config(&self) -> Arc<rustls::ServerConfig> {
-        self.bulk_server.clone()
-    }
-
     /// The client side's rustls configuration for the swarm's connections.
     #[cfg(test)]
     pub(crate) fn client_config(&self) -> Arc<rustls::ClientConfig> {
@@ -205,15 +137,10 @@ pub const PROTOCOL: &str = "/tls/1.0.0";
 
 impl UpgradeInfo for Config {
     type Info = &'static str;
-    type InfoIter = std::iter::Chain<
-        std::iter::Chain<std::iter::Once<Self::Info>, std::option::IntoIter<Self::Info>>,
-        std::option::IntoIter<Self::Info>,
-    >;
+    type InfoIter = std::iter::Once<Self::Info>;
 
     fn protocol_info(&self) -> Self::InfoIter {
         std::iter::once(PROTOCOL)
-            .chain(self.bulk.as_ref().map(|_| crate::bulk::PROTOCOL))
-            .chain(self.legs.as_ref().map(|_| crate::legs::SECURITY))
     }
 }
 
@@ -241,19 +168,8 @@ where
     type Error = TlsError;
     type Future = BoxFuture<'static, Result<Self::Output, Self::Error>>;
 
-    fn upgrade_inbound(self, socket: C, info: Self::Info) -> Self::Future {
+    fn upgrade_inbound(self, socket: C, _: Self::Info) -> Self::Future {
         async move {
-            match (info, &self.legs) {
-                (crate::bulk::PROTOCOL, _) if self.bulk.is_some() => {
-                    self.divert_bulk(socket, self.bulk_path).await?;
-                    return Err(TlsError::Diverted);
-                }
-                (crate::legs::SECURITY, Some(legs)) => {
-                    legs.accept(socket, self.remote_ip);
-                    return Err(TlsError::Diverted);
-                }
-                _ => {}
-            }
             let stream = futures_rustls::TlsAcceptor::from(self.server).accept(socket).await?;
             let peer = remote_peer(stream.get_ref().1)?;
             Ok((peer, stream.into()))

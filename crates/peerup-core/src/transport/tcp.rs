@@ -11,11 +11,8 @@
 //! linger time, the kernel sends RST and frees the pair at once.
 //!
 //! libp2p's TCP transport gives no access to its sockets once upgraded, and the swarm builder's
-//! `with_tcp` takes no wrapper, so the transport is put together here the way `with_tcp` does
-//! it: TCP, multistream-select, TLS or Noise ([`Security`]), then the muxer. The upgrades are
-//! applied here too ([`secured`]) rather than by libp2p's upgrade builder, which gives an upgrade
-//! no way to learn the address of the connection it secures: the bulk path counts its
-//! connections by source IP (`bulk/admission.rs`), and a relay its legs (`legs/relay.rs`).
+//! `with_tcp` takes no wrapper, so the transport is put together here ([`transport`]) the way
+//! `with_tcp` does it, with the upgrades of `transport/upgrade.rs`.
 
 use std::collections::HashMap;
 use std::io;
@@ -25,18 +22,15 @@ use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use futures::future::{BoxFuture, Either};
-use futures::{AsyncRead, AsyncWrite, FutureExt, TryFutureExt};
-use libp2p::core::ConnectedPoint;
+use futures::{AsyncRead, AsyncWrite};
 use libp2p::core::muxing::StreamMuxerBox;
 use libp2p::core::transport::Boxed;
-use libp2p::core::upgrade::{InboundConnectionUpgrade, OutboundConnectionUpgrade, UpgradeInfo};
 use libp2p::identity::Keypair;
 use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId, Transport, noise};
-use multistream_select::{NegotiationError, Version, dialer_select_proto, listener_select_proto};
 
-use crate::tls::{self, TlsError};
+use super::tls;
+use super::upgrade::{Handoffs, Via, secured};
 
 /// Registered sockets by peer address: a second descriptor of each (`dup`), so that the
 /// registry can reach a socket without sharing the tokio stream its connection reads through.
@@ -174,187 +168,16 @@ pub(crate) fn socket_addr(addr: &Multiaddr) -> Option<SocketAddr> {
     parts.all(|p| matches!(p, Protocol::P2p(_))).then_some(SocketAddr::new(ip, port))
 }
 
-/// TLS (with the bulk path, when given) or Noise, whichever the other side picks; TLS first.
-#[derive(Clone)]
-pub(crate) struct Security {
-    tls: tls::Config,
-    noise: noise::Config,
-}
-
-/// The security handshake failed.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum SecurityError {
-    /// TLS failed, or handed the connection to the bulk path.
-    #[error(transparent)]
-    Tls(#[from] TlsError),
-    /// Noise failed.
-    #[error("Noise: {0}")]
-    Noise(#[from] noise::Error),
-}
-
-impl UpgradeInfo for Security {
-    type Info = &'static str;
-    type InfoIter = std::iter::Chain<
-        <tls::Config as UpgradeInfo>::InfoIter,
-        <noise::Config as UpgradeInfo>::InfoIter,
-    >;
-
-    fn protocol_info(&self) -> Self::InfoIter {
-        self.tls.protocol_info().chain(self.noise.protocol_info())
-    }
-}
-
-type Secured<C> = (PeerId, Either<futures_rustls::TlsStream<C>, noise::Output<C>>);
-
-impl Security {
-    /// `tls`, with Noise for peers that don't speak TLS.
-    pub(crate) fn new(key: &Keypair, tls: tls::Config) -> Result<Self, noise::Error> {
-        Ok(Self { tls, noise: noise::Config::new(key)? })
-    }
-
-    /// The same, for one connection from `ip` (`None`: not a direct TCP connection).
-    fn for_ip(self, ip: Option<IpAddr>) -> Self {
-        Self { tls: self.tls.for_ip(ip), ..self }
-    }
-
-    fn is_noise(&self, info: &str) -> bool {
-        self.noise.protocol_info().any(|p| p == info)
-    }
-}
-
-impl<C> InboundConnectionUpgrade<C> for Security
-where
-    C: AsyncRead + AsyncWrite + Send + Unpin + 'static,
-{
-    type Output = Secured<C>;
-    type Error = SecurityError;
-    type Future = BoxFuture<'static, Result<Self::Output, Self::Error>>;
-
-    fn upgrade_inbound(self, socket: C, info: Self::Info) -> Self::Future {
-        if self.is_noise(info) {
-            self.noise
-                .upgrade_inbound(socket, info)
-                .map_ok(|(p, s)| (p, Either::Right(s)))
-                .err_into()
-                .boxed()
-        } else {
-            self.tls
-                .upgrade_inbound(socket, info)
-                .map_ok(|(p, s)| (p, Either::Left(s)))
-                .err_into()
-                .boxed()
-        }
-    }
-}
-
-impl<C> OutboundConnectionUpgrade<C> for Security
-where
-    C: AsyncRead + AsyncWrite + Send + Unpin + 'static,
-{
-    type Output = Secured<C>;
-    type Error = SecurityError;
-    type Future = BoxFuture<'static, Result<Self::Output, Self::Error>>;
-
-    fn upgrade_outbound(self, socket: C, info: Self::Info) -> Self::Future {
-        if self.is_noise(info) {
-            self.noise
-                .upgrade_outbound(socket, info)
-                .map_ok(|(p, s)| (p, Either::Right(s)))
-                .err_into()
-                .boxed()
-        } else {
-            self.tls
-                .upgrade_outbound(socket, info)
-                .map_ok(|(p, s)| (p, Either::Left(s)))
-                .err_into()
-                .boxed()
-        }
-    }
-}
-
-/// The swarm's TCP transport: `tls` or Noise, then peerup's yamux, each socket in `sockets`.
+/// The swarm's TCP transport: `tls` or Noise, then peerup's yamux, each socket in `sockets`;
+/// listeners hand off the protocols in `handoffs`.
 pub(crate) fn transport(
     key: &Keypair,
     tls: tls::Config,
     sockets: Sockets,
+    handoffs: Handoffs,
 ) -> Result<Boxed<(PeerId, StreamMuxerBox)>, noise::Error> {
     let tcp = libp2p::tcp::tokio::Transport::new(libp2p::tcp::Config::default().nodelay(true));
-    secured(tcp.map(move |stream, _| sockets.register(stream.0)), key, tls)
-}
-
-/// Upgrading a connection failed.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum UpgradeError {
-    /// multistream-select found no protocol in common, or failed.
-    #[error("protocol negotiation failed: {0}")]
-    Negotiation(#[from] NegotiationError),
-    /// The security handshake failed, or handed the connection to the bulk path.
-    #[error(transparent)]
-    Security(#[from] SecurityError),
-    /// The muxer could not start.
-    #[error("muxer: {0}")]
-    Muxer(#[source] io::Error),
-}
-
-/// `base` with the upgrades of every swarm transport: multistream-select, [`Security`] (`tls`
-/// or Noise), peerup's yamux.
-pub(crate) fn secured<T>(
-    base: T,
-    key: &Keypair,
-    tls: tls::Config,
-) -> Result<Boxed<(PeerId, StreamMuxerBox)>, noise::Error>
-where
-    T: Transport + Send + Unpin + 'static,
-    T::Output: AsyncRead + AsyncWrite + Send + Unpin + 'static,
-    T::Error: Send + Sync + 'static,
-    T::Dial: Send + 'static,
-    T::ListenerUpgrade: Send + 'static,
-{
-    let security = Security::new(key, tls)?;
-    Ok(base.and_then(move |conn, endpoint| upgrade(conn, endpoint, security)).boxed())
-}
-
-/// What libp2p's `upgrade(Version::V1Lazy).authenticate(..).multiplex(..)` does with a
-/// connection, except that the security upgrade learns the connection's IP address when it is a
-/// direct TCP connection.
-fn upgrade<C>(
-    conn: C,
-    endpoint: ConnectedPoint,
-    security: Security,
-) -> BoxFuture<'static, Result<(PeerId, StreamMuxerBox), UpgradeError>>
-where
-    C: AsyncRead + AsyncWrite + Send + Unpin + 'static,
-{
-    let security = security.for_ip(socket_addr(endpoint.get_remote_address()).map(|a| a.ip()));
-    // As in libp2p: a dialled connection may take the listener's role (a hole punch's
-    // simultaneous open), and then negotiates as one.
-    let outbound = match endpoint {
-        ConnectedPoint::Dialer { role_override, .. } => role_override.is_dialer(),
-        ConnectedPoint::Listener { .. } => false,
-    };
-    let mux = crate::mux::Config::new();
-    async move {
-        let (peer, secured) = if outbound {
-            // (Collected: the compiler cannot tell that the dialer's future over the iterator
-            // itself is `Send`.)
-            let protocols: Vec<_> = security.protocol_info().collect();
-            let (info, io) = dialer_select_proto(conn, protocols, Version::V1Lazy).await?;
-            security.upgrade_outbound(io, info).await?
-        } else {
-            let (info, io) = listener_select_proto(conn, security.protocol_info()).await?;
-            security.upgrade_inbound(io, info).await?
-        };
-        let muxer = if outbound {
-            let protocols = mux.protocol_info();
-            let (info, io) = dialer_select_proto(secured, protocols, Version::V1Lazy).await?;
-            mux.upgrade_outbound(io, info).await
-        } else {
-            let (info, io) = listener_select_proto(secured, mux.protocol_info()).await?;
-            mux.upgrade_inbound(io, info).await
-        };
-        Ok((peer, StreamMuxerBox::new(muxer.map_err(UpgradeError::Muxer)?)))
-    }
-    .boxed()
+    secured(tcp.map(move |stream, _| sockets.register(stream.0)), key, tls, handoffs, Via::Tcp)
 }
 
 #[cfg(test)]

@@ -1,15 +1,13 @@
-//! The relay client's transport, shared by the swarm and the bulk path.
+//! The relay client's transport, shared by the swarm and the layers above it.
 //!
 //! libp2p's relay client is a transport (circuits are dialled and accepted through it) driven by
 //! a behaviour in the swarm (which opens the circuits on the connection to the relay). The swarm
 //! builder's `with_relay_client` keeps the transport to itself; here it is assembled the same way
-//! (circuit, multistream-select, TLS or Noise, yamux) around a handle that the bulk path can dial
-//! too: a relayed bulk connection through a relay without legs ([`crate::legs`]) is a circuit of
-//! its own, secured end to end by the same TLS handshake and carried without a second yamux
-//! layer ([`crate::bulk`]).
+//! (circuit, multistream-select, TLS or Noise, yamux) around a handle ([`Circuits`]) that others
+//! can dial bare circuits through too (the tunnel's relayed bulk connections).
 //!
-//! Inbound circuits reach the swarm's listener either way; the security upgrade hands the ones
-//! that negotiate the bulk path to the bulk acceptor.
+//! Inbound circuits reach the swarm's listener either way; protocols registered for hand-off on
+//! circuits go to their queues (`transport/upgrade.rs`).
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -116,13 +114,14 @@ impl Transport for Circuits {
 }
 
 /// The swarm's relayed transport: circuits through `circuits`, secured by `tls` or Noise, then
-/// peerup's yamux.
+/// peerup's yamux; listeners hand off the protocols in `handoffs` offered on circuits.
 pub(crate) fn transport(
     key: &Keypair,
-    tls: crate::tls::Config,
+    tls: super::tls::Config,
     circuits: Circuits,
+    handoffs: super::Handoffs,
 ) -> Result<Boxed<(PeerId, StreamMuxerBox)>, libp2p::noise::Error> {
-    crate::tcp::secured(circuits, key, tls)
+    super::upgrade::secured(circuits, key, tls, handoffs, super::Via::Circuit)
 }
 
 #[cfg(test)]
