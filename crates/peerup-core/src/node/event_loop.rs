@@ -72,8 +72,6 @@ pub(crate) struct EventLoop {
     /// (those open at the break) are held to the shorter silence limit, and when it broke (see
     /// `network::on_broken`).
     suspect: HashMap<PeerId, (Instant, Instant)>,
-    /// Direct connections being closed because they went silent.
-    closing_silent: HashSet<ConnectionId>,
     /// The swarm's TCP sockets: those of silent connections are reset, not closed.
     sockets: crate::transport::tcp::Sockets,
     /// Peers reached only through relays, to hole-punch again (see `repunch`).
@@ -151,7 +149,6 @@ impl EventLoop {
             bulk_probes,
             network,
             suspect: HashMap::new(),
-            closing_silent: HashSet::new(),
             sockets,
             repunch: Repunch::default(),
             metrics: config.metrics.clone(),
@@ -339,8 +336,7 @@ impl EventLoop {
                 if num_established > 0 && failed {
                     self.on_broken(peer_id, path.relayed);
                 }
-                let silent = self.closing_silent.remove(&connection_id);
-                self.on_closed(peer_id, path.relayed, failed || silent);
+                self.on_closed(peer_id, path.relayed);
                 if num_established == 0 {
                     self.ready_relays.remove(&peer_id);
                     self.tcp_tried.remove(&peer_id);

@@ -8,8 +8,11 @@
 //! again by opening a fresh relayed connection, which runs DCUtR anew:
 //! - the side that dialled the relayed connection, [`AFTER`]`[0]` after it opened without a
 //!   direct one, then after growing gaps;
-//! - the side whose direct connection to a peer failed while relayed ones remain, [`SOON`] after
-//!   (the stale connection is gone now, and it was the one in the way).
+//! - the side whose direct connection to a peer ended while relayed ones remain, [`SOON`] after
+//!   (the stale connection is gone now, and it was the one in the way). However it ended: failed,
+//!   closed by this side for silence, or closed by the peer for silence (which reads as a clean
+//!   close here). Only this side may be able to punch: a peer it dialled through a relay may
+//!   hold no reservation there, so it cannot dial back.
 //!
 //! After [`AFTER`]`.len()` tries it waits for something new: a direct connection, a direct one
 //! failing again, or the peer disconnecting entirely.
@@ -51,6 +54,25 @@ impl Repunch {
     /// a fresh set of tries.
     pub(crate) fn direct_lost(&mut self, peer: PeerId, now: Instant) {
         self.peers.insert(peer, Entry { tries: 0, next: Some(now + SOON) });
+    }
+
+    /// A connection to `peer` closed: `relayed` or not, and whether the peer is still
+    /// `connected`, only through relays (`relayed_only`). A direct connection that leaves only
+    /// relayed ones, however it ended, is punched again soon; a peer with no connection left is
+    /// forgotten.
+    pub(crate) fn closed(
+        &mut self,
+        peer: PeerId,
+        relayed: bool,
+        connected: bool,
+        relayed_only: bool,
+        now: Instant,
+    ) {
+        if !connected {
+            self.forget(&peer);
+        } else if !relayed && relayed_only {
+            self.direct_lost(peer, now);
+        }
     }
 
     /// `peer` has a direct connection, or none at all.
@@ -114,6 +136,24 @@ mod tests {
         assert!(r.due(at + Duration::from_secs(3600)).is_empty());
         r.direct_lost(peer, at);
         assert_eq!(r.due(at + SOON), vec![peer]);
+    }
+
+    #[test]
+    fn a_direct_connection_that_ends_any_way_leaving_relayed_ones_is_punched_again() {
+        let mut r = Repunch::default();
+        let (peer, t0) = (PeerId::random(), Instant::now());
+        // The peer closed it cleanly (its liveness check went first): nothing tells a clean
+        // close from a failure here, and a dialler's relayed peer may be unable to punch back.
+        r.closed(peer, false, true, true, t0);
+        assert_eq!(r.due(t0 + SOON), vec![peer], "punched again soon");
+        // A relayed connection closing, or a direct one beside another direct one: no.
+        let other = PeerId::random();
+        r.closed(other, true, true, true, t0);
+        r.closed(other, false, true, false, t0);
+        assert!(r.due(t0 + Duration::from_secs(3600)).iter().all(|p| *p != other));
+        // Nothing left at all: forgotten.
+        r.closed(peer, true, false, false, t0);
+        assert!(r.due(t0 + Duration::from_secs(3600)).is_empty());
     }
 
     #[test]

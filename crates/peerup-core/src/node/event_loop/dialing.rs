@@ -122,15 +122,12 @@ impl EventLoop {
         }
     }
 
-    /// A connection to `peer` closed (and left the book). A direct one that failed or went
-    /// silent, leaving only relayed ones, held the address pair a new hole punch needs: punch
-    /// again soon.
-    pub(super) fn on_closed(&mut self, peer: PeerId, relayed: bool, broken: bool) {
-        if !self.swarm.is_connected(&peer) {
-            self.repunch.forget(&peer);
-        } else if !relayed && broken && self.book.relayed_only(&peer) {
-            self.repunch.direct_lost(peer, Instant::now());
-        }
+    /// A connection to `peer` closed (and left the book): a direct one that leaves only relayed
+    /// ones held the address pair a new hole punch needs, so punch again soon (`node/repunch.rs`).
+    pub(super) fn on_closed(&mut self, peer: PeerId, relayed: bool) {
+        let connected = self.swarm.is_connected(&peer);
+        let relayed_only = self.book.relayed_only(&peer);
+        self.repunch.closed(peer, relayed, connected, relayed_only, Instant::now());
     }
 
     /// Opens a fresh relayed connection to each peer due for another hole punch: DCUtR runs on

@@ -154,9 +154,7 @@ impl EventLoop {
             let marked = self.sockets.reset_on_close(addr);
             tracing::debug!(%peer, %addr, marked, "silent TCP connection will be reset");
         }
-        if self.swarm.close_connection(id) {
-            self.closing_silent.insert(id);
-        }
+        self.swarm.close_connection(id);
     }
 }
 
