@@ -4,9 +4,11 @@
 
 mod cli;
 mod cmd;
+mod core_config;
 mod daemon;
-mod net;
 mod output;
+mod peers;
+mod runtime;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;

@@ -16,12 +16,13 @@ use crate::config::load::Loaded;
 use crate::config::pending;
 use crate::config::schema::NodeConfig;
 use crate::config::{self, validate::validate_node};
+use crate::core_config;
 use crate::daemon::api::{self, ApiState};
 use crate::daemon::live::{self, Live};
 use crate::daemon::{ApiPaths, client};
-use crate::net;
 use crate::outln;
 use crate::output;
+use crate::runtime;
 
 pub(super) fn dispatch(cmd: Option<DaemonCommand>, ctx: &Ctx) -> Result<()> {
     let call_with = |method: Method,
@@ -30,7 +31,7 @@ pub(super) fn dispatch(cmd: Option<DaemonCommand>, ctx: &Ctx) -> Result<()> {
      -> Result<serde_json::Value> {
         let loaded = config::load_node(ctx.config_path())?;
         let paths = ApiPaths::in_dir(loaded.dir());
-        net::block_on_value(client::call(&paths, method, path, body))
+        runtime::block_on_value(client::call(&paths, method, path, body))
     };
     let call = |method: Method, path: &str| call_with(method, path, None);
     match cmd {
@@ -148,7 +149,7 @@ fn run(ctx: &Ctx) -> Result<()> {
         }
         Err(e) => return Err(e),
     };
-    net::block_on(async move {
+    runtime::block_on(async move {
         // The socket first: a second daemon stops here, before touching anything else.
         let api_paths = ApiPaths::in_dir(loaded.dir());
         let listener = api_paths.bind().await?;
@@ -188,8 +189,8 @@ async fn serve(
     api_paths: &ApiPaths,
     listener: tokio::net::UnixListener,
 ) -> Result<()> {
-    let (cancel, tracker) = net::shutdown_on_signals()?;
-    let core = net::node_config(loaded, true)?;
+    let (cancel, tracker) = runtime::shutdown_on_signals()?;
+    let core = core_config::node_config(loaded, true)?;
     let access = core.access.clone();
     let (node, mut events) = Node::spawn(core, cancel.clone(), &tracker)?;
     outln!("Peer ID: {}", node.peer_id())?;
@@ -279,6 +280,6 @@ async fn serve(
         }
     }
     crate::daemon::systemd::stopping();
-    net::shutdown(&cancel, &tracker).await;
+    runtime::shutdown(&cancel, &tracker).await;
     Ok(())
 }

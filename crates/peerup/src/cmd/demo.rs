@@ -19,8 +19,8 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::net;
 use crate::outln;
+use crate::runtime;
 
 /// Bytes sent through the tunnel on each pass.
 const PAYLOAD: usize = 8 << 20;
@@ -99,11 +99,11 @@ async fn echo(mut sock: TcpStream) {
 }
 
 pub(super) fn run() -> Result<()> {
-    net::block_on(async {
+    runtime::block_on(async {
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
         let result = demo(&cancel, &tracker).await;
-        net::shutdown(&cancel, &tracker).await;
+        runtime::shutdown(&cancel, &tracker).await;
         result
     })
 }

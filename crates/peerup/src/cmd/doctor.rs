@@ -123,7 +123,7 @@ pub(super) fn run(args: &DoctorArgs, ctx: &Ctx) -> Result<()> {
         .with_context(|| format!("cannot read the identity key {}", key_file.display()))?;
     let keypair = identity::decode(key_file, &bytes)?;
     let peer_id = identity::peer_id(&keypair).to_string();
-    let relays = crate::net::node_config_relays(&loaded)?;
+    let relays = crate::core_config::node_config_relays(&loaded)?;
     let daemon = crate::daemon::client::call_if_running(
         loaded.dir(),
         hyper::Method::GET,
@@ -142,7 +142,7 @@ pub(super) fn run(args: &DoctorArgs, ctx: &Ctx) -> Result<()> {
         timeout: TIMEOUT,
     };
     let spinner = (!args.json.json).then(spinner);
-    let report = crate::net::block_on_value(async { Ok(doctor::run(&config).await?) });
+    let report = crate::runtime::block_on_value(async { Ok(doctor::run(&config).await?) });
     if let Some(s) = spinner {
         s.finish_and_clear();
     }

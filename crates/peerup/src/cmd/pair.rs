@@ -26,7 +26,7 @@ use crate::config::edit::rewrite_node_file;
 use crate::config::load::{Loaded, load_node_file};
 use crate::config::schema::NodeConfig;
 use crate::output::{faint, ok, short_id, warn};
-use crate::{config, net, outln};
+use crate::{config, outln, runtime};
 
 pub(super) use join::join;
 
@@ -187,8 +187,8 @@ pub(super) fn invite(args: &InviteArgs, ctx: &Ctx) -> Result<()> {
     let (slot, password) = new_secret().context("no randomness for the code")?;
     let code = InviteCode { relay: ipv4_tcp(&relay), slot, password }.encode();
     let (ttl, name, quiet) = (args.ttl, args.name.clone(), args.non_interactive);
-    net::block_on(async move {
-        let (cancel, tracker) = net::shutdown_on_signals()?;
+    runtime::block_on(async move {
+        let (cancel, tracker) = runtime::shutdown_on_signals()?;
         // A client-only node: no listening, no DHT, no gating to load (nothing dials in).
         let mut core = CoreConfig::new(keypair.clone());
         core.enable_dht = false;
@@ -233,7 +233,7 @@ pub(super) fn invite(args: &InviteArgs, ctx: &Ctx) -> Result<()> {
                 e => e.into(),
             }),
         };
-        net::shutdown(&cancel, &tracker).await;
+        runtime::shutdown(&cancel, &tracker).await;
         let invited = result?;
         let name = saved.unwrap_or_default();
         let line = format!("Peer {name:?} joined and is authorized: {}", invited.paired.peer);

@@ -9,9 +9,11 @@ use serde::Serialize;
 
 use super::Ctx;
 use crate::config::{self, schema::NodeConfig};
-use crate::net;
+use crate::core_config;
 use crate::outln;
 use crate::output::{self, short_id};
+use crate::peers;
+use crate::runtime;
 
 #[derive(Serialize)]
 struct Reply {
@@ -120,16 +122,16 @@ pub(super) fn ping(
     ctx: &Ctx,
 ) -> Result<()> {
     let loaded = config::load_node(ctx.config_path())?;
-    let (peer, _) = net::resolve_peer(&loaded.config, target)?;
+    let (peer, _) = peers::resolve_peer(&loaded.config, target)?;
     // Daemon first: it is already connected, and a second node with the same key would compete.
     if ping_via_daemon(loaded.dir(), target, count, interval, json)?.is_some() {
         return Ok(());
     }
     let protocol = ping_protocol(&loaded.config)?;
-    net::block_on(async move {
-        let (cancel, tracker) = net::shutdown_on_signals()?;
+    runtime::block_on(async move {
+        let (cancel, tracker) = runtime::shutdown_on_signals()?;
         let (node, _events) =
-            Node::spawn(net::node_config(&loaded, false)?, cancel.clone(), &tracker)?;
+            Node::spawn(core_config::node_config(&loaded, false)?, cancel.clone(), &tracker)?;
         if !json {
             outln!("PING {target} ({})", short_id(peer))?;
         }
@@ -192,7 +194,7 @@ pub(super) fn ping(
                 stats.max_ms
             )?;
         }
-        net::shutdown(&cancel, &tracker).await;
+        runtime::shutdown(&cancel, &tracker).await;
         Ok(())
     })
 }
@@ -226,7 +228,7 @@ pub(crate) fn trace_json(
 
 pub(super) fn traceroute(target: &str, json: bool, ctx: &Ctx) -> Result<()> {
     let loaded = config::load_node(ctx.config_path())?;
-    let (peer, _) = net::resolve_peer(&loaded.config, target)?;
+    let (peer, _) = peers::resolve_peer(&loaded.config, target)?;
     let protocol = ping_protocol(&loaded.config)?;
     // Daemon first, as for ping.
     let body = serde_json::json!({ "peer": target });
@@ -238,12 +240,12 @@ pub(super) fn traceroute(target: &str, json: bool, ctx: &Ctx) -> Result<()> {
     )?;
     let trace = match via_daemon {
         Some(v) => v,
-        None => net::block_on_value(async move {
-            let (cancel, tracker) = net::shutdown_on_signals()?;
+        None => runtime::block_on_value(async move {
+            let (cancel, tracker) = runtime::shutdown_on_signals()?;
             let (node, _events) =
-                Node::spawn(net::node_config(&loaded, false)?, cancel.clone(), &tracker)?;
+                Node::spawn(core_config::node_config(&loaded, false)?, cancel.clone(), &tracker)?;
             let trace = peerup_core::diag::traceroute(&node, peer, protocol).await;
-            net::shutdown(&cancel, &tracker).await;
+            runtime::shutdown(&cancel, &tracker).await;
             Ok(trace_json(target, peer, &trace))
         })?,
     };
@@ -289,7 +291,7 @@ pub(super) fn resolve(name: &str, json: bool, ctx: &Ctx) -> Result<()> {
         outln!("{name} \u{2192} {}", v["peer_id"].as_str().unwrap_or_default())?;
         return Ok(());
     }
-    let (peer, source) = net::resolve_peer(&loaded.config, name)?;
+    let (peer, source) = peers::resolve_peer(&loaded.config, name)?;
     let r = Resolved { name: name.to_string(), peer_id: peer.to_string(), source };
     if json {
         return output::json(&r);

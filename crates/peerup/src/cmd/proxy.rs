@@ -16,8 +16,10 @@ use tokio_util::task::TaskTracker;
 
 use super::Ctx;
 use crate::config;
-use crate::net;
+use crate::core_config;
 use crate::outln;
+use crate::peers;
+use crate::runtime;
 
 /// Client connections carried at once; more wait to be accepted.
 const MAX_CONNECTIONS: usize = 1024;
@@ -29,14 +31,14 @@ const LISTEN_BACKLOG: u32 = 4096;
 
 pub(super) fn run(target: &str, svc: &str, port: u16, ctx: &Ctx) -> Result<()> {
     let loaded = config::load_node(ctx.config_path())?;
-    let (peer, _) = net::resolve_peer(&loaded.config, target)?;
+    let (peer, _) = peers::resolve_peer(&loaded.config, target)?;
     label::validate(svc).context("service name")?;
-    net::block_on(async move {
+    runtime::block_on(async move {
         let listener = listen(SocketAddr::from(([127, 0, 0, 1], port)))
             .with_context(|| format!("cannot listen on 127.0.0.1:{port} (is the port in use?)"))?;
         let local = listener.local_addr()?;
-        let (cancel, tracker) = net::shutdown_on_signals()?;
-        let core = net::node_config(&loaded, false)?;
+        let (cancel, tracker) = runtime::shutdown_on_signals()?;
+        let core = core_config::node_config(&loaded, false)?;
         let (node, mut events) = Node::spawn(core, cancel.clone(), &tracker)?;
         outln!("Listening on {local} -> {target}/{svc}")?;
 
@@ -51,7 +53,7 @@ pub(super) fn run(target: &str, svc: &str, port: u16, ctx: &Ctx) -> Result<()> {
                 }
             }
         }
-        net::shutdown(&cancel, &tracker).await;
+        runtime::shutdown(&cancel, &tracker).await;
         Ok(())
     })
 }

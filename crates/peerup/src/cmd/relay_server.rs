@@ -27,9 +27,10 @@ use crate::config::load::{Loaded, RELAY_CONFIG_FILE, load_relay_file};
 use crate::config::relay_schema::RelayConfig;
 use crate::config::relay_template::{RELAY_AUTHORIZED_KEYS, RELAY_CONFIG};
 use crate::config::validate::validate_relay;
-use crate::net;
+use crate::core_config;
 use crate::outln;
 use crate::output::{self, ok, short_id};
+use crate::runtime;
 use admit::{expiry_after, invited_entry};
 
 fn config_path(ctx: &Ctx) -> PathBuf {
@@ -108,9 +109,9 @@ pub(super) fn serve(ctx: &Ctx) -> Result<()> {
         Err(e) => return Err(e),
     };
     let started_with = std::fs::read(&loaded.path)?;
-    net::block_on(async move {
-        let (cancel, tracker) = net::shutdown_on_signals()?;
-        let mut core = net::relay_node_config(&loaded)?;
+    runtime::block_on(async move {
+        let (cancel, tracker) = runtime::shutdown_on_signals()?;
+        let mut core = core_config::relay_node_config(&loaded)?;
         let probation = Probation::new(PROBATION_MAX, PROBATION_TTL);
         core.probation = Some(probation.clone());
         let access = core.access.clone();
@@ -164,7 +165,7 @@ pub(super) fn serve(ctx: &Ctx) -> Result<()> {
                 Err(RecvError::Closed) => break,
             }
         }
-        net::shutdown(&cancel, &tracker).await;
+        runtime::shutdown(&cancel, &tracker).await;
         if restart.get() {
             bail!(
                 "relay config {} was reverted and needs a restart; exiting so the supervisor restarts the relay",

@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use super::Ctx;
 use crate::output::{self, faint, ok, warn};
-use crate::{config, net, outln};
+use crate::{config, outln, peers};
 
 #[derive(Serialize)]
 struct Verification {
@@ -26,7 +26,7 @@ pub(super) fn run(target: &str, yes: bool, json: bool, ctx: &Ctx) -> Result<()> 
     let loaded = config::load_node(ctx.config_path())?;
     let c = &loaded.config;
     let me = identity::peer_id(&identity::load(&c.identity.key_file)?);
-    let (peer, _) = net::resolve_peer(c, target)?;
+    let (peer, _) = peers::resolve_peer(c, target)?;
     let path = &c.security.authorized_keys_file;
     let keys = AuthorizedKeys::load(path)?;
     if keys.get(&peer).is_none() {

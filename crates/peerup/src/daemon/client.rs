@@ -59,7 +59,7 @@ pub fn call_if_running(
     if !paths.socket.exists() || !paths.cookie.exists() {
         return Ok(None);
     }
-    match crate::net::block_on_value(call(&paths, method, path, body)) {
+    match crate::runtime::block_on_value(call(&paths, method, path, body)) {
         Ok(v) => Ok(Some(v)),
         Err(e) if e.to_string().contains("daemon not running") => Ok(None),
         Err(e) => Err(e),

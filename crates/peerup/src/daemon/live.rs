@@ -28,7 +28,7 @@ use crate::config::load::load_node_file;
 use crate::config::pending;
 use crate::config::schema::{NodeConfig, ServiceEntry};
 use crate::config::validate::validate_node;
-use crate::net;
+use crate::core_config;
 
 /// What the API shows of the config; swapped on every reload.
 #[derive(Clone, Default)]
@@ -91,7 +91,7 @@ fn spec(name: &str, entry: &ServiceEntry) -> Result<ServiceSpec> {
     Ok(ServiceSpec {
         name: name.to_string(),
         local_address: entry.local_address.clone(),
-        allowed_peers: net::allowed_peers(name, entry.allowed_peers.as_ref())?,
+        allowed_peers: core_config::allowed_peers(name, entry.allowed_peers.as_ref())?,
     })
 }
 

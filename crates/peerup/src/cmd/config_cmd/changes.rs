@@ -14,7 +14,7 @@ use crate::config::validate::{Problem, validate_node, validate_relay};
 use crate::config::{archive, pending};
 use crate::daemon::{ApiPaths, client};
 use crate::output::{self, ok, warn};
-use crate::{net, outln};
+use crate::{core_config, outln, runtime};
 
 /// Which config a command works on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,7 +108,7 @@ fn problems(r: Result<(), Vec<Problem>>) -> Result<()> {
 fn check_node(text: &str, as_path: &Path) -> Result<()> {
     let loaded = node_from_text(text, as_path)?;
     problems(validate_node(&loaded.config))?;
-    net::node_config(&loaded, true)?;
+    core_config::node_config(&loaded, true)?;
     Ok(())
 }
 
@@ -117,7 +117,10 @@ fn check_relay(text: &str, as_path: &Path) -> Result<()> {
     let loaded = relay_from_text(text, as_path)?;
     let c = &loaded.config;
     problems(validate_relay(c))?;
-    net::access_list(c.security.enable_connection_gating, &c.security.authorized_keys_file)?;
+    core_config::access_list(
+        c.security.enable_connection_gating,
+        &c.security.authorized_keys_file,
+    )?;
     if c.identity.key_file.exists() {
         peerup_core::identity::load(&c.identity.key_file)?;
     }
@@ -165,7 +168,7 @@ fn tell_daemon(config: &Path) -> Result<()> {
         outln!("No daemon running; the new config is used at its next start.")?;
         return Ok(());
     }
-    match net::block_on_value(client::call(&paths, Method::POST, "/v1/config/reload", None)) {
+    match runtime::block_on_value(client::call(&paths, Method::POST, "/v1/config/reload", None)) {
         Ok(v) => {
             let list = |key: &str| {
                 let items: Vec<&str> =

@@ -22,7 +22,7 @@ use crate::cli::JoinArgs;
 use crate::config::edit::rewrite_node_file;
 use crate::config::load::find_node_config;
 use crate::output::{faint, ok};
-use crate::{net, outln};
+use crate::{outln, runtime};
 
 /// The longest code line read from stdin.
 const MAX_LINE: u64 = 4096;
@@ -85,8 +85,8 @@ pub(in crate::cmd) fn join(args: &JoinArgs, ctx: &Ctx) -> Result<()> {
     };
     let keypair = identity::load(&key_file)?;
     let wanted = args.name.clone();
-    net::block_on(async move {
-        let (cancel, tracker) = net::shutdown_on_signals()?;
+    runtime::block_on(async move {
+        let (cancel, tracker) = runtime::shutdown_on_signals()?;
         let mut core = CoreConfig::new(keypair.clone());
         core.enable_dht = false;
         let (node, _) = Node::spawn(core, cancel.clone(), &tracker)?;
@@ -128,7 +128,7 @@ pub(in crate::cmd) fn join(args: &JoinArgs, ctx: &Ctx) -> Result<()> {
             () = cancel.cancelled() => Err(anyhow::anyhow!("cancelled")),
             r = work => r,
         };
-        net::shutdown(&cancel, &tracker).await;
+        runtime::shutdown(&cancel, &tracker).await;
         let (joined, name, relay) = result?;
         match &joined.group {
             None => outln!("{}", ok(format!("Paired with {name:?}: {}", joined.paired.peer)))?,

@@ -225,7 +225,7 @@ pub(crate) fn run(dir: &Path, args: &PairArgs) -> Result<()> {
         )
     })?;
     let env = Envelope { token: token.trim().to_string(), request };
-    let reply: Value = crate::net::block_on_value(async {
+    let reply: Value = crate::runtime::block_on_value(async {
         let mut s = UnixStream::connect(&paths.socket)
             .await
             .with_context(|| format!("the relay is not running ({})", paths.socket.display()))?;

@@ -1,9 +1,9 @@
-//! Glue between config files and the core node: the async runtime, shutdown on SIGINT/SIGTERM,
-//! turning a loaded config into the core's `NodeConfig`, and resolving peer names.
+//! Config files to the core's typed configs: a node's or a relay's loaded YAML becomes a
+//! `peerup_core::node::NodeConfig` (identity, listen addresses, relays, access list, relay
+//! limits), and a service's `allowed_peers` a set of peer IDs. Neighbours: [`crate::config`]
+//! loads and validates the files; [`crate::runtime`] runs the node.
 
 use std::collections::HashSet;
-use std::future::Future;
-use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use peerup_core::authorized_keys::AuthorizedKeys;
@@ -11,61 +11,11 @@ use peerup_core::gate::AccessList;
 use peerup_core::node::NodeConfig as CoreConfig;
 use peerup_core::relay::RelayLimits;
 use peerup_core::{Multiaddr, PeerId, identity, relay_addr};
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::config::load::Loaded;
 use crate::config::relay_schema::RelayConfig;
 use crate::config::schema::NodeConfig;
 use crate::config::units::{parse_data_size, parse_duration};
-
-/// How long shutdown waits for tasks to finish.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-
-/// Runs `f` on a multi-threaded tokio runtime.
-pub fn block_on<F: Future<Output = Result<()>>>(f: F) -> Result<()> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?
-        .block_on(f)
-}
-
-/// Runs `f`, which yields a value, on a current-thread runtime (one-shot client calls).
-pub fn block_on_value<T, F: Future<Output = Result<T>>>(f: F) -> Result<T> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?
-        .block_on(f)
-}
-
-/// A token cancelled on SIGINT or SIGTERM, and a tracker for every task.
-pub fn shutdown_on_signals() -> Result<(CancellationToken, TaskTracker)> {
-    let token = CancellationToken::new();
-    let tracker = TaskTracker::new();
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("cannot install the SIGTERM handler")?;
-    let t = token.clone();
-    tracker.spawn(async move {
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => tracing::info!("interrupted; shutting down"),
-            _ = term.recv() => tracing::info!("terminated; shutting down"),
-            () = t.cancelled() => {}
-        }
-        t.cancel();
-    });
-    Ok((token, tracker))
-}
-
-/// Cancels, then waits up to [`SHUTDOWN_GRACE`] for tracked tasks.
-pub async fn shutdown(token: &CancellationToken, tracker: &TaskTracker) {
-    token.cancel();
-    tracker.close();
-    if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait()).await.is_err() {
-        tracing::warn!("some tasks did not stop within {SHUTDOWN_GRACE:?}");
-    }
-}
 
 fn multiaddrs(key: &str, list: &[String]) -> Result<Vec<Multiaddr>> {
     list.iter()
@@ -154,25 +104,6 @@ pub fn relay_node_config(loaded: &Loaded<RelayConfig>) -> Result<CoreConfig> {
     Ok(core)
 }
 
-/// A peer ID, or a peer named in `names:`. Anything that parses as a peer ID is that peer, even
-/// if `names:` has such a key (config validation refuses those): a name must never stand in for
-/// the peer whose ID it spells.
-pub fn resolve_peer(config: &NodeConfig, target: &str) -> Result<(PeerId, &'static str)> {
-    if let Ok(p) = target.parse::<PeerId>() {
-        return Ok((p, "peer_id"));
-    }
-    match config.names.get(target) {
-        Some(id) => {
-            let peer =
-                id.parse().with_context(|| format!("names.{target}: invalid peer ID {id:?}"))?;
-            Ok((peer, "local_config"))
-        }
-        None => {
-            bail!("unknown peer {target:?}: not a name in the config's names: and not a peer ID")
-        }
-    }
-}
-
 /// The peers in a service's allowed_peers.
 pub fn allowed_peers(name: &str, list: Option<&Vec<String>>) -> Result<Option<HashSet<PeerId>>> {
     list.map(|l| {
@@ -186,22 +117,4 @@ pub fn allowed_peers(name: &str, list: Option<&Vec<String>>) -> Result<Option<Ha
             .collect()
     })
     .transpose()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn anything_shaped_like_a_peer_id_resolves_as_that_id() {
-        let (victim, spoofer, home) = (PeerId::random(), PeerId::random(), PeerId::random());
-        let mut c = NodeConfig::default();
-        // A names: key that spells the victim's ID (written before names were checked).
-        c.names.insert(victim.to_string(), spoofer.to_string());
-        c.names.insert("home".into(), home.to_string());
-        assert_eq!(resolve_peer(&c, &victim.to_string()).unwrap(), (victim, "peer_id"));
-        assert_eq!(resolve_peer(&c, "home").unwrap(), (home, "local_config"));
-        let err = resolve_peer(&c, "nobody").unwrap_err().to_string();
-        assert!(err.contains("unknown peer"), "{err}");
-    }
 }
