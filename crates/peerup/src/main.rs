@@ -6,6 +6,7 @@ mod cli;
 mod cmd;
 mod core_config;
 mod daemon;
+mod diag;
 mod output;
 mod peers;
 mod runtime;

@@ -4,12 +4,13 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use peerup_core::node::Node;
-use peerup_core::{PeerId, StreamProtocol, pingpong};
+use peerup_core::{StreamProtocol, pingpong};
 use serde::Serialize;
 
 use super::Ctx;
 use crate::config::{self, schema::NodeConfig};
 use crate::core_config;
+use crate::diag;
 use crate::outln;
 use crate::output::{self, short_id};
 use crate::peers;
@@ -199,33 +200,6 @@ pub(super) fn ping(
     })
 }
 
-/// A trace as JSON, the same shape from the CLI and the daemon API.
-pub(crate) fn trace_json(
-    target: &str,
-    peer: PeerId,
-    trace: &peerup_core::diag::Trace,
-) -> serde_json::Value {
-    let hops: Vec<serde_json::Value> = trace
-        .hops
-        .iter()
-        .map(|h| {
-            serde_json::json!({
-                "hop": h.hop,
-                "peer_id": h.peer.to_string(),
-                "address": h.address,
-                "rtt_ms": h.rtt.as_ref().ok().map(|d| ms(*d)),
-                "error": h.rtt.as_ref().err(),
-            })
-        })
-        .collect();
-    serde_json::json!({
-        "target": target,
-        "target_id": peer.to_string(),
-        "path": if trace.relayed { "RELAYED" } else { "DIRECT" },
-        "hops": hops,
-    })
-}
-
 pub(super) fn traceroute(target: &str, json: bool, ctx: &Ctx) -> Result<()> {
     let loaded = config::load_node(ctx.config_path())?;
     let (peer, _) = peers::resolve_peer(&loaded.config, target)?;
@@ -246,7 +220,7 @@ pub(super) fn traceroute(target: &str, json: bool, ctx: &Ctx) -> Result<()> {
                 Node::spawn(core_config::node_config(&loaded, false)?, cancel.clone(), &tracker)?;
             let trace = peerup_core::diag::traceroute(&node, peer, protocol).await;
             runtime::shutdown(&cancel, &tracker).await;
-            Ok(trace_json(target, peer, &trace))
+            Ok(diag::trace_json(target, peer, &trace))
         })?,
     };
     if json {

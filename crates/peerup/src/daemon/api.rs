@@ -324,7 +324,7 @@ async fn traceroute(State(s): State<ApiState>, bytes: Bytes) -> Result<Response,
             format!("cannot reach peer {:?}: {e}", req.peer),
         ));
     }
-    Ok(data(crate::cmd::ping::trace_json(&req.peer, peer, &trace)))
+    Ok(data(crate::diag::trace_json(&req.peer, peer, &trace)))
 }
 
 /// Re-reads the config file and applies what changed (what `config apply` asks for).

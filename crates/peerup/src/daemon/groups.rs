@@ -16,7 +16,8 @@ use peerup_core::{PeerId, StreamProtocol};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::cmd::pair::{in_group, load, save_peer};
+use crate::config::load::load_node_file as load;
+use crate::peers::{in_group, save_peer};
 
 /// How long an introduction may take to arrive.
 const READ_TIMEOUT: Duration = Duration::from_secs(10);

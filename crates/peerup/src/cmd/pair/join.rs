@@ -17,11 +17,12 @@ use peerup_core::{Multiaddr, identity, relay_addr};
 
 use super::super::Ctx;
 use super::super::init::{create_identity, new_node_paths, write_config};
-use super::{add_group, check_wanted_name, host_name, load, note, save_peer, short};
+use super::{check_wanted_name, host_name, load, note, short};
 use crate::cli::JoinArgs;
 use crate::config::edit::rewrite_node_file;
 use crate::config::load::find_node_config;
 use crate::output::{faint, ok};
+use crate::peers::{add_group, save_peer};
 use crate::{outln, runtime};
 
 /// The longest code line read from stdin.
