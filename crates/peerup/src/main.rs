@@ -9,6 +9,7 @@ mod daemon;
 mod diag;
 mod output;
 mod peers;
+mod proxy;
 mod runtime;
 
 use std::io::IsTerminal;

@@ -170,7 +170,7 @@ pub(crate) fn run(
         warmup_problems,
         fd_limit: fd_limit(proxy.proc.pid()),
         limits: (
-            source_const("crates/peerup/src/cmd/proxy.rs", "MAX_CONNECTIONS"),
+            source_const("crates/peerup/src/proxy.rs", "MAX_CONNECTIONS"),
             source_const("crates/peerup-core/src/service.rs", "MAX_STREAMS_PER_SERVICE"),
         ),
     };

@@ -169,11 +169,13 @@ async fn demo(cancel: &CancellationToken, tracker: &TaskTracker) -> Result<()> {
     let proxy = TcpListener::bind("127.0.0.1:0").await?;
     let proxy_addr = proxy.local_addr()?;
     outln!("laptop  {laptop_id}  peerup proxy home echo {}", proxy_addr.port())?;
-    super::proxy::serve_listener(
+    let printed = super::proxy::printed();
+    crate::proxy::serve(
         proxy,
         laptop.clone(),
         home_id,
         "echo".into(),
+        printed,
         cancel.clone(),
         tracker,
     );

@@ -366,7 +366,8 @@ fn connect_carries_bytes_and_disconnect_closes_the_listener() {
     let mut da = Daemon::start(&a);
     da.wait_line("Reservation accepted by relay");
     enable_metrics(&b);
-    let mut db = Daemon::spawn(&b, &["daemon"], &[], "Peer ID: ");
+    // Info logs from peerup itself, to see the proxies' connections logged (at the end).
+    let mut db = Daemon::spawn(&b, &["daemon"], &[("RUST_LOG", "peerup=info")], "Peer ID: ");
     let metrics = db.wait_line("Metrics: http://");
     let metrics = metrics.trim_start_matches("Metrics: http://").trim_end_matches("/metrics");
     db.wait_line("API: ");
@@ -494,6 +495,17 @@ fn connect_carries_bytes_and_disconnect_closes_the_listener() {
         let _ = sock.read_to_end(&mut back);
         assert_eq!(back == b"allowed?", serves, "{name}: got {back:?}");
     }
+
+    // The daemon's proxies carried bytes (above) and refused one, and printed none of it on the
+    // daemon's stdout (`peerup proxy`'s `Connection <n>: …` lines): they log it instead.
+    b.run(&["daemon", "stop"]).ok();
+    let (code, out, err) = db.finish_split();
+    assert_eq!(code, 0, "{out:#?}\n{err:#?}");
+    let printed: Vec<&String> = out.iter().filter(|l| l.contains("Connection ")).collect();
+    assert!(printed.is_empty(), "proxy lines on the daemon's stdout: {printed:#?}");
+    let logged = |what: &str| err.iter().any(|l| l.contains(what) && l.contains("proxy=proxy-"));
+    assert!(logged("proxy connection opened"), "{err:#?}");
+    assert!(logged("proxy connection failed"), "{err:#?}");
     let _ = &mut relay;
 }
 

@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -14,6 +15,7 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use super::{ApiError, ApiState, ServiceInfo, body, data, resolve_name};
+use crate::proxy::{self, ProxyEvent, Report};
 
 /// What the API created at run time.
 #[derive(Default)]
@@ -61,7 +63,7 @@ pub(super) async fn connect(State(s): State<ApiState>, bytes: Bytes) -> Result<R
     let (peer, _) = resolve_name(&s, &req.peer).map_err(|e| ApiError::bad(e.1))?;
     peerup_core::label::validate(&req.service).map_err(|e| ApiError::bad(e.to_string()))?;
     let addr = listen_address(&req.listen, req.allow_non_loopback)?;
-    let listener = crate::cmd::proxy::listen(addr)
+    let listener = proxy::listen(addr)
         .map_err(|e| ApiError(StatusCode::CONFLICT, format!("cannot listen on {addr}: {e}")))?;
     let local = listener
         .local_addr()
@@ -74,15 +76,30 @@ pub(super) async fn connect(State(s): State<ApiState>, bytes: Bytes) -> Result<R
         rt.proxies.insert(id.clone(), (token.clone(), local.to_string()));
         id
     };
-    crate::cmd::proxy::serve_listener(
-        listener,
-        s.node.clone(),
-        peer,
-        req.service.clone(),
-        token,
-        &s.tracker,
-    );
+    let report = logged(id.clone());
+    proxy::serve(listener, s.node.clone(), peer, req.service.clone(), report, token, &s.tracker);
     Ok(data(json!({ "id": id, "listen_address": local.to_string() })))
+}
+
+/// Logs what happens to each of the proxy `id`'s connections: the daemon's stdout is for its own
+/// status lines, not a line per proxied connection.
+fn logged(id: String) -> Report {
+    Arc::new(move |event| match event {
+        ProxyEvent::Opened { n, path, took } => tracing::info!(
+            proxy = %id,
+            n,
+            path = path.kind(),
+            via = %path.remote_addr,
+            ms = u64::try_from(took.as_millis()).unwrap_or(u64::MAX),
+            "proxy connection opened"
+        ),
+        ProxyEvent::Failed { n, error } => {
+            tracing::warn!(proxy = %id, n, %error, "proxy connection failed")
+        }
+        ProxyEvent::Broke { n, error } => {
+            tracing::warn!(proxy = %id, n, %error, "proxy connection broke")
+        }
+    })
 }
 
 pub(super) async fn disconnect(

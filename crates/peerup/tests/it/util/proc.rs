@@ -14,7 +14,8 @@ const WAIT: Duration = Duration::from_secs(30);
 pub struct Proc {
     child: Child,
     lines: mpsc::Receiver<(bool, String)>,
-    seen: Vec<String>,
+    /// The lines read but not returned by a wait, each with whether it came from stdout.
+    seen: Vec<(bool, String)>,
 }
 
 impl Proc {
@@ -60,8 +61,8 @@ impl Proc {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
                 Ok((true, l)) if pred(&l) => return l,
-                Ok((_, l)) => self.seen.push(l),
-                Err(e) => panic!("never printed {what}: {e}; output so far: {:#?}", self.seen),
+                Ok(line) => self.seen.push(line),
+                Err(e) => panic!("never printed {what}: {e}; output so far: {:#?}", self.texts()),
             }
         }
     }
@@ -85,8 +86,8 @@ impl Proc {
                 return true;
             }
             // Keep reading its lines meanwhile (and wait a little when there are none).
-            if let Ok((_, l)) = self.lines.recv_timeout(Duration::from_millis(50)) {
-                self.seen.push(l);
+            if let Ok(line) = self.lines.recv_timeout(Duration::from_millis(50)) {
+                self.seen.push(line);
             }
         }
         false
@@ -95,13 +96,34 @@ impl Proc {
     /// Waits for the process to exit by itself; returns its code and every line it printed.
     #[track_caller]
     pub fn finish(mut self) -> (i32, String) {
-        assert!(self.wait_exit(), "did not exit; output: {:#?}", self.seen);
+        let code = self.exit_and_drain();
+        (code, self.texts().join("\n"))
+    }
+
+    /// Waits for the process to exit by itself; returns its code, the lines it printed on stdout
+    /// (besides those a wait returned) and those it printed on stderr.
+    #[track_caller]
+    pub fn finish_split(mut self) -> (i32, Vec<String>, Vec<String>) {
+        let code = self.exit_and_drain();
+        let (out, err): (Vec<_>, Vec<_>) = self.seen.drain(..).partition(|(is_out, _)| *is_out);
+        let text = |v: Vec<(bool, String)>| v.into_iter().map(|(_, l)| l).collect();
+        (code, text(out), text(err))
+    }
+
+    /// Waits for the exit, then reads what the reader threads still hold; returns the exit code.
+    #[track_caller]
+    fn exit_and_drain(&mut self) -> i32 {
+        assert!(self.wait_exit(), "did not exit; output: {:#?}", self.texts());
         let code = self.child.try_wait().ok().flatten().and_then(|s| s.code()).unwrap_or(-1);
-        // Drain what the reader threads still hold.
-        while let Ok((_, l)) = self.lines.recv_timeout(Duration::from_millis(200)) {
-            self.seen.push(l);
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(200)) {
+            self.seen.push(line);
         }
-        (code, self.seen.join("\n"))
+        code
+    }
+
+    /// The text of the lines seen so far, stdout and stderr in the order they came.
+    fn texts(&self) -> Vec<&str> {
+        self.seen.iter().map(|(_, l)| l.as_str()).collect()
     }
 }
 
