@@ -5,13 +5,14 @@
 //! anyone into a group it made no codes for.
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use peerup_core::node::Node;
 use peerup_core::pairing::GROUP_INTRO;
 use peerup_core::pairing::pake::Paired;
 use peerup_core::pairing::wire::{self, Message};
+use peerup_core::serve::{self, Limits};
 use peerup_core::{PeerId, StreamProtocol};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -21,6 +22,8 @@ use crate::peers::{in_group, save_peer};
 
 /// How long an introduction may take to arrive.
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Introductions read at once; more wait (a relay sends one per group it introduces into).
+const MAX_INTRODUCTIONS: usize = 4;
 
 /// Accepts introductions from `relays` until `cancel` fires.
 pub fn spawn(
@@ -32,25 +35,26 @@ pub fn spawn(
 ) {
     let me = node.peer_id();
     let filter: peerup_core::streams::PeerFilter = Arc::new(move |p| relays.contains(p));
-    let mut incoming = node.accept_from(StreamProtocol::new(GROUP_INTRO), filter);
-    tracker.spawn(async move {
-        loop {
-            let mut s = tokio::select! {
-                biased;
-                () = cancel.cancelled() => break,
-                s = incoming.recv() => match s { Some(s) => s, None => break },
-            };
-            match tokio::time::timeout(READ_TIMEOUT, wire::read(&mut s.stream)).await {
-                Ok(Ok(Message::Introduce { group, peers })) => {
+    let incoming = node.accept_from(StreamProtocol::new(GROUP_INTRO), filter);
+    // Read at once, applied one at a time: each application reads the config, picks names among
+    // those it holds and writes it back.
+    let applying = Arc::new(Mutex::new(()));
+    let limits = Limits::waiting(MAX_INTRODUCTIONS).within(READ_TIMEOUT);
+    serve::each(incoming, limits, "group introduction", tracker, cancel, move |mut s| {
+        let (config, applying) = (config.clone(), applying.clone());
+        Some(async move {
+            match wire::read(&mut s.stream).await {
+                Ok(Message::Introduce { group, peers }) => {
+                    // No await from here on: the time limit cannot cut an application short.
+                    let _one = applying.lock().unwrap_or_else(|e| e.into_inner());
                     if let Err(e) = apply(&config, s.peer, group, &peers, me) {
                         tracing::warn!(error = ?format!("{e:#}"), "group introduction not applied");
                     }
                 }
-                Ok(Ok(other)) => tracing::debug!(message = ?other, "unexpected group message"),
-                Ok(Err(e)) => tracing::debug!(error = %e, "bad group introduction"),
-                Err(_) => tracing::debug!("group introduction timed out"),
+                Ok(other) => tracing::debug!(message = ?other, "unexpected group message"),
+                Err(e) => tracing::debug!(error = %e, "bad group introduction"),
             }
-        }
+        })
     });
 }
 
