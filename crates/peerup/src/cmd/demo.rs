@@ -11,6 +11,7 @@ use peerup_core::identity::peer_id;
 use peerup_core::multiaddr::Protocol;
 use peerup_core::node::{Node, NodeConfig, NodeEvent};
 use peerup_core::relay::RelayLimits;
+use peerup_core::serve::{self, Limits};
 use peerup_core::service::{self, ServiceSpec};
 use peerup_core::{Multiaddr, PeerId};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -26,6 +27,8 @@ use crate::runtime;
 const PAYLOAD: usize = 8 << 20;
 /// How long the demo waits for any one step.
 const STEP: Duration = Duration::from_secs(20);
+/// Connections the echo service serves at once (the demo makes one at a time).
+const ECHO_CONNECTIONS: usize = 16;
 
 async fn wait_for(
     rx: &mut broadcast::Receiver<NodeEvent>,
@@ -61,35 +64,6 @@ fn allow(peers: &[PeerId]) -> Result<AccessList> {
         keys.add(Entry::new(*p, None))?;
     }
     Ok(AccessList::from_keys(&keys))
-}
-
-/// The demo's echo service: accepts on `listener` until cancelled, one tracked task per connection.
-fn accept_loop<F, Fut>(
-    listener: TcpListener,
-    cancel: &CancellationToken,
-    tracker: &TaskTracker,
-    serve: F,
-) where
-    F: Fn(TcpStream) -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    let (cancel, tasks) = (cancel.clone(), tracker.clone());
-    tracker.spawn(async move {
-        loop {
-            let accepted = tokio::select! {
-                () = cancel.cancelled() => break,
-                a = listener.accept() => a,
-            };
-            let Ok((sock, _)) = accepted else { break };
-            let (conn, cancel) = (serve(sock), cancel.clone());
-            tasks.spawn(async move {
-                tokio::select! {
-                    () = cancel.cancelled() => {}
-                    () = conn => {}
-                }
-            });
-        }
-    });
 }
 
 async fn echo(mut sock: TcpStream) {
@@ -149,7 +123,10 @@ async fn demo(cancel: &CancellationToken, tracker: &TaskTracker) -> Result<()> {
     .await?;
     let echo_listener = TcpListener::bind("127.0.0.1:0").await?;
     let echo_addr = echo_listener.local_addr()?.to_string();
-    accept_loop(echo_listener, cancel, tracker, echo);
+    let limits = Limits::waiting(ECHO_CONNECTIONS);
+    serve::each(echo_listener, limits, "echo", tracker, cancel.clone(), |(sock, _)| {
+        Some(echo(sock))
+    });
     let spec = ServiceSpec { name: "echo".into(), local_address: echo_addr, allowed_peers: None };
     outln!(
         "home    {home_id}  reserved a slot on the relay; exposes 'echo' -> {}",
