@@ -10,7 +10,6 @@ mod pair;
 mod ping;
 mod proxy;
 mod relay;
-mod relay_server;
 mod service;
 mod status;
 mod verify;

@@ -3,7 +3,6 @@
 //! the other side in authorized_keys and `names:`.
 
 mod join;
-pub(crate) mod relay_pair;
 
 use std::net::SocketAddrV4;
 use std::path::Path;

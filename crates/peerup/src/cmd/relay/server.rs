@@ -19,7 +19,7 @@ use peerup_core::{Multiaddr, PeerId, fsutil, identity};
 use serde::Serialize;
 use tokio::sync::broadcast::error::RecvError;
 
-use super::Ctx;
+use crate::cmd::Ctx;
 
 mod admit;
 mod changes;
@@ -91,11 +91,11 @@ pub(super) fn setup(dir: Option<&Path>, ctx: &Ctx) -> Result<()> {
     Ok(())
 }
 
-/// `relay pair`: group codes from the running relay (see `pair/relay_pair.rs`).
-pub(super) fn pair(args: &super::pair::relay_pair::PairArgs, ctx: &Ctx) -> Result<()> {
+/// `relay pair`: group codes from the running relay (see `relay/pair.rs`).
+pub(super) fn pair(args: &super::pair::PairArgs, ctx: &Ctx) -> Result<()> {
     let path = config_path(ctx);
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    super::pair::relay_pair::run(dir, args)
+    super::pair::run(dir, args)
 }
 
 pub(super) fn serve(ctx: &Ctx) -> Result<()> {
@@ -136,7 +136,7 @@ pub(super) fn serve(ctx: &Ctx) -> Result<()> {
             )),
         };
         let rendezvous = rendezvous::serve(&node, rendezvous, cancel.clone(), &tracker);
-        super::pair::relay_pair::serve(
+        super::pair::serve(
             loaded.dir(),
             node.clone(),
             rendezvous.clone(),

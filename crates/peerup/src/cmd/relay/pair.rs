@@ -53,7 +53,7 @@ struct Envelope {
 }
 
 /// Serves the admin socket in the relay process.
-pub(crate) async fn serve(
+pub(super) async fn serve(
     dir: &Path,
     node: Node,
     rendezvous: Rendezvous,
@@ -191,17 +191,17 @@ async fn handle(req: Request, node: &Node, rv: &Rendezvous) -> Result<Value> {
 }
 
 /// What `relay pair` was asked.
-pub(crate) struct PairArgs {
-    pub(crate) count: usize,
-    pub(crate) ttl: Duration,
-    pub(crate) expires: Option<Duration>,
-    pub(crate) list: bool,
-    pub(crate) revoke: Option<String>,
-    pub(crate) json: bool,
+pub(super) struct PairArgs {
+    pub(super) count: usize,
+    pub(super) ttl: Duration,
+    pub(super) expires: Option<Duration>,
+    pub(super) list: bool,
+    pub(super) revoke: Option<String>,
+    pub(super) json: bool,
 }
 
 /// `peerup relay pair`: asks the running relay (whose config is in `dir`).
-pub(crate) fn run(dir: &Path, args: &PairArgs) -> Result<()> {
+pub(super) fn run(dir: &Path, args: &PairArgs) -> Result<()> {
     if args.expires.is_some_and(|d| d > MAX_MEMBER_EXPIRES) {
         bail!(
             "--expires may be at most {} days; leave it out for memberships that do not expire",
