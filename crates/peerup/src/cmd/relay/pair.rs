@@ -13,11 +13,12 @@ use peerup_core::node::Node;
 use peerup_core::pairing::code::InviteCode;
 use peerup_core::pairing::group::{GroupSpec, MAX_MEMBER_EXPIRES};
 use peerup_core::pairing::rendezvous::Rendezvous;
+use peerup_core::serve::{self, Accept, Limits};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::UnixStream;
+use tokio::net::{UnixListener, UnixStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -32,6 +33,12 @@ const COOKIE: &str = ".relay-admin.cookie";
 const MAX_REQUEST: u64 = 4096;
 /// How long one admin connection may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Admin connections answered at once; more wait. The socket is the relay owner's alone, so this
+/// only bounds the owner's own scripts.
+const MAX_REQUESTS: usize = 16;
+/// A pause after a failed accept (out of file descriptors, typically), so that the loop does not
+/// spin while the condition lasts.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
 fn paths(dir: &Path) -> ApiPaths {
     ApiPaths { socket: dir.join(SOCKET), cookie: dir.join(COOKIE) }
@@ -69,27 +76,38 @@ pub(super) async fn serve(
     }
     let listener = paths.bind().await?;
     let token = paths.new_cookie()?;
-    let tasks = tracker.clone();
+    let limits = Limits::waiting(MAX_REQUESTS).within(REQUEST_TIMEOUT);
+    let source = AdminSocket(listener);
+    serve::each(source, limits, "relay admin request", tracker, cancel.clone(), move |stream| {
+        let (token, node, rv) = (token.clone(), node.clone(), rendezvous.clone());
+        Some(async move { answer(stream, &token, &node, &rv).await })
+    });
+    // The socket and the cookie last as long as the relay runs.
     tracker.spawn(async move {
-        loop {
-            let conn = tokio::select! {
-                () = cancel.cancelled() => break,
-                c = listener.accept() => c,
-            };
-            let Ok((stream, _)) = conn else { continue };
-            let (token, node, rv) = (token.clone(), node.clone(), rendezvous.clone());
-            tasks.spawn(async move {
-                if tokio::time::timeout(REQUEST_TIMEOUT, answer(stream, &token, &node, &rv))
-                    .await
-                    .is_err()
-                {
-                    tracing::debug!("relay admin request timed out");
-                }
-            });
-        }
+        cancel.cancelled().await;
         paths.remove();
     });
     Ok(())
+}
+
+/// The admin socket as a source of connections for [`serve::each`]. It never closes: a failed
+/// accept is logged and tried again after a pause.
+struct AdminSocket(UnixListener);
+
+impl Accept for AdminSocket {
+    type Item = UnixStream;
+
+    async fn next(&mut self) -> Option<UnixStream> {
+        loop {
+            match self.0.accept().await {
+                Ok((stream, _)) => return Some(stream),
+                Err(e) => {
+                    tracing::warn!(error = %e, "relay admin socket: accept failed");
+                    tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                }
+            }
+        }
+    }
 }
 
 async fn answer(stream: UnixStream, token: &str, node: &Node, rv: &Rendezvous) {
