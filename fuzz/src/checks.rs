@@ -16,7 +16,8 @@ use peerup::config::validate::{validate_node, validate_relay};
 use peerup_core::authorized_keys::{AuthorizedKeys, Entry};
 use peerup_core::pairing::code::InviteCode;
 use peerup_core::pairing::wire::Message;
-use peerup_core::{bulk, identity, relay_addr};
+use peerup_core::tunnel::bulk;
+use peerup_core::{identity, relay_addr};
 
 /// A check: panics if the parser misbehaves on `data`.
 pub type Check = fn(&[u8]);

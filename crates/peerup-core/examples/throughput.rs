@@ -9,7 +9,7 @@
 //! cargo run --release -p peerup-core --example throughput -- [MiB] [direct|relayed] [rtt] [nobulk]
 //! ```
 //!
-//! Direct connections go on the bulk path (`peerup_core::bulk`) unless `nobulk` is given.
+//! Direct connections go on the bulk path (`peerup_core::tunnel::bulk`) unless `nobulk` is given.
 //!
 //! With `rtt`, it also times 2,000 one-byte round trips through the tunnel to an echo server and
 //! straight to it, and prints both p50/p99 (µs).
@@ -19,9 +19,10 @@ use std::time::{Duration, Instant};
 use libp2p::identity::Keypair;
 use libp2p::multiaddr::Protocol;
 use peerup_core::gate::AccessList;
-use peerup_core::node::{Node, NodeConfig, NodeEvent};
+use peerup_core::node::{NodeConfig, NodeEvent};
 use peerup_core::relay::RelayLimits;
 use peerup_core::service::{self, ServiceSpec, pipe};
+use peerup_core::tunnel::Tunnel;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
@@ -74,8 +75,9 @@ async fn main() {
         let mut cfg = config("/ip4/127.0.0.1/tcp/0");
         cfg.relay_server = Some(RelayLimits { circuit_bytes: u64::MAX, ..RelayLimits::default() });
         cfg.listen_addrs_are_external = true;
-        let (relay, mut ev) = Node::spawn(cfg, cancel.clone(), &tracker).expect("relay");
-        relay_addr = Some(first_tcp_addr(&mut ev).await.with(Protocol::P2p(relay.peer_id())));
+        let (relay, mut ev) = Tunnel::spawn(cfg, cancel.clone(), &tracker).expect("relay");
+        relay_addr =
+            Some(first_tcp_addr(&mut ev).await.with(Protocol::P2p(relay.node().peer_id())));
     }
 
     // The server node and its sink service.
@@ -112,7 +114,7 @@ async fn main() {
     server_cfg.reserve = relayed;
     server_cfg.listen_addrs_are_external = !relayed;
     let (server, mut server_ev) =
-        Node::spawn(server_cfg, cancel.clone(), &tracker).expect("server");
+        Tunnel::spawn(server_cfg, cancel.clone(), &tracker).expect("server");
     let server_tcp = first_tcp_addr(&mut server_ev).await;
     if relayed {
         while !matches!(server_ev.recv().await, Ok(NodeEvent::ReservationAccepted { .. })) {}
@@ -133,19 +135,23 @@ async fn main() {
     // The client node.
     let mut client_cfg = config("/ip4/127.0.0.1/tcp/0");
     client_cfg.relays = relay_addr.iter().cloned().collect();
-    let (client, _) = Node::spawn(client_cfg, cancel.clone(), &tracker).expect("client");
+    let (client, _) = Tunnel::spawn(client_cfg, cancel.clone(), &tracker).expect("client");
     if !relayed {
-        client.add_addresses(server.peer_id(), vec![server_tcp]).await.expect("address");
+        client
+            .node()
+            .add_addresses(server.node().peer_id(), vec![server_tcp])
+            .await
+            .expect("address");
     }
     // Connect first, so that the measured connections find the connection (and, direct, the bulk
     // path) ready.
-    drop(service::connect(&client, server.peer_id(), "echo").await.expect("warm-up"));
+    drop(service::connect(&client, server.node().peer_id(), "echo").await.expect("warm-up"));
     eprintln!("bulk path {}", if bulk { "on" } else { "off" });
 
     // The proxy side: one local TCP connection piped into a service stream.
     let proxy = TcpListener::bind("127.0.0.1:0").await.expect("proxy");
     let proxy_addr = proxy.local_addr().expect("proxy address");
-    let (peer, node) = (server.peer_id(), client.clone());
+    let (peer, node) = (server.node().peer_id(), client.clone());
     tokio::spawn(async move {
         // The first connection goes to the sink, the next (if any) to the echo server.
         for svc in ["sink", "echo"] {

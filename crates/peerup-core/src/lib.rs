@@ -32,14 +32,12 @@
 #![warn(unreachable_pub)]
 
 pub mod authorized_keys;
-pub mod bulk;
 pub mod diag;
 pub mod doctor;
 pub mod fsutil;
 pub mod gate;
 pub mod identity;
 pub mod label;
-pub mod legs;
 pub mod metrics;
 pub mod netinfo;
 pub mod netwatch;
@@ -48,12 +46,12 @@ pub mod pairing;
 pub(crate) mod per_key;
 pub mod pingpong;
 pub mod protocols;
-pub mod punch;
 pub mod relay;
 pub mod relay_addr;
 pub mod serve;
 pub mod service;
 pub mod streams;
 pub mod transport;
+pub mod tunnel;
 
 pub use libp2p::{Multiaddr, PeerId, StreamProtocol, multiaddr};

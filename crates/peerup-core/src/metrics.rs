@@ -102,7 +102,7 @@ pub struct Metrics {
     pub auth_denials: Counter,
     /// Proxied connections served on the bulk path (beside yamux).
     pub bulk_connections: Counter,
-    /// Leg pairs a relay joined ([`crate::legs`]).
+    /// Leg pairs a relay joined ([`crate::tunnel::legs`]).
     pub relay_legs: Counter,
     /// rust-libp2p's own metrics (connections, bandwidth per protocol, identify, kad, ping, relay,
     /// DCUtR), set once the metrics are registered.

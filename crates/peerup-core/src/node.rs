@@ -15,7 +15,6 @@ mod peers;
 mod repunch;
 mod reservations;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 pub use config::NodeConfig;
@@ -28,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::streams::{IncomingStream, OpenStreamError, PathInfo, StreamControl};
+use crate::transport::Handoffs;
 
 /// Commands waiting for the swarm task.
 const COMMAND_QUEUE: usize = 64;
@@ -131,18 +131,10 @@ pub(crate) enum Command {
 pub struct Node {
     peer_id: PeerId,
     relaying: bool,
-    /// The bulk path's TLS configuration.
-    bulk_tls: crate::transport::tls::AlpnConfig,
-    bulk_services: crate::bulk::Registry,
-    bulk_probes: crate::bulk::Probes,
-    bulk_slots: Arc<tokio::sync::Semaphore>,
-    /// Circuits for relayed bulk connections: the relay client transport, and its budget.
+    /// The swarm's TLS configuration (its certificate serves the layers above too).
+    tls: crate::transport::tls::Config,
+    /// The relay client's transport, for bare circuits.
     circuits: crate::transport::circuits::Circuits,
-    bulk_circuits: crate::bulk::CircuitBudget,
-    tracker: TaskTracker,
-    cancel: CancellationToken,
-    bulk_revocations: crate::bulk::Revocations,
-    enable_bulk: bool,
     metrics: crate::metrics::Metrics,
     commands: mpsc::Sender<Command>,
     events: broadcast::Sender<NodeEvent>,
@@ -152,8 +144,19 @@ pub struct Node {
 impl Node {
     /// Starts a node: builds the swarm, starts listening, and spawns its task on `tracker`. The
     /// task ends when `cancel` fires. The returned receiver sees every event from the start.
+    /// (A node with the bulk path and relay legs is started by [`crate::tunnel::Tunnel::spawn`].)
     pub fn spawn(
         config: NodeConfig,
+        cancel: CancellationToken,
+        tracker: &TaskTracker,
+    ) -> Result<(Self, broadcast::Receiver<NodeEvent>), NodeError> {
+        Self::spawn_with(config, Handoffs::default(), cancel, tracker)
+    }
+
+    /// The same, with listeners that hand the protocols in `handoffs` to their queues.
+    pub(crate) fn spawn_with(
+        config: NodeConfig,
+        handoffs: Handoffs,
         cancel: CancellationToken,
         tracker: &TaskTracker,
     ) -> Result<(Self, broadcast::Receiver<NodeEvent>), NodeError> {
@@ -163,35 +166,8 @@ impl Node {
         let peer_id = config.keypair.public().to_peer_id();
         let metrics = config.metrics.clone();
         let relaying = config.relay_server.is_some();
-        let enable_bulk = config.enable_bulk;
-        let bulk_services = crate::bulk::Registry::default();
-        let (bulk_tx, bulk_rx) = mpsc::channel(crate::bulk::QUEUE);
-        // One certificate for the swarm's TCP connections, its relayed circuits and the bulk
-        // path, which runs the same handshake under its own ALPN.
         let tls = crate::transport::tls::Config::new(&config.keypair)
             .map_err(|e| NodeError::Transport(e.to_string()))?;
-        let bulk_tls = tls.for_alpn(crate::bulk::ALPN);
-        let max_per_ip = config.max_inbound_per_ip.unwrap_or(crate::bulk::MAX_PER_IP);
-        let admission = crate::bulk::Admission::new(
-            bulk_tls.clone(),
-            bulk_tx,
-            config.access.clone(),
-            metrics.clone(),
-            max_per_ip,
-        );
-        // Inbound connections that ask for the bulk path (`crate::bulk`), or on a relay for a
-        // leg (`crate::legs`), go to them instead of the swarm.
-        let mut handoffs = crate::transport::Handoffs::default();
-        let bulk_in =
-            enable_bulk.then(|| handoffs.register(crate::bulk::PROTOCOL, true, crate::bulk::QUEUE));
-        let legs = config.relay_server.clone().filter(|l| l.legs).map(|limits| {
-            crate::legs::Legs::new(limits, metrics.clone(), tracker.clone(), cancel.clone())
-        });
-        let legs_in = legs
-            .as_ref()
-            .map(|_| handoffs.register(crate::legs::SECURITY, false, crate::legs::QUEUE));
-        let access = config.access.clone();
-        let bulk_probes = crate::bulk::Probes::default();
         let network = config.watch_network.then(|| {
             let (tx, rx) = mpsc::channel(NETWORK_QUEUE);
             crate::netwatch::spawn(tx, cancel.clone(), tracker);
@@ -202,63 +178,17 @@ impl Node {
         let parts = behaviour::Parts {
             control: streams.clone(),
             transport: crate::transport::Parts {
-                tls,
+                tls: tls.clone(),
                 sockets: crate::transport::tcp::Sockets::default(),
                 circuits: circuits.clone(),
                 handoffs,
             },
             relay_client,
         };
-        let actor = event_loop::EventLoop::new(
-            config,
-            rx,
-            events.clone(),
-            parts,
-            bulk_probes.clone(),
-            network,
-        )?;
-        tracker.spawn(actor.run(cancel.clone()));
-        let bulk_revocations = crate::bulk::Revocations::default();
-        crate::bulk::spawn_acceptor(
-            bulk_rx,
-            bulk_services.clone(),
-            bulk_revocations.clone(),
-            access.clone(),
-            metrics.clone(),
-            cancel.clone(),
-            tracker,
-        );
-        if let Some(rx) = bulk_in {
-            crate::bulk::spawn_admission(rx, admission.clone(), cancel.clone(), tracker);
-        }
-        let node = Self {
-            peer_id,
-            relaying,
-            bulk_tls,
-            bulk_services,
-            bulk_probes,
-            bulk_slots: Arc::new(tokio::sync::Semaphore::new(crate::bulk::MAX_CLIENT_BULK)),
-            bulk_circuits: crate::bulk::CircuitBudget::default(),
-            circuits,
-            tracker: tracker.clone(),
-            cancel,
-            bulk_revocations,
-            enable_bulk,
-            metrics,
-            commands: tx,
-            events,
-            streams,
-        };
-        if let (Some(legs), Some(rx)) = (legs, legs_in) {
-            legs.take_handoffs(rx);
-            crate::legs::serve(node.clone(), legs, access.clone());
-        }
-        if enable_bulk {
-            let cancel = node.cancel.clone();
-            crate::legs::spawn_answerer(&node, admission.clone(), access.clone(), tracker, cancel);
-            let cancel = node.cancel.clone();
-            crate::punch::spawn_answerer(&node, admission, access, tracker, cancel);
-        }
+        let actor = event_loop::EventLoop::new(config, rx, events.clone(), parts, network)?;
+        tracker.spawn(actor.run(cancel));
+        let node =
+            Self { peer_id, relaying, tls, circuits, metrics, commands: tx, events, streams };
         Ok((node, first))
     }
 
@@ -297,49 +227,19 @@ impl Node {
         self.streams.accept_from(protocol, filter)
     }
 
-    /// Stops accepting `protocol` (and, for a service, its bulk connections).
+    /// Stops accepting `protocol`.
     pub fn stop_accepting(&self, protocol: &StreamProtocol) {
-        if let Some(name) = crate::protocols::service_name(protocol.as_ref()) {
-            self.bulk_services.remove(name);
-        }
         self.streams.stop(protocol)
     }
 
-    /// The services offered on the bulk path.
-    pub(crate) fn bulk_registry(&self) -> &crate::bulk::Registry {
-        &self.bulk_services
+    /// The swarm's TLS configuration.
+    pub(crate) fn tls(&self) -> &crate::transport::tls::Config {
+        &self.tls
     }
 
-    /// A bulk connection to `service` on `peer` if a direct TCP connection exists, or only
-    /// relayed ones (relay legs or a circuit of its own then), and the peer offers the bulk path; otherwise
-    /// whether the peer was connected at all ([`crate::bulk::Miss`]). With no `service`, only
-    /// probes the routes not probed yet.
-    pub(crate) async fn open_bulk(
-        &self,
-        peer: PeerId,
-        service: Option<&str>,
-    ) -> Result<(crate::bulk::ServiceIo, PathInfo), crate::bulk::Miss> {
-        if !self.enable_bulk {
-            return Err(crate::bulk::Miss::Unavailable);
-        }
-        let paths = self.paths(peer).await.map_err(|_| crate::bulk::Miss::Unavailable)?;
-        if paths.is_empty() {
-            return Err(crate::bulk::Miss::NotConnected);
-        }
-        let client = crate::bulk::Client {
-            node: self,
-            tls: &self.bulk_tls,
-            circuits: &self.circuits,
-            slots: &self.bulk_slots,
-            budget: &self.bulk_circuits,
-            probes: &self.bulk_probes,
-            revocations: &self.bulk_revocations,
-            tracker: &self.tracker,
-            cancel: &self.cancel,
-        };
-        crate::bulk::try_connect(client, peer, &paths, service)
-            .await
-            .ok_or(crate::bulk::Miss::Unavailable)
+    /// The relay client's transport, to dial bare circuits through.
+    pub(crate) fn circuits(&self) -> &crate::transport::circuits::Circuits {
+        &self.circuits
     }
 
     /// Opens a stream to `peer`, connecting first if needed (through every relay and any known
@@ -406,17 +306,10 @@ impl Node {
         rx.await.map_err(|_| NodeError::Closed)
     }
 
-    /// Closes every connection to `peer` (after its authorization was revoked), bulk
-    /// connections included.
+    /// Closes every connection to `peer` (after its authorization was revoked; the tunnel's
+    /// bulk connections are closed by [`crate::tunnel::Tunnel::disconnect`]).
     pub async fn disconnect(&self, peer: PeerId) -> Result<(), NodeError> {
-        self.bulk_revocations.revoke(&peer);
         self.send(Command::Disconnect { peer }).await
-    }
-
-    /// How many peers have bulk connections open, either way: each is tracked while it does, so
-    /// that [`Node::disconnect`] can end them.
-    pub fn bulk_peers(&self) -> usize {
-        self.bulk_revocations.peers()
     }
 
     /// Every open connection, by peer.

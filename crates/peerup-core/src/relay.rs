@@ -32,7 +32,7 @@ pub struct RelayLimits {
     /// Most bytes one circuit carries, both directions counted together (libp2p adds up what it
     /// forwards each way); every stream of the relayed connection shares it.
     pub circuit_bytes: u64,
-    /// Whether relayed bulk connections may also be joined as two TCP legs ([`crate::legs`]),
+    /// Whether relayed bulk connections may also be joined as two TCP legs ([`crate::tunnel::legs`]),
     /// under the same limits as circuits.
     pub legs: bool,
 }

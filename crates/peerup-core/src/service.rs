@@ -13,16 +13,16 @@ use std::time::Duration;
 
 use libp2p::{PeerId, StreamProtocol};
 use tokio::net::TcpStream;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::bulk::ServiceIo;
 use crate::gate::AccessList;
 use crate::metrics::{ActiveProxy, Role};
-use crate::node::{Node, NodeError};
-use crate::streams::{IncomingStream, PathInfo};
-use crate::{label, protocols};
+use crate::node::NodeError;
+use crate::streams::PathInfo;
+use crate::transport::BoxedIo;
+use crate::tunnel::{Inbound, Tunnel};
+use crate::{label, protocols, serve};
 
 /// How long connecting to the local service may take.
 pub const LOCAL_DIAL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -48,10 +48,10 @@ pub fn protocol_for(name: &str) -> Result<StreamProtocol, label::InvalidLabel> {
         .map_err(|_| label::InvalidLabel(name.into()))
 }
 
-/// Starts serving `spec` on `node`: accepted streams are forwarded to the local address. Runs
-/// until `cancel` fires.
+/// Starts serving `spec` through `tunnel`: every connection to it, whichever way it comes, is
+/// forwarded to the local address. Runs until `cancel` fires.
 pub fn expose(
-    node: &Node,
+    tunnel: &Tunnel,
     spec: ServiceSpec,
     access: AccessList,
     cancel: CancellationToken,
@@ -59,54 +59,35 @@ pub fn expose(
 ) -> Result<(), label::InvalidLabel> {
     let protocol = protocol_for(&spec.name)?;
     let spec = Arc::new(spec);
-    // Peers that may not use the service are told at negotiation that it is not offered, so they
-    // get a clear error before any data flows; each stream is checked again on arrival.
+    // Peers that may not use the service are told at negotiation (or in the bulk path's answer)
+    // that it is not offered, so they get a clear error before any data flows; each connection
+    // is checked again on arrival.
     let filter = {
         let (access, spec) = (access.clone(), spec.clone());
         Arc::new(move |peer: &PeerId| may_use(&access, &spec, peer))
     };
-    let mut incoming = node.accept_from(protocol, filter);
-    let offered = node.bulk_registry().insert((*spec).clone(), access.clone());
-    let registry = node.bulk_registry().clone();
-    let limit = Arc::new(Semaphore::new(MAX_STREAMS_PER_SERVICE));
-    let tasks = tracker.clone();
-    let metrics = node.metrics().clone();
-    tracker.spawn(async move {
-        loop {
-            let next = tokio::select! {
-                biased;
-                () = cancel.cancelled() => break,
-                next = incoming.recv() => next,
-            };
-            let Some(stream) = next else { break };
-            if !may_use(&access, &spec, &stream.peer) {
-                metrics.auth_denials.inc();
-                tracing::warn!(target: "audit", peer = %stream.peer, service = %spec.name, "auth_decision: stream refused (peer not allowed)");
-                continue; // dropping the stream resets it
-            }
-            let Ok(permit) = limit.clone().acquire_owned().await else { break };
-            let (spec, cancel, metrics) = (spec.clone(), cancel.clone(), metrics.clone());
-            tasks.spawn(async move {
-                let active = metrics.proxy(&spec.name, Role::Server);
-                tokio::select! {
-                    () = cancel.cancelled() => {}
-                    () = serve_stream(stream, &spec, &active) => {}
-                }
-                drop(permit);
-            });
+    let incoming = tunnel.accept(&spec.name, protocol, filter);
+    let metrics = tunnel.node().metrics().clone();
+    let limits = serve::Limits::waiting(MAX_STREAMS_PER_SERVICE);
+    serve::each(incoming, limits, "service connection", tracker, cancel, move |c: Inbound| {
+        if !may_use(&access, &spec, &c.peer()) {
+            metrics.auth_denials.inc();
+            tracing::warn!(target: "audit", peer = %c.peer(), service = %spec.name, "auth_decision: stream refused (peer not allowed)");
+            return None; // dropped: a stream is reset, a bulk connection closed
         }
-        registry.remove_if(&offered);
+        let (spec, metrics) = (spec.clone(), metrics.clone());
+        Some(async move { serve_one(c, &spec, &metrics).await })
     });
     Ok(())
 }
 
 /// Whether `peer` may use the service `spec`.
-pub(crate) fn may_use(access: &AccessList, spec: &ServiceSpec, peer: &PeerId) -> bool {
+fn may_use(access: &AccessList, spec: &ServiceSpec, peer: &PeerId) -> bool {
     access.is_authorized(peer) && spec.allowed_peers.as_ref().is_none_or(|set| set.contains(peer))
 }
 
 /// Connects to the service's local address.
-pub(crate) async fn dial_local(spec: &ServiceSpec) -> std::io::Result<TcpStream> {
+async fn dial_local(spec: &ServiceSpec) -> std::io::Result<TcpStream> {
     match tokio::time::timeout(LOCAL_DIAL_TIMEOUT, TcpStream::connect(&spec.local_address)).await {
         Ok(r) => r,
         Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")),
@@ -114,13 +95,8 @@ pub(crate) async fn dial_local(spec: &ServiceSpec) -> std::io::Result<TcpStream>
 }
 
 /// Pipes a peer's connection to the local service until both sides are done.
-pub(crate) async fn carry_local<S>(
-    io: S,
-    tcp: TcpStream,
-    peer: &PeerId,
-    name: &str,
-    active: &ActiveProxy,
-) where
+async fn carry_local<S>(io: S, tcp: TcpStream, peer: &PeerId, name: &str, active: &ActiveProxy)
+where
     S: futures::AsyncRead + futures::AsyncWrite + Send + 'static,
 {
     match pipe::pipe(io, tcp).await {
@@ -132,35 +108,55 @@ pub(crate) async fn carry_local<S>(
     }
 }
 
-async fn serve_stream(incoming: IncomingStream, spec: &ServiceSpec, active: &ActiveProxy) {
-    let peer = incoming.peer;
+async fn serve_one(incoming: Inbound, spec: &ServiceSpec, metrics: &crate::metrics::Metrics) {
+    let (peer, path) = (incoming.peer(), incoming.path());
     let tcp = match dial_local(spec).await {
         Ok(tcp) => tcp,
         Err(e) => {
-            tracing::warn!(%peer, service = %spec.name, addr = %spec.local_address, error = %e, "local service unreachable; stream reset");
-            return;
+            tracing::warn!(%peer, service = %spec.name, addr = %spec.local_address, error = %e, "local service unreachable; connection refused");
+            return incoming.unavailable().await;
         }
     };
-    tracing::info!(%peer, service = %spec.name, path = incoming.path.kind(), via = %incoming.path.remote_addr, "serving stream");
-    carry_local(incoming.stream, tcp, &peer, &spec.name, active).await;
+    match incoming.via() {
+        Some(via) => tracing::info!(%peer, service = %spec.name, path, %via, "serving stream"),
+        None => tracing::info!(%peer, service = %spec.name, path, "serving stream"),
+    }
+    let io = match incoming.accept().await {
+        Ok(io) => io,
+        Err(e) => {
+            return tracing::debug!(%peer, service = %spec.name, error = %e, "connection lost before it was served");
+        }
+    };
+    let active = metrics.proxy(&spec.name, Role::Server);
+    carry_local(io, tcp, &peer, &spec.name, &active).await;
 }
 
-/// Opens a connection to a peer's service: on the bulk path when the peer offers it along a path
-/// already probed (see [`crate::bulk`]), else as a yamux stream (connecting first if needed).
+/// Reaching a peer's service failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectError {
+    /// The service name is not a valid name (a DNS label).
+    #[error(transparent)]
+    BadName(#[from] label::InvalidLabel),
+    /// The node could not open the connection.
+    #[error(transparent)]
+    Node(#[from] NodeError),
+}
+
+/// Opens a connection to a peer's service through `tunnel` (the fastest way it knows: see
+/// [`crate::tunnel`]).
 pub async fn connect(
-    node: &Node,
+    tunnel: &Tunnel,
     peer: PeerId,
     service: &str,
-) -> Result<(ServiceIo, PathInfo), NodeError> {
-    let protocol = protocol_for(service).map_err(|e| NodeError::Transport(e.to_string()))?;
-    let miss = match node.open_bulk(peer, Some(service)).await {
-        Ok(found) => return Ok(found),
-        Err(miss) => miss,
-    };
-    let (stream, path) = node.open_stream(peer, protocol).await?;
-    if miss == crate::bulk::Miss::NotConnected {
-        // Connected just now: probe the bulk path for the next connection.
-        let _ = node.open_bulk(peer, None).await;
-    }
-    Ok((Box::new(stream), path))
+) -> Result<(BoxedIo, PathInfo), ConnectError> {
+    let protocol = protocol_for(service)?;
+    Ok(tunnel.connect(peer, service, protocol).await?)
+}
+
+/// Stops serving `name` (exposed by [`expose`]): connections to it are refused from now on.
+pub fn withdraw(tunnel: &Tunnel, name: &str) -> Result<(), label::InvalidLabel> {
+    let protocol = protocol_for(name)?;
+    tunnel.stop_accepting(name, &protocol);
+    Ok(())
 }

@@ -15,9 +15,10 @@ use libp2p::PeerId;
 use libp2p::identity::Keypair;
 use multistream_select::{Negotiated, Version, dialer_select_proto};
 use peerup_core::authorized_keys::{AuthorizedKeys, Entry};
-use peerup_core::bulk::{self, BulkError};
 use peerup_core::gate::AccessList;
-use peerup_core::node::{Node, NodeConfig, NodeEvent};
+use peerup_core::node::{NodeConfig, NodeEvent};
+use peerup_core::tunnel::Tunnel;
+use peerup_core::tunnel::bulk::{self, BulkError};
 use tokio::sync::Semaphore;
 use tokio_util::compat::{Compat, TokioAsyncReadCompatExt};
 use tokio_util::sync::CancellationToken;
@@ -32,7 +33,7 @@ static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(())
 
 /// A node on 127.0.0.1 that authorizes `friend` only, with the bulk path on.
 struct Server {
-    node: Node,
+    node: Tunnel,
     addr: SocketAddr,
     cancel: CancellationToken,
 }
@@ -57,7 +58,7 @@ async fn server(friend: PeerId, max_inbound_per_ip: Option<usize>) -> Server {
     cfg.access = AccessList::from_keys(&keys);
     cfg.max_inbound_per_ip = max_inbound_per_ip;
     let cancel = CancellationToken::new();
-    let (node, mut ev) = Node::spawn(cfg, cancel.clone(), &TaskTracker::new()).unwrap();
+    let (node, mut ev) = Tunnel::spawn(cfg, cancel.clone(), &TaskTracker::new()).unwrap();
     let addr = match wait_for(&mut ev, |e| matches!(e, NodeEvent::Listening(_))).await {
         NodeEvent::Listening(a) => a,
         _ => unreachable!(),
@@ -69,7 +70,7 @@ async fn server(friend: PeerId, max_inbound_per_ip: Option<usize>) -> Server {
 /// A bulk connection to `server` as `key` asking for `service` ("" is a probe).
 async fn dial(server: &Server, key: &Keypair, service: &str) -> Result<(), BulkError> {
     let tls = peerup_core::transport::tls::Config::new(key).unwrap();
-    let dial = bulk::dial(tls, server.node.peer_id(), server.addr, service);
+    let dial = bulk::dial(tls, server.node.node().peer_id(), server.addr, service);
     tokio::time::timeout(WAIT, dial).await.expect("an answer or a close, not a hang").map(|_| ())
 }
 
@@ -99,7 +100,7 @@ async fn strangers(server: &Server, n: usize) {
     for i in 0..n {
         let permit = limit.clone().acquire_owned().await.unwrap();
         let tls = peerup_core::transport::tls::Config::new(&Keypair::generate_ed25519()).unwrap();
-        let (peer, addr) = (server.node.peer_id(), server.addr);
+        let (peer, addr) = (server.node.node().peer_id(), server.addr);
         // Every other one asks for a service instead of probing.
         let service = if i % 2 == 0 { "" } else { "echo" };
         tasks.spawn(async move {
@@ -129,12 +130,12 @@ async fn strangers_get_no_answer_and_leave_nothing_behind() {
     let friend = Keypair::generate_ed25519();
     let s = server(friend.public().to_peer_id(), None).await;
     strangers(&s, 32).await;
-    assert_eq!(s.node.metrics().auth_denials.get(), 32, "every stranger counted");
+    assert_eq!(s.node.node().metrics().auth_denials.get(), 32, "every stranger counted");
     assert_eq!(s.node.bulk_peers(), 0, "no stranger is tracked");
     dial(&s, &friend, "").await.expect("a friend's probe is answered");
     let err = dial(&s, &friend, "echo").await.unwrap_err();
     assert!(matches!(err, BulkError::Refused), "no such service: a refusal, {err}");
-    assert_eq!(s.node.metrics().auth_denials.get(), 33, "no such service counts too");
+    assert_eq!(s.node.node().metrics().auth_denials.get(), 33, "no such service counts too");
 }
 
 /// 10,000 bulk handshakes from 10,000 fresh identities leave no entry behind, and the process's
@@ -160,7 +161,7 @@ async fn ten_thousand_strangers() {
         after / 1024,
         grew / 1024
     );
-    assert_eq!(s.node.metrics().auth_denials.get(), (WARM_UP + STRANGERS) as u64);
+    assert_eq!(s.node.node().metrics().auth_denials.get(), (WARM_UP + STRANGERS) as u64);
     assert_eq!(s.node.bulk_peers(), 0, "no stranger is tracked");
     assert!(grew <= 5 << 20, "RSS grew by {} KiB", grew / 1024);
 }

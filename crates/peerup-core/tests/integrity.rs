@@ -8,8 +8,9 @@ use libp2p::identity::Keypair;
 use libp2p::{Multiaddr, PeerId};
 use peerup_core::authorized_keys::{AuthorizedKeys, Entry};
 use peerup_core::gate::AccessList;
-use peerup_core::node::{Node, NodeConfig, NodeEvent};
+use peerup_core::node::{NodeConfig, NodeEvent};
 use peerup_core::service::{self, ServiceSpec, pipe};
+use peerup_core::tunnel::Tunnel;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -26,13 +27,13 @@ async fn node(
     access: AccessList,
     cancel: &CancellationToken,
     tracker: &TaskTracker,
-) -> (Node, Multiaddr) {
+) -> (Tunnel, Multiaddr) {
     let mut cfg = NodeConfig::new(key);
     cfg.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
     cfg.enable_dht = false;
     cfg.access = access;
     cfg.enable_bulk = true;
-    let (node, mut ev) = Node::spawn(cfg, cancel.clone(), tracker).unwrap();
+    let (node, mut ev) = Tunnel::spawn(cfg, cancel.clone(), tracker).unwrap();
     let addr = match wait_for(&mut ev, |e| matches!(e, NodeEvent::Listening(_))).await {
         NodeEvent::Listening(a) => a,
         _ => unreachable!(),
@@ -57,7 +58,7 @@ async fn service_socket() -> (String, mpsc::Receiver<TcpStream>) {
 
 /// Opens a connection to `peer`'s service as `peerup proxy` does: a local TCP connection (the
 /// application's end is returned) piped to the service connection.
-async fn proxied(client: &Node, peer: PeerId, name: &str) -> TcpStream {
+async fn proxied(client: &Tunnel, peer: PeerId, name: &str) -> TcpStream {
     let (io, _) = service::connect(client, peer, name).await.expect("service connection");
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let (app, piped) =
@@ -124,14 +125,14 @@ async fn a_cut_bulk_connection_resets_the_local_sockets() {
         }
     });
     let (client, _) = node(bob_key, AccessList::open(), &cancel, &tracker).await;
-    client.add_addresses(server.peer_id(), vec![server_addr]).await.unwrap();
+    client.node().add_addresses(server.node().peer_id(), vec![server_addr]).await.unwrap();
 
     // The first connections ride yamux while the bulk path is probed in the background.
     let mut tries = 0;
-    while server.metrics().bulk_connections.get() == 0 {
+    while server.node().metrics().bulk_connections.get() == 0 {
         tries += 1;
         assert!(tries < 200, "the bulk path was never taken");
-        let mut app = proxied(&client, server.peer_id(), "echo").await;
+        let mut app = proxied(&client, server.node().peer_id(), "echo").await;
         app.write_all(b"until bulk").await.unwrap();
         app.shutdown().await.unwrap();
         let (n, end) = read_until_end(&mut app).await;
@@ -139,10 +140,10 @@ async fn a_cut_bulk_connection_resets_the_local_sockets() {
     }
 
     // The far service resets its socket while it streams.
-    let bulk = server.metrics().bulk_connections.get();
-    let mut app = proxied(&client, server.peer_id(), "feed").await;
+    let bulk = server.node().metrics().bulk_connections.get();
+    let mut app = proxied(&client, server.node().peer_id(), "feed").await;
     let mut svc = tokio::time::timeout(WAIT, accepted.recv()).await.unwrap().unwrap();
-    assert_eq!(server.metrics().bulk_connections.get(), bulk + 1, "on the bulk path");
+    assert_eq!(server.node().metrics().bulk_connections.get(), bulk + 1, "on the bulk path");
     let sent = vec![0x5a; 512 * 1024];
     let mut got = vec![0u8; 256 * 1024];
     let (wrote, read) = tokio::time::timeout(WAIT, async {
@@ -159,10 +160,10 @@ async fn a_cut_bulk_connection_resets_the_local_sockets() {
     assert_reset(end, "the application, after the far service's reset");
 
     // The server revokes the client after a whole response; the service then waits for more.
-    let bulk = server.metrics().bulk_connections.get();
-    let mut app = proxied(&client, server.peer_id(), "feed").await;
+    let bulk = server.node().metrics().bulk_connections.get();
+    let mut app = proxied(&client, server.node().peer_id(), "feed").await;
     let mut svc = tokio::time::timeout(WAIT, accepted.recv()).await.unwrap().unwrap();
-    assert_eq!(server.metrics().bulk_connections.get(), bulk + 1, "on the bulk path");
+    assert_eq!(server.node().metrics().bulk_connections.get(), bulk + 1, "on the bulk path");
     let response = vec![0xa5; 1024 * 1024];
     let mut got = vec![0u8; response.len()];
     let (wrote, read) = tokio::time::timeout(WAIT, async {

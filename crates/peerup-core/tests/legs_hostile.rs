@@ -1,4 +1,4 @@
-//! Relay legs ([`peerup_core::legs`]) against peers that do not play by the rules, on loopback:
+//! Relay legs ([`peerup_core::tunnel::legs`]) against peers that do not play by the rules, on loopback:
 //! leg offers from peers that are not this node's relays, and TCP connections to a relay that
 //! negotiate a leg and never name it.
 
@@ -9,10 +9,11 @@ use libp2p::identity::Keypair;
 use libp2p::{Multiaddr, PeerId, StreamProtocol};
 use multistream_select::{Version, dialer_select_proto};
 use peerup_core::gate::AccessList;
-use peerup_core::legs::{INCOMING, OPEN, PAIRING_TIMEOUT, SECURITY};
-use peerup_core::node::{Node, NodeConfig, NodeEvent};
+use peerup_core::node::{NodeConfig, NodeEvent};
 use peerup_core::relay::RelayLimits;
 use peerup_core::service::{self, ServiceSpec};
+use peerup_core::tunnel::Tunnel;
+use peerup_core::tunnel::legs::{INCOMING, OPEN, PAIRING_TIMEOUT, SECURITY};
 use tokio::net::TcpSocket;
 use tokio_util::compat::TokioAsyncReadCompatExt;
 
@@ -41,8 +42,8 @@ fn hello(peer: PeerId, token: bool) -> Vec<u8> {
 
 /// Sends `request` on a new stream of `protocol` from `node` to `peer` and returns the answer's
 /// status byte.
-async fn ask(node: &Node, peer: PeerId, protocol: &'static str, request: &[u8]) -> u8 {
-    let (mut s, _) = node.open_stream(peer, StreamProtocol::new(protocol)).await.unwrap();
+async fn ask(node: &Tunnel, peer: PeerId, protocol: &'static str, request: &[u8]) -> u8 {
+    let (mut s, _) = node.node().open_stream(peer, StreamProtocol::new(protocol)).await.unwrap();
     // A refusal may come before the request is read: a failed write is not the point here.
     let _ = s.write_all(request).await;
     let _ = s.flush().await;
@@ -70,7 +71,7 @@ async fn leg_offers_only_from_relays_with_a_reservation() {
     let upstream = peerup_core::netinfo::socket_of(&mallory_addr).unwrap();
     let forwarder = Forwarder::start(upstream, SECURITY.as_bytes()).await;
     let via_forwarder: Multiaddr =
-        format!("/ip4/127.0.0.1/tcp/{}/p2p/{}", forwarder.addr.port(), mallory.peer_id())
+        format!("/ip4/127.0.0.1/tcp/{}/p2p/{}", forwarder.addr.port(), mallory.node().peer_id())
             .parse()
             .unwrap();
 
@@ -83,13 +84,13 @@ async fn leg_offers_only_from_relays_with_a_reservation() {
     cfg.access = keys_of(&[carol_id]);
     let (target, mut ev) = lab.spawn(cfg);
     let target_addr = listening_tcp(&mut ev).await;
-    let relay_id = lab.relay.peer_id();
+    let relay_id = lab.relay.node().peer_id();
     wait_for(
         &mut ev,
         |e| matches!(e, NodeEvent::ReservationAccepted { relay, .. } if *relay == relay_id),
     )
     .await;
-    let target_id = target.peer_id();
+    let target_id = target.node().peer_id();
     wait_for(
         &mut mallory_ev,
         |e| matches!(e, NodeEvent::Identified { peer, .. } if *peer == target_id),
@@ -104,8 +105,8 @@ async fn leg_offers_only_from_relays_with_a_reservation() {
     cfg.relays = vec![lab.relay_addr.clone()];
     cfg.reserve = false;
     let (carol, _) = lab.spawn(cfg);
-    carol.add_addresses(target_id, vec![target_addr]).await.unwrap();
-    let offer = carol.open_stream(target_id, StreamProtocol::new(INCOMING)).await;
+    carol.node().add_addresses(target_id, vec![target_addr]).await.unwrap();
+    let offer = carol.node().open_stream(target_id, StreamProtocol::new(INCOMING)).await;
     assert!(offer.is_err(), "an offer from a peer that is no relay of ours was negotiated");
 
     // The relay with our reservation: carol's request reaches the target, which takes it.
@@ -118,7 +119,7 @@ async fn leg_offers_only_from_relays_with_a_reservation() {
     let (dave, _) = lab.spawn(cfg);
     let status = ask(&dave, relay_id, OPEN, &hello(target_id, false)).await;
     assert_eq!(status, REFUSED, "the target took an offer for a dialer it does not authorize");
-    assert_eq!(lab.relay.metrics().relay_legs.get(), 0, "no pair was joined");
+    assert_eq!(lab.relay.node().metrics().relay_legs.get(), 0, "no pair was joined");
 }
 
 /// A TCP connection from `from` to the relay at `relay` that negotiates a leg and sends nothing
@@ -162,16 +163,16 @@ async fn legs_without_a_token_are_capped_per_address() {
         allowed_peers: None,
     };
     service::expose(&server, spec, access, lab.cancel.clone(), &lab.tracker).unwrap();
-    let (client, _) = unreachable(bob_key, false, keys_of(&[server.peer_id()]));
+    let (client, _) = unreachable(bob_key, false, keys_of(&[server.node().peer_id()]));
     // Until the relayed route is probed, connections ride yamux; then they take legs.
     let mut tries = 0;
-    while server.metrics().bulk_connections.get() == 0 {
+    while server.node().metrics().bulk_connections.get() == 0 {
         tries += 1;
         assert!(tries < 200, "the relayed bulk path was never taken");
-        let (out, relayed) = echo_through(&client, server.peer_id(), b"until bulk").await;
+        let (out, relayed) = echo_through(&client, server.node().peer_id(), b"until bulk").await;
         assert!(out == b"until bulk" && relayed);
     }
-    let joined = lab.relay.metrics().relay_legs.get();
+    let joined = lab.relay.node().metrics().relay_legs.get();
 
     // Two places per circuit for legs without a token, in total: the flood asks for all.
     let flood = 2 * 8;
@@ -180,7 +181,7 @@ async fn legs_without_a_token_are_capped_per_address() {
     for _ in 0..flood {
         legs.push(silent_leg(lab.relay_socket(), IpAddr::from([127, 0, 0, 2])).await);
     }
-    let (out, relayed) = echo_through(&client, server.peer_id(), b"past the flood").await;
+    let (out, relayed) = echo_through(&client, server.node().peer_id(), b"past the flood").await;
     assert!(out == b"past the flood" && relayed);
     let elapsed = started.elapsed();
     assert!(
@@ -188,7 +189,7 @@ async fn legs_without_a_token_are_capped_per_address() {
         "too slow to tell ({elapsed:?}): the flood's legs may have timed out already"
     );
     assert_eq!(
-        lab.relay.metrics().relay_legs.get(),
+        lab.relay.node().metrics().relay_legs.get(),
         joined + 1,
         "the bulk connection from 127.0.0.1 did not get its legs past the flood from 127.0.0.2"
     );

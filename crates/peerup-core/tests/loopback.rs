@@ -10,9 +10,10 @@ use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId};
 use peerup_core::authorized_keys::{AuthorizedKeys, Entry};
 use peerup_core::gate::AccessList;
-use peerup_core::node::{Node, NodeConfig, NodeEvent};
+use peerup_core::node::{NodeConfig, NodeEvent};
 use peerup_core::relay::RelayLimits;
 use peerup_core::service::{self, ServiceSpec};
+use peerup_core::tunnel::Tunnel;
 use tokio::io::AsyncWriteExt as _;
 use tokio::net::TcpListener;
 use tokio::sync::broadcast;
@@ -35,7 +36,7 @@ struct Lab {
     cancel: CancellationToken,
     tracker: TaskTracker,
     relay_addr: Multiaddr,
-    relay: Node,
+    relay: Tunnel,
 }
 
 impl Lab {
@@ -59,12 +60,12 @@ impl Lab {
         ];
         cfg.relay_server = Some(limits);
         cfg.listen_addrs_are_external = true;
-        let (relay, mut ev) = Node::spawn(cfg, cancel.clone(), &tracker).unwrap();
+        let (relay, mut ev) = Tunnel::spawn(cfg, cancel.clone(), &tracker).unwrap();
         let addr = match wait_for(&mut ev, |e| matches!(e, NodeEvent::Listening(a) if a.iter().any(|p| matches!(p, Protocol::Tcp(_))))).await {
             NodeEvent::Listening(a) => a,
             _ => unreachable!(),
         };
-        let relay_addr = addr.with(Protocol::P2p(relay.peer_id()));
+        let relay_addr = addr.with(Protocol::P2p(relay.node().peer_id()));
         Self { cancel, tracker, relay_addr, relay }
     }
 
@@ -73,7 +74,7 @@ impl Lab {
         key: Keypair,
         reserve: bool,
         access: AccessList,
-    ) -> (Node, broadcast::Receiver<NodeEvent>) {
+    ) -> (Tunnel, broadcast::Receiver<NodeEvent>) {
         let mut cfg = NodeConfig::new(key);
         cfg.listen = vec![
             "/ip4/127.0.0.1/tcp/0".parse().unwrap(),
@@ -85,7 +86,7 @@ impl Lab {
         cfg.enable_dht = false;
         cfg.reserve = reserve;
         cfg.access = access;
-        Node::spawn(cfg, self.cancel.clone(), &self.tracker).unwrap()
+        Tunnel::spawn(cfg, self.cancel.clone(), &self.tracker).unwrap()
     }
 }
 
@@ -113,7 +114,7 @@ async fn echo_server() -> String {
 }
 
 /// Sends `data` on a service stream, half-closes, reads everything back.
-async fn echo_through(node: &Node, peer: PeerId, data: &[u8]) -> (Vec<u8>, bool) {
+async fn echo_through(node: &Tunnel, peer: PeerId, data: &[u8]) -> (Vec<u8>, bool) {
     let (stream, path) = service::connect(node, peer, "echo").await.expect("open stream");
     let (mut r, mut w) = stream.split();
     let send = async {
@@ -131,8 +132,8 @@ async fn echo_through(node: &Node, peer: PeerId, data: &[u8]) -> (Vec<u8>, bool)
 
 struct Pair {
     lab: Lab,
-    server: Node,
-    client: Node,
+    server: Tunnel,
+    client: Tunnel,
     events: broadcast::Receiver<NodeEvent>,
 }
 
@@ -152,7 +153,7 @@ async fn pair(allowed: Option<HashSet<PeerId>>) -> Pair {
     };
     service::expose(&server, spec, access, lab.cancel.clone(), &lab.tracker).unwrap();
     let (client, mut cev) =
-        lab.node(bob_key, false, AccessList::from_keys(&keys_of(&[server.peer_id()])));
+        lab.node(bob_key, false, AccessList::from_keys(&keys_of(&[server.node().peer_id()])));
     // Learn our observed addresses from the relay before dialing through it (DCUtR needs them).
     wait_for(&mut cev, |e| matches!(e, NodeEvent::Identified { .. })).await;
     Pair { lab, server, client, events: cev }
@@ -163,17 +164,17 @@ async fn relayed_stream_is_byte_exact_then_direct() {
     let mut p = pair(None).await;
     let data: Vec<u8> =
         (0..4 * 1024 * 1024u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
-    let (out, relayed) = echo_through(&p.client, p.server.peer_id(), &data).await;
+    let (out, relayed) = echo_through(&p.client, p.server.node().peer_id(), &data).await;
     assert!(out == data, "echo differs: {} bytes back of {}", out.len(), data.len());
     assert!(relayed, "the first stream goes through the relay circuit");
     // The circuit runs over the server's reservation connection, which must be its TCP one (AES,
     // large yamux frames), not the QUIC twin it also holds to the relay. An inbound circuit names
     // that connection as its local address.
-    let paths = p.server.paths(p.client.peer_id()).await.unwrap();
+    let paths = p.server.node().paths(p.client.node().peer_id()).await.unwrap();
     let circuit = paths.iter().find(|c| c.relayed).expect("the server sees the relayed connection");
     assert!(!circuit.is_quic(), "the reservation runs over QUIC: {}", circuit.remote_addr);
     wait_for(&mut p.events, |e| matches!(e, NodeEvent::HolePunched { .. })).await;
-    let (out, relayed) = echo_through(&p.client, p.server.peer_id(), &data).await;
+    let (out, relayed) = echo_through(&p.client, p.server.node().peer_id(), &data).await;
     assert!(out == data);
     assert!(!relayed, "after DCUtR, new streams use the direct connection");
     drop(p.lab);
@@ -182,7 +183,7 @@ async fn relayed_stream_is_byte_exact_then_direct() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parallel_streams_and_half_close() {
     let p = pair(None).await;
-    let peer = p.server.peer_id();
+    let peer = p.server.node().peer_id();
     let mut tasks = Vec::new();
     for i in 0..16u8 {
         let client = p.client.clone();
@@ -210,33 +211,40 @@ async fn refusals_are_errors_not_hangs() {
     // The service allows nobody in particular: bob is authorized but not in allowed_peers.
     // It is refused at negotiation, before any byte flows.
     let p = pair(Some(HashSet::new())).await;
-    let err =
-        service::connect(&p.client, p.server.peer_id(), "echo").await.err().expect("an error");
+    let err = service::connect(&p.client, p.server.node().peer_id(), "echo")
+        .await
+        .err()
+        .expect("an error");
     assert!(err.to_string().contains("does not offer /peerup/echo/1.0.0"), "{err}");
 
     // An unexposed service is refused at negotiation.
-    let err =
-        service::connect(&p.client, p.server.peer_id(), "nope").await.err().expect("an error");
+    let err = service::connect(&p.client, p.server.node().peer_id(), "nope")
+        .await
+        .err()
+        .expect("an error");
     assert!(err.to_string().contains("does not offer"), "{err}");
 
     // A stranger is refused at the connection.
     let (stranger, mut sev) = p.lab.node(Keypair::generate_ed25519(), true, AccessList::open());
-    let err = tokio::time::timeout(WAIT, service::connect(&stranger, p.server.peer_id(), "echo"))
-        .await
-        .expect("no hang")
-        .err()
-        .expect("an error");
+    let err =
+        tokio::time::timeout(WAIT, service::connect(&stranger, p.server.node().peer_id(), "echo"))
+            .await
+            .expect("no hang")
+            .err()
+            .expect("an error");
     assert!(err.to_string().contains("closed the connection"), "{err}");
 
     // ... and on a connection the server dialled itself (not gated), the stream is refused.
     wait_for(&mut sev, |e| matches!(e, NodeEvent::ReservationAccepted { .. })).await;
-    let _ = service::connect(&p.server, stranger.peer_id(), "anything").await;
+    let _ = service::connect(&p.server, stranger.node().peer_id(), "anything").await;
     assert!(
-        !p.server.paths(stranger.peer_id()).await.unwrap().is_empty(),
+        !p.server.node().paths(stranger.node().peer_id()).await.unwrap().is_empty(),
         "server dialled the stranger"
     );
-    let err =
-        service::connect(&stranger, p.server.peer_id(), "echo").await.err().expect("an error");
+    let err = service::connect(&stranger, p.server.node().peer_id(), "echo")
+        .await
+        .err()
+        .expect("an error");
     assert!(err.to_string().contains("does not offer /peerup/echo/1.0.0"), "{err}");
 }
 
@@ -270,11 +278,11 @@ async fn closed_local_port_resets_only_that_stream() {
     )
     .unwrap();
     let (client, _) = lab.node(bob_key, false, AccessList::open());
-    let (mut dead, _) = service::connect(&client, server.peer_id(), "dead").await.unwrap();
+    let (mut dead, _) = service::connect(&client, server.node().peer_id(), "dead").await.unwrap();
     let mut buf = Vec::new();
     let r = tokio::time::timeout(WAIT, dead.read_to_end(&mut buf)).await.expect("no hang");
     assert!(r.is_err() || buf.is_empty());
-    let (out, _) = echo_through(&client, server.peer_id(), b"still works").await;
+    let (out, _) = echo_through(&client, server.node().peer_id(), b"still works").await;
     assert_eq!(out, b"still works");
 }
 
@@ -328,7 +336,7 @@ async fn stock_noise_only_peer_interoperates() {
         .build();
     let mut control = swarm.behaviour().stream.new_control();
     swarm.listen_on(lab.relay_addr.clone().with(Protocol::P2pCircuit)).unwrap();
-    let alice_id = alice.peer_id();
+    let alice_id = alice.node().peer_id();
     let circuit = lab.relay_addr.clone().with(Protocol::P2pCircuit).with(Protocol::P2p(alice_id));
 
     // Drive the stock swarm: reservation, then a circuit to alice, then a ping over it.
@@ -376,13 +384,18 @@ async fn stock_noise_only_peer_interoperates() {
 }
 
 /// A node on loopback with no relay, and its TCP listen address.
-async fn direct_node(lab: &Lab, key: Keypair, access: AccessList, bulk: bool) -> (Node, Multiaddr) {
+async fn direct_node(
+    lab: &Lab,
+    key: Keypair,
+    access: AccessList,
+    bulk: bool,
+) -> (Tunnel, Multiaddr) {
     let mut cfg = NodeConfig::new(key);
     cfg.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
     cfg.enable_dht = false;
     cfg.access = access;
     cfg.enable_bulk = bulk;
-    let (node, mut ev) = Node::spawn(cfg, lab.cancel.clone(), &lab.tracker).unwrap();
+    let (node, mut ev) = Tunnel::spawn(cfg, lab.cancel.clone(), &lab.tracker).unwrap();
     let addr = match wait_for(&mut ev, |e| matches!(e, NodeEvent::Listening(_))).await {
         NodeEvent::Listening(a) => a,
         _ => unreachable!(),
@@ -406,49 +419,53 @@ async fn bulk_path_on_direct_connections() {
         ServiceSpec { name: "echo".into(), local_address: echo.clone(), allowed_peers: None };
     service::expose(&server, spec, access.clone(), lab.cancel.clone(), &lab.tracker).unwrap();
     let (client, _) = direct_node(&lab, bob_key, AccessList::open(), true).await;
-    client.add_addresses(server.peer_id(), vec![server_addr.clone()]).await.unwrap();
+    client.node().add_addresses(server.node().peer_id(), vec![server_addr.clone()]).await.unwrap();
 
     // The first connection dials the peer and rides yamux, and the bulk path is probed in the
     // background; once the probe has answered, connections take it.
     let data: Vec<u8> =
         (0..3 * 1024 * 1024u32).map(|i| (i.wrapping_mul(2654435761) >> 11) as u8).collect();
-    let (out, relayed) = echo_through(&client, server.peer_id(), &data).await;
+    let (out, relayed) = echo_through(&client, server.node().peer_id(), &data).await;
     assert!(out == data && !relayed);
-    assert_eq!(server.metrics().bulk_connections.get(), 0, "not before the probe answered");
+    assert_eq!(server.node().metrics().bulk_connections.get(), 0, "not before the probe answered");
     let mut tries = 0;
-    while server.metrics().bulk_connections.get() == 0 {
+    while server.node().metrics().bulk_connections.get() == 0 {
         tries += 1;
         assert!(tries < 200, "the bulk path was never taken");
-        let (out, _) = echo_through(&client, server.peer_id(), b"until bulk").await;
+        let (out, _) = echo_through(&client, server.node().peer_id(), b"until bulk").await;
         assert_eq!(out, b"until bulk");
     }
     for _ in 0..3 {
-        let (out, _) = echo_through(&client, server.peer_id(), &data).await;
+        let (out, _) = echo_through(&client, server.node().peer_id(), &data).await;
         assert!(out == data, "bulk echo differs");
     }
-    assert_eq!(server.metrics().bulk_connections.get(), 4, "the direct connections went bulk");
+    assert_eq!(
+        server.node().metrics().bulk_connections.get(),
+        4,
+        "the direct connections went bulk"
+    );
 
     // At most MAX_CLIENT_BULK bulk connections at once; more connections ride yamux streams.
     let mut held = Vec::new();
-    for _ in 0..peerup_core::bulk::MAX_CLIENT_BULK {
-        held.push(service::connect(&client, server.peer_id(), "echo").await.unwrap().0);
+    for _ in 0..peerup_core::tunnel::bulk::MAX_CLIENT_BULK {
+        held.push(service::connect(&client, server.node().peer_id(), "echo").await.unwrap().0);
     }
-    let (mut extra, _) = service::connect(&client, server.peer_id(), "echo").await.unwrap();
+    let (mut extra, _) = service::connect(&client, server.node().peer_id(), "echo").await.unwrap();
     extra.write_all(b"x").await.unwrap();
     let mut one = [0u8; 1];
     extra.read_exact(&mut one).await.unwrap();
-    let cap = peerup_core::bulk::MAX_CLIENT_BULK as u64;
+    let cap = peerup_core::tunnel::bulk::MAX_CLIENT_BULK as u64;
     // The server counts a bulk connection before it answers, so these are settled.
-    let count = server.metrics().bulk_connections.get();
+    let count = server.node().metrics().bulk_connections.get();
     assert_eq!(count, 4 + cap, "the first {cap} went bulk, the extra one did not");
     drop((held, extra));
 
     // Revoking the peer (what the daemon does on `auth remove`) ends its open bulk connections.
-    let (mut open, _) = service::connect(&client, server.peer_id(), "echo").await.unwrap();
+    let (mut open, _) = service::connect(&client, server.node().peer_id(), "echo").await.unwrap();
     open.write_all(b"ping").await.unwrap();
     let mut four = [0u8; 4];
     open.read_exact(&mut four).await.unwrap();
-    assert_eq!(server.metrics().bulk_connections.get(), 5 + cap);
+    assert_eq!(server.node().metrics().bulk_connections.get(), 5 + cap);
     server.disconnect(bob_id).await.unwrap();
     let mut rest = Vec::new();
     let ended = tokio::time::timeout(WAIT, open.read_to_end(&mut rest)).await;
@@ -459,17 +476,19 @@ async fn bulk_path_on_direct_connections() {
         peerup_core::netinfo::socket_of(&server_addr).expect("a TCP listen address");
     let stranger_tls =
         peerup_core::transport::tls::Config::new(&Keypair::generate_ed25519()).unwrap();
-    let denials = server.metrics().auth_denials.get();
-    let err = peerup_core::bulk::dial(stranger_tls, server.peer_id(), tcp_addr, "echo")
-        .await
-        .err()
-        .expect("a stranger is refused");
-    assert!(matches!(err, peerup_core::bulk::BulkError::Connect(_)), "{err}");
-    assert_eq!(server.metrics().auth_denials.get(), denials + 1);
+    let denials = server.node().metrics().auth_denials.get();
+    let err =
+        peerup_core::tunnel::bulk::dial(stranger_tls, server.node().peer_id(), tcp_addr, "echo")
+            .await
+            .err()
+            .expect("a stranger is refused");
+    assert!(matches!(err, peerup_core::tunnel::bulk::BulkError::Connect(_)), "{err}");
+    assert_eq!(server.node().metrics().auth_denials.get(), denials + 1);
     // Dialing the wrong peer ID at that address is caught by the handshake.
     let bob_tls = peerup_core::transport::tls::Config::new(&Keypair::generate_ed25519()).unwrap();
-    let err = peerup_core::bulk::dial(bob_tls, PeerId::random(), tcp_addr, "echo").await.err();
-    assert!(matches!(err, Some(peerup_core::bulk::BulkError::WrongPeer(_))), "{err:?}");
+    let err =
+        peerup_core::tunnel::bulk::dial(bob_tls, PeerId::random(), tcp_addr, "echo").await.err();
+    assert!(matches!(err, Some(peerup_core::tunnel::bulk::BulkError::WrongPeer(_))), "{err:?}");
 
     // A server without the bulk path: connections fall back to yamux and still work.
     let carol_key = Keypair::generate_ed25519();
@@ -479,12 +498,12 @@ async fn bulk_path_on_direct_connections() {
     let spec = ServiceSpec { name: "echo".into(), local_address: echo, allowed_peers: None };
     service::expose(&old, spec, carol_access, lab.cancel.clone(), &lab.tracker).unwrap();
     let (carol, _) = direct_node(&lab, carol_key, AccessList::open(), true).await;
-    carol.add_addresses(old.peer_id(), vec![old_addr]).await.unwrap();
+    carol.node().add_addresses(old.node().peer_id(), vec![old_addr]).await.unwrap();
     for _ in 0..2 {
-        let (out, _) = echo_through(&carol, old.peer_id(), b"over yamux").await;
+        let (out, _) = echo_through(&carol, old.node().peer_id(), b"over yamux").await;
         assert_eq!(out, b"over yamux");
     }
-    assert_eq!(old.metrics().bulk_connections.get(), 0);
+    assert_eq!(old.node().metrics().bulk_connections.get(), 0);
 }
 
 /// Two nodes that only reach each other through the relay (neither listens, so no hole punch
@@ -512,7 +531,7 @@ async fn bulk_through_relay(legs: bool) {
         cfg.enable_dht = false;
         cfg.reserve = reserve;
         cfg.access = access;
-        Node::spawn(cfg, lab.cancel.clone(), &lab.tracker).unwrap()
+        Tunnel::spawn(cfg, lab.cancel.clone(), &lab.tracker).unwrap()
     };
     let (server, mut ev) = unreachable(Keypair::generate_ed25519(), true, access.clone());
     wait_for(&mut ev, |e| matches!(e, NodeEvent::ReservationAccepted { .. })).await;
@@ -523,40 +542,41 @@ async fn bulk_through_relay(legs: bool) {
     };
     service::expose(&server, spec, access, lab.cancel.clone(), &lab.tracker).unwrap();
     let (client, _) =
-        unreachable(bob_key, false, AccessList::from_keys(&keys_of(&[server.peer_id()])));
+        unreachable(bob_key, false, AccessList::from_keys(&keys_of(&[server.node().peer_id()])));
 
     let data: Vec<u8> =
         (0..3 * 1024 * 1024u32).map(|i| (i.wrapping_mul(2654435761) >> 9) as u8).collect();
-    let (out, relayed) = echo_through(&client, server.peer_id(), &data).await;
+    let (out, relayed) = echo_through(&client, server.node().peer_id(), &data).await;
     assert!(out == data && relayed, "the first connection rides yamux on the relayed connection");
-    assert_eq!(server.metrics().bulk_connections.get(), 0, "not before the probe answered");
+    assert_eq!(server.node().metrics().bulk_connections.get(), 0, "not before the probe answered");
     let mut tries = 0;
-    while server.metrics().bulk_connections.get() == 0 {
+    while server.node().metrics().bulk_connections.get() == 0 {
         tries += 1;
         assert!(tries < 200, "the relayed bulk path was never taken");
-        let (out, relayed) = echo_through(&client, server.peer_id(), b"until bulk").await;
+        let (out, relayed) = echo_through(&client, server.node().peer_id(), b"until bulk").await;
         assert!(out == b"until bulk" && relayed);
     }
-    let (out, relayed) = echo_through(&client, server.peer_id(), &data).await;
+    let (out, relayed) = echo_through(&client, server.node().peer_id(), &data).await;
     assert!(out == data && relayed, "relayed bulk echo differs");
-    assert_eq!(server.metrics().bulk_connections.get(), 2);
+    assert_eq!(server.node().metrics().bulk_connections.get(), 2);
 
     // At most MAX_RELAYED_BULK at once: the next connection rides a yamux stream.
     let mut held = Vec::new();
-    for _ in 0..peerup_core::bulk::MAX_RELAYED_BULK {
-        let (mut io, path) = service::connect(&client, server.peer_id(), "echo").await.unwrap();
+    for _ in 0..peerup_core::tunnel::bulk::MAX_RELAYED_BULK {
+        let (mut io, path) =
+            service::connect(&client, server.node().peer_id(), "echo").await.unwrap();
         assert!(path.relayed);
         io.write_all(b"held").await.unwrap();
         let mut four = [0u8; 4];
         io.read_exact(&mut four).await.unwrap();
         held.push(io);
     }
-    let cap = peerup_core::bulk::MAX_RELAYED_BULK as u64;
-    assert_eq!(server.metrics().bulk_connections.get(), 2 + cap);
-    let (out, relayed) = echo_through(&client, server.peer_id(), &data).await;
+    let cap = peerup_core::tunnel::bulk::MAX_RELAYED_BULK as u64;
+    assert_eq!(server.node().metrics().bulk_connections.get(), 2 + cap);
+    let (out, relayed) = echo_through(&client, server.node().peer_id(), &data).await;
     assert!(out == data && relayed);
-    assert_eq!(server.metrics().bulk_connections.get(), 2 + cap, "the extra one went yamux");
+    assert_eq!(server.node().metrics().bulk_connections.get(), 2 + cap, "the extra one went yamux");
     // Every bulk connection, and the probe before them.
     let joined = if legs { 3 + cap } else { 0 };
-    assert_eq!(lab.relay.metrics().relay_legs.get(), joined, "bulk connections on legs");
+    assert_eq!(lab.relay.node().metrics().relay_legs.get(), joined, "bulk connections on legs");
 }

@@ -11,10 +11,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use peerup_core::PeerId;
-use peerup_core::node::Node;
 use peerup_core::serve::{self, Limits};
 use peerup_core::service::{self, pipe};
 use peerup_core::streams::PathInfo;
+use peerup_core::tunnel::Tunnel;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -56,7 +56,7 @@ pub fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
 /// fate goes to `report`.
 pub fn serve(
     listener: TcpListener,
-    node: Node,
+    tunnel: Tunnel,
     peer: PeerId,
     service: String,
     report: Report,
@@ -68,14 +68,14 @@ pub fn serve(
     serve::each(listener, limits, "proxy connection", tracker, cancel, move |(tcp, from)| {
         n += 1;
         tracing::debug!(%from, n, "accepted");
-        let (node, service, report) = (node.clone(), service.clone(), report.clone());
-        Some(async move { carry(&node, peer, &service, tcp, n, &*report).await })
+        let (tunnel, service, report) = (tunnel.clone(), service.clone(), report.clone());
+        Some(async move { carry(&tunnel, peer, &service, tcp, n, &*report).await })
     });
 }
 
 /// Opens a stream to `peer`'s `svc` and copies between it and `tcp` until both sides are done.
 async fn carry(
-    node: &Node,
+    tunnel: &Tunnel,
     peer: PeerId,
     svc: &str,
     tcp: TcpStream,
@@ -83,8 +83,8 @@ async fn carry(
     report: &(dyn Fn(ProxyEvent) + Send + Sync),
 ) {
     let start = Instant::now();
-    let active = node.metrics().proxy(svc, peerup_core::metrics::Role::Client);
-    let (stream, path) = match service::connect(node, peer, svc).await {
+    let active = tunnel.node().metrics().proxy(svc, peerup_core::metrics::Role::Client);
+    let (stream, path) = match service::connect(tunnel, peer, svc).await {
         Ok(s) => s,
         Err(e) => {
             report(ProxyEvent::Failed { n, error: e.to_string() });

@@ -44,7 +44,7 @@ pub struct NodeConfig {
     pub listen_addrs_are_external: bool,
     /// Where the node counts what it does.
     pub metrics: crate::metrics::Metrics,
-    /// Offer and use the bulk path ([`crate::bulk`]) on direct TCP connections. Default on.
+    /// Offer and use the bulk path ([`crate::tunnel::bulk`]) on direct TCP connections. Default on.
     pub enable_bulk: bool,
     /// Watch the machine's addresses and reconnect when they change ([`crate::netwatch`]).
     /// Default on.

@@ -64,8 +64,6 @@ pub(crate) struct EventLoop {
     offer_quic_until: Option<Instant>,
     /// External addresses from the config (the others were observed by peers).
     configured_external: Vec<Multiaddr>,
-    /// Which peer addresses take bulk connections; forgotten when the network changes.
-    bulk_probes: crate::bulk::Probes,
     /// Changes of the machine's addresses, when watched.
     network: Option<mpsc::Receiver<crate::netwatch::AddressChange>>,
     /// Peers one of whose direct connections broke: until when their other direct connections
@@ -108,7 +106,6 @@ impl EventLoop {
         commands: mpsc::Receiver<Command>,
         events: broadcast::Sender<NodeEvent>,
         parts: Parts,
-        bulk_probes: crate::bulk::Probes,
         network: Option<mpsc::Receiver<crate::netwatch::AddressChange>>,
     ) -> Result<Self, NodeError> {
         let sockets = parts.transport.sockets.clone();
@@ -146,7 +143,6 @@ impl EventLoop {
             configured_external: config.external_addrs.clone(),
             announced: HashSet::new(),
             offer_quic_until: None,
-            bulk_probes,
             network,
             suspect: HashMap::new(),
             sockets,

@@ -13,9 +13,10 @@ use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId};
 use peerup_core::authorized_keys::{AuthorizedKeys, Entry};
 use peerup_core::gate::AccessList;
-use peerup_core::node::{Node, NodeConfig, NodeEvent};
+use peerup_core::node::{NodeConfig, NodeEvent};
 use peerup_core::relay::RelayLimits;
 use peerup_core::service;
+use peerup_core::tunnel::Tunnel;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::broadcast;
@@ -39,7 +40,7 @@ pub struct Lab {
     pub tracker: TaskTracker,
     /// The relay's TCP address, with its peer ID.
     pub relay_addr: Multiaddr,
-    pub relay: Node,
+    pub relay: Tunnel,
 }
 
 impl Lab {
@@ -57,9 +58,9 @@ impl Lab {
         ];
         cfg.relay_server = Some(limits);
         cfg.listen_addrs_are_external = true;
-        let (relay, mut ev) = Node::spawn(cfg, cancel.clone(), &tracker).unwrap();
+        let (relay, mut ev) = Tunnel::spawn(cfg, cancel.clone(), &tracker).unwrap();
         let addr = listening_tcp(&mut ev).await;
-        let relay_addr = addr.with(Protocol::P2p(relay.peer_id()));
+        let relay_addr = addr.with(Protocol::P2p(relay.node().peer_id()));
         Self { cancel, tracker, relay_addr, relay }
     }
 
@@ -69,9 +70,9 @@ impl Lab {
     }
 
     /// A node with `cfg` (DHT off: on loopback it would hand out direct addresses).
-    pub fn spawn(&self, mut cfg: NodeConfig) -> (Node, broadcast::Receiver<NodeEvent>) {
+    pub fn spawn(&self, mut cfg: NodeConfig) -> (Tunnel, broadcast::Receiver<NodeEvent>) {
         cfg.enable_dht = false;
-        Node::spawn(cfg, self.cancel.clone(), &self.tracker).unwrap()
+        Tunnel::spawn(cfg, self.cancel.clone(), &self.tracker).unwrap()
     }
 }
 
@@ -109,7 +110,7 @@ pub async fn echo_server() -> String {
 
 /// Sends `data` to `peer`'s echo service, half-closes, reads everything back; whether the
 /// connection was relayed.
-pub async fn echo_through(node: &Node, peer: PeerId, data: &[u8]) -> (Vec<u8>, bool) {
+pub async fn echo_through(node: &Tunnel, peer: PeerId, data: &[u8]) -> (Vec<u8>, bool) {
     let (stream, path) = service::connect(node, peer, "echo").await.expect("open stream");
     let (mut r, mut w) = stream.split();
     let send = async {

@@ -6,7 +6,8 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use hyper::Method;
-use peerup_core::node::{Node, NodeEvent};
+use peerup_core::node::NodeEvent;
+use peerup_core::tunnel::Tunnel;
 use peerup_core::{PeerId, StreamProtocol, pingpong, relay_addr};
 use tokio::sync::broadcast::error::RecvError;
 
@@ -192,7 +193,8 @@ async fn serve(
     let (cancel, tracker) = runtime::shutdown_on_signals()?;
     let core = core_config::node_config(loaded, true)?;
     let access = core.access.clone();
-    let (node, mut events) = Node::spawn(core, cancel.clone(), &tracker)?;
+    let (tunnel, mut events) = Tunnel::spawn(core, cancel.clone(), &tracker)?;
+    let node = tunnel.node().clone();
     outln!("Peer ID: {}", node.peer_id())?;
 
     let started_with = std::fs::read(&loaded.path)
@@ -201,7 +203,7 @@ async fn serve(
     let live = Live::start(
         c.clone(),
         &loaded.path,
-        node.clone(),
+        tunnel.clone(),
         access.clone(),
         cancel.clone(),
         tracker.clone(),
@@ -223,6 +225,7 @@ async fn serve(
 
     let state = ApiState {
         node: node.clone(),
+        tunnel: tunnel.clone(),
         access: access.clone(),
         gating: c.security.enable_connection_gating,
         view: live.view(),

@@ -9,10 +9,11 @@ use peerup_core::authorized_keys::{AuthorizedKeys, Entry};
 use peerup_core::gate::AccessList;
 use peerup_core::identity::peer_id;
 use peerup_core::multiaddr::Protocol;
-use peerup_core::node::{Node, NodeConfig, NodeEvent};
+use peerup_core::node::{NodeConfig, NodeEvent};
 use peerup_core::relay::RelayLimits;
 use peerup_core::serve::{self, Limits};
 use peerup_core::service::{self, ServiceSpec};
+use peerup_core::tunnel::Tunnel;
 use peerup_core::{Multiaddr, PeerId};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -93,7 +94,8 @@ async fn demo(cancel: &CancellationToken, tracker: &TaskTracker) -> Result<()> {
     relay_cfg.relay_server = Some(RelayLimits::default());
     relay_cfg.listen_addrs_are_external = true;
     relay_cfg.access = allow(&[home_id, laptop_id])?;
-    let (relay, mut relay_events) = Node::spawn(relay_cfg, cancel.clone(), tracker)?;
+    let (relay, mut relay_events) = Tunnel::spawn(relay_cfg, cancel.clone(), tracker)?;
+    let relay = relay.node().clone();
     let NodeEvent::Listening(addr) = wait_for(
         &mut relay_events,
         "the relay to listen",
@@ -116,7 +118,7 @@ async fn demo(cancel: &CancellationToken, tracker: &TaskTracker) -> Result<()> {
     };
     let home_access = allow(&[laptop_id])?;
     let (home, mut home_events) =
-        Node::spawn(node_cfg(home_key, true, home_access.clone()), cancel.clone(), tracker)?;
+        Tunnel::spawn(node_cfg(home_key, true, home_access.clone()), cancel.clone(), tracker)?;
     wait_for(&mut home_events, "home's relay reservation", |e| {
         matches!(e, NodeEvent::ReservationAccepted { .. })
     })
@@ -138,7 +140,7 @@ async fn demo(cancel: &CancellationToken, tracker: &TaskTracker) -> Result<()> {
     // not, so laptop does without the DHT to show the relay path first.
     let mut laptop_cfg = node_cfg(laptop_key, false, allow(&[home_id])?);
     laptop_cfg.enable_dht = false;
-    let (laptop, mut laptop_events) = Node::spawn(laptop_cfg, cancel.clone(), tracker)?;
+    let (laptop, mut laptop_events) = Tunnel::spawn(laptop_cfg, cancel.clone(), tracker)?;
     wait_for(&mut laptop_events, "laptop to reach the relay", |e| {
         matches!(e, NodeEvent::Identified { .. })
     })
@@ -159,7 +161,7 @@ async fn demo(cancel: &CancellationToken, tracker: &TaskTracker) -> Result<()> {
 
     transfer(proxy_addr).await?;
     // Hole punching runs beside the first transfer; wait for it unless it is already done.
-    if laptop.paths(home_id).await?.iter().all(|p| p.relayed) {
+    if laptop.node().paths(home_id).await?.iter().all(|p| p.relayed) {
         wait_for(&mut laptop_events, "hole punching", |e| {
             matches!(e, NodeEvent::HolePunched { .. } | NodeEvent::HolePunchFailed { .. })
         })

@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use peerup_core::label;
-use peerup_core::node::{Node, NodeEvent};
+use peerup_core::node::NodeEvent;
+use peerup_core::tunnel::Tunnel;
 
 use super::Ctx;
 use crate::config;
@@ -27,11 +28,11 @@ pub(super) fn run(target: &str, svc: &str, port: u16, ctx: &Ctx) -> Result<()> {
         let local = listener.local_addr()?;
         let (cancel, tracker) = runtime::shutdown_on_signals()?;
         let core = core_config::node_config(&loaded, false)?;
-        let (node, mut events) = Node::spawn(core, cancel.clone(), &tracker)?;
+        let (tunnel, mut events) = Tunnel::spawn(core, cancel.clone(), &tracker)?;
         outln!("Listening on {local} -> {target}/{svc}")?;
 
         let svc = svc.to_string();
-        proxy::serve(listener, node, peer, svc, printed(), cancel.clone(), &tracker);
+        proxy::serve(listener, tunnel, peer, svc, printed(), cancel.clone(), &tracker);
         loop {
             tokio::select! {
                 () = cancel.cancelled() => break,

@@ -15,6 +15,7 @@ use axum::{Json, Router};
 use peerup_core::authorized_keys::{AuthorizedKeys, AuthorizedKeysError, Entry};
 use peerup_core::gate::AccessList;
 use peerup_core::node::Node;
+use peerup_core::tunnel::Tunnel;
 use peerup_core::{PeerId, StreamProtocol, pingpong};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -53,6 +54,8 @@ pub struct ServiceInfo {
 pub struct ApiState {
     /// The node.
     pub node: Node,
+    /// The tunnel over it: services, proxies, revocations.
+    pub tunnel: Tunnel,
     /// The live access list (reloaded on auth changes).
     pub access: AccessList,
     /// Whether connection gating is on.
@@ -229,7 +232,7 @@ async fn auth_remove(
     let peer = parse_peer(&peer_id)?;
     edit_keys(&s, |keys| keys.remove(&peer).map(drop))?;
     // Revoking access also ends what the peer has open.
-    let _ = s.node.disconnect(peer).await;
+    let _ = s.tunnel.disconnect(peer).await;
     tracing::info!(target: "audit", %peer, "auth_change: removed");
     Ok(data(json!({ "status": "removed" })))
 }

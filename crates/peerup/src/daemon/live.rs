@@ -15,8 +15,8 @@ use std::sync::{Arc, RwLock};
 
 use anyhow::{Context, Result, bail};
 use peerup_core::gate::AccessList;
-use peerup_core::node::Node;
 use peerup_core::service::{self, ServiceSpec};
+use peerup_core::tunnel::Tunnel;
 use peerup_core::{Multiaddr, relay_addr};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
@@ -72,7 +72,7 @@ pub struct Report {
 
 /// The daemon's run-time config.
 pub struct Live {
-    node: Node,
+    tunnel: Tunnel,
     access: AccessList,
     cancel: CancellationToken,
     tracker: TaskTracker,
@@ -122,7 +122,7 @@ impl Live {
     pub fn start(
         config: NodeConfig,
         path: &Path,
-        node: Node,
+        tunnel: Tunnel,
         access: AccessList,
         cancel: CancellationToken,
         tracker: TaskTracker,
@@ -132,7 +132,7 @@ impl Live {
         write(&view.names, config.names.clone());
         write(&view.keys_path, config.security.authorized_keys_file.clone());
         let live = Live {
-            node,
+            tunnel,
             access,
             cancel,
             tracker,
@@ -165,7 +165,7 @@ impl Live {
         let spec = spec(name, entry)?;
         let token = self.cancel.child_token();
         service::expose(
-            &self.node,
+            &self.tunnel,
             spec.clone(),
             self.access.clone(),
             token.clone(),
@@ -178,9 +178,8 @@ impl Live {
     fn unexpose(&self, state: &mut State, name: &str) {
         if let Some((token, _)) = state.running.remove(name) {
             token.cancel();
-            if let Ok(protocol) = service::protocol_for(name) {
-                self.node.stop_accepting(&protocol);
-            }
+            // A running service's name is valid.
+            let _ = service::withdraw(&self.tunnel, name);
         }
     }
 
@@ -192,7 +191,7 @@ impl Live {
         super::reload::spawn(
             path,
             self.access.clone(),
-            self.node.clone(),
+            self.tunnel.clone(),
             token.clone(),
             &self.tracker,
         );
@@ -270,7 +269,7 @@ impl Live {
             for id in new_relays.iter().filter_map(relay_addr::peer_id_of) {
                 self.access.allow_always(id);
             }
-            let change = self.node.set_relays(new_relays).await?;
+            let change = self.tunnel.node().set_relays(new_relays).await?;
             report.applied.push(format!(
                 "relay.addresses (+{} -{})",
                 change.added.len(),

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 use peerup_core::PeerId;
 use peerup_core::authorized_keys::AuthorizedKeys;
 use peerup_core::gate::AccessList;
-use peerup_core::node::Node;
+use peerup_core::tunnel::Tunnel;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -87,7 +87,7 @@ impl KeysWatch {
 pub fn spawn(
     path: &Path,
     access: AccessList,
-    node: Node,
+    tunnel: Tunnel,
     cancel: CancellationToken,
     tracker: &TaskTracker,
 ) {
@@ -97,7 +97,7 @@ pub fn spawn(
         while ticks.next().await {
             for peer in watch.check(&access).unwrap_or_default() {
                 tracing::info!(target: "audit", %peer, "auth_change: access revoked; closing connections");
-                let _ = node.disconnect(peer).await;
+                let _ = tunnel.disconnect(peer).await;
             }
         }
     });

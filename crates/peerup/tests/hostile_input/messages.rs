@@ -4,8 +4,9 @@
 
 use peerup_core::PeerId;
 use peerup_core::authorized_keys::AuthorizedKeys;
+use peerup_core::identity;
 use peerup_core::pairing::wire::Message;
-use peerup_core::{bulk, identity};
+use peerup_core::tunnel::bulk;
 use proptest::prelude::*;
 
 use crate::checks;

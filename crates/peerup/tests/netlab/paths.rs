@@ -120,7 +120,7 @@ pub fn cone_x_cone_direct() {
         probed.first_ttfb_ms
     );
     // A plain bulk connection to alice's address is filtered by her NAT (its probe fails), so
-    // her proxied connections get a hole of their own punched (`peerup_core::punch`).
+    // her proxied connections get a hole of their own punched (`peerup_core::tunnel::punch`).
     let punched = wait_punched(&lab, &mut p, Duration::from_secs(20));
     let mark = p.daemon.proc.mark();
     let (path, line) = payload_through(&lab, "bob", &mut p.proxy, "bob -> alice echo");

@@ -170,7 +170,7 @@ pub fn all_at_once() {
         relay: relay.id.parse().expect("relay peer ID"),
         service: "echo".into(),
         forged: format!(
-            "{FORGED}{} INFO peerup_core::bulk: serving stream peer={} service=echo",
+            "{FORGED}{} INFO peerup_core::tunnel::bulk: serving stream peer={} service=echo",
             random_hex(8),
             libp2p::identity::Keypair::generate_ed25519().public().to_peer_id()
         ),

@@ -46,7 +46,6 @@ impl EventLoop {
         // the observed port to it), which holds only while the NAT keeps the port; after a move
         // the old mapping still holds it, so offer the fresh QUIC observations for a while.
         self.offer_quic_until = Some(Instant::now() + OFFER_QUIC_FOR);
-        self.bulk_probes.clear();
         if let Some(res) = self.reservations.as_mut() {
             res.reset_backoff();
         }

@@ -13,8 +13,9 @@ use jiff::Timestamp;
 use peerup_core::authorized_keys::{ATTR_EXPIRES, AuthorizedKeys, Entry};
 use peerup_core::gate::{AccessList, Probation};
 use peerup_core::multiaddr::Protocol;
-use peerup_core::node::{Node, NodeEvent};
+use peerup_core::node::NodeEvent;
 use peerup_core::pairing::rendezvous::{self, Admission, AdmitHook, RendezvousConfig, Via};
+use peerup_core::tunnel::Tunnel;
 use peerup_core::{Multiaddr, PeerId, fsutil, identity};
 use serde::Serialize;
 use tokio::sync::broadcast::error::RecvError;
@@ -123,7 +124,9 @@ pub(super) fn serve(ctx: &Ctx) -> Result<()> {
             &tracker,
         );
         let keypair = core.keypair.clone();
-        let (node, mut events) = Node::spawn(core, cancel.clone(), &tracker)?;
+        // The tunnel layer, for the relay's legs (relayed bulk connections).
+        let (tunnel, mut events) = Tunnel::spawn(core, cancel.clone(), &tracker)?;
+        let node = tunnel.node().clone();
         let security = &loaded.config.security;
         let rendezvous = RendezvousConfig {
             keypair,

@@ -77,7 +77,7 @@ pub(super) async fn connect(State(s): State<ApiState>, bytes: Bytes) -> Result<R
         id
     };
     let report = logged(id.clone());
-    proxy::serve(listener, s.node.clone(), peer, req.service.clone(), report, token, &s.tracker);
+    proxy::serve(listener, s.tunnel.clone(), peer, req.service.clone(), report, token, &s.tracker);
     Ok(data(json!({ "id": id, "listen_address": local.to_string() })))
 }
 
@@ -161,7 +161,7 @@ pub(super) async fn expose(State(s): State<ApiState>, bytes: Bytes) -> Result<Re
         local_address: req.local_address.clone(),
         allowed_peers: allowed,
     };
-    peerup_core::service::expose(&s.node, spec, s.access.clone(), token.clone(), &s.tracker)
+    peerup_core::service::expose(&s.tunnel, spec, s.access.clone(), token.clone(), &s.tracker)
         .map_err(|e| ApiError::bad(e.to_string()))?;
     let info = ServiceInfo {
         name: req.name.clone(),
@@ -181,9 +181,8 @@ pub(super) async fn unexpose(
         ApiError(StatusCode::NOT_FOUND, format!("service not exposed through the API: {name}"))
     })?;
     token.cancel();
-    if let Ok(protocol) = peerup_core::service::protocol_for(&name) {
-        s.node.stop_accepting(&protocol);
-    }
+    // A name the API accepted is valid; one that is not was never offered either.
+    let _ = peerup_core::service::withdraw(&s.tunnel, &name);
     Ok(data(json!({ "status": "unexposed" })))
 }
 

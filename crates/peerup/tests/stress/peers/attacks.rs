@@ -87,9 +87,9 @@ pub fn launch(lab: &Lab, to: &Targets, shape: &Shape) -> Running {
     let stop = CancellationToken::new();
     let [bulk_slots, tls_slots, leg_slots] = shape.stalls;
     let targets = [
-        ("daemon bulk", PUBPEER_IP, DAEMON_PORT, peerup_core::bulk::PROTOCOL, bulk_slots),
+        ("daemon bulk", PUBPEER_IP, DAEMON_PORT, peerup_core::tunnel::bulk::PROTOCOL, bulk_slots),
         ("daemon tls", PUBPEER_IP, DAEMON_PORT, peerup_core::transport::tls::PROTOCOL, tls_slots),
-        ("relay legs", RELAY_IP, RELAY_PORT, peerup_core::legs::SECURITY, leg_slots),
+        ("relay legs", RELAY_IP, RELAY_PORT, peerup_core::tunnel::legs::SECURITY, leg_slots),
     ]
     .map(|(label, ip, port, protocol, slots)| stalls::Target {
         label: label.into(),

@@ -1,6 +1,6 @@
 //! Bulk-path handshakes from strangers: each attempt is a fresh Ed25519 identity that connects to
 //! the daemon's TCP port, names the bulk security protocol in multistream-select, runs the TLS
-//! handshake and sends one request, through the core's own client (`peerup_core::bulk::dial`), so
+//! handshake and sends one request, through the core's own client (`peerup_core::tunnel::bulk::dial`), so
 //! that it speaks whatever the protocol currently is. The requests rotate between a probe (the
 //! empty service name), the real service name, and a name with a newline that carries a forged log
 //! line.
@@ -84,7 +84,7 @@ async fn attempt(plan: &Plan, i: usize) -> (String, Option<String>, bool, bool) 
     let key = Keypair::generate_ed25519();
     let tls =
         peerup_core::transport::tls::Config::new(&key).expect("TLS config for a fresh identity");
-    let dial = peerup_core::bulk::dial(tls, plan.daemon, plan.addr, &name);
+    let dial = peerup_core::tunnel::bulk::dial(tls, plan.daemon, plan.addr, &name);
     let label = kind.label();
     match tokio::time::timeout(plan.attempt_timeout, dial).await {
         Err(_) => (format!("{label}: TIMED OUT"), None, false, true),

@@ -3,9 +3,9 @@
 //! A bulk connection goes one of four ways:
 //! - over a direct TCP path: a fresh TCP connection to the address of the peer's connection;
 //! - over a direct path where that fails (the peer's NAT filters new flows: a hole-punched
-//!   path), a TCP connection punched through both NATs for it ([`crate::punch`]);
+//!   path), a TCP connection punched through both NATs for it ([`crate::tunnel::punch`]);
 //! - through a relay, when the peer is reachable no other way: two TCP legs that the relay joins
-//!   ([`crate::legs`]), when the relay is reached over TCP and offers them;
+//!   ([`crate::tunnel::legs`]), when the relay is reached over TCP and offers them;
 //! - otherwise a circuit of its own through the relay of the peer's relayed connection
 //!   ([`crate::transport::circuits`]).
 //!
@@ -118,7 +118,7 @@ async fn dial_tcp(
     send_request(&tls, peer, tcp.compat(), service).await
 }
 
-/// Punches a connection to `peer` at `ip` ([`crate::punch`]) and sends the request for `service`.
+/// Punches a connection to `peer` at `ip` ([`crate::tunnel::punch`]) and sends the request for `service`.
 async fn dial_punched(
     tls: AlpnConfig,
     node: crate::node::Node,
@@ -126,8 +126,9 @@ async fn dial_punched(
     ip: std::net::IpAddr,
     service: &str,
 ) -> Result<ServiceIo, BulkError> {
-    let tcp =
-        crate::punch::open(&node, peer, ip).await.map_err(|e| BulkError::Connect(e.to_string()))?;
+    let tcp = crate::tunnel::punch::open(&node, peer, ip)
+        .await
+        .map_err(|e| BulkError::Connect(e.to_string()))?;
     send_request(&tls, peer, tcp.compat(), service).await
 }
 
@@ -155,7 +156,7 @@ async fn dial_legs(
     path: libp2p::Multiaddr,
     service: &str,
 ) -> Result<ServiceIo, BulkError> {
-    let leg = crate::legs::open(&node, relay, &path, peer)
+    let leg = crate::tunnel::legs::open(&node, relay, &path, peer)
         .await
         .map_err(|e| BulkError::Connect(e.to_string()))?;
     send_request(&tls, peer, leg, service).await
@@ -166,7 +167,6 @@ pub(crate) struct Client<'a> {
     /// For streams to relays (legs).
     pub(crate) node: &'a crate::node::Node,
     pub(crate) tls: &'a AlpnConfig,
-    pub(crate) circuits: &'a Circuits,
     pub(crate) slots: &'a Arc<Semaphore>,
     pub(crate) budget: &'a CircuitBudget,
     pub(crate) probes: &'a Probes,
@@ -225,7 +225,8 @@ impl Client<'_> {
         path: &PathInfo,
         service: &str,
     ) -> impl Future<Output = Result<ServiceIo, BulkError>> + Send + 'static {
-        let (tls, circuits, node) = (self.tls.clone(), self.circuits.clone(), self.node.clone());
+        let (tls, node) = (self.tls.clone(), self.node.clone());
+        let circuits = node.circuits().clone();
         let (addr, service) = (path.remote_addr.clone(), service.to_string());
         async move {
             let dial = async {
@@ -273,7 +274,7 @@ fn route_of(
         (true, _) if only_relayed => {
             let relay = crate::transport::circuits::relay_of(&path.remote_addr)?;
             let failed = matches!(state(Route::Leg(relay)), Some(Probe::Failed(_)));
-            let legs = crate::legs::tcp_addr(&path.remote_addr).is_some() && !failed;
+            let legs = crate::tunnel::legs::tcp_addr(&path.remote_addr).is_some() && !failed;
             Some(if legs { Route::Leg(relay) } else { Route::Relay(relay) })
         }
         _ => None,
@@ -298,7 +299,8 @@ pub(crate) async fn try_connect(
         if let (true, Some(service)) = (works, service) {
             // Every bulk slot (or the relayed ones' budget) taken: a yamux stream it is.
             let slot = c.slots.clone().try_acquire_owned().ok()?;
-            let held = std::iter::once(slot).chain(c.place(route)?.permit()).collect();
+            let place = c.place(route)?.permit();
+            let held = std::iter::once(slot).chain(place).map(super::Held::Slot).collect();
             match c.open(peer, route, path, service).await {
                 Ok(io) => return Some((c.revocations.guard(peer, io, held), path.clone())),
                 Err(e) => tracing::debug!(%peer, ?route, error = %e, "bulk connection failed"),

@@ -454,8 +454,8 @@ mod tests {
         let (ca, cb) = (tls::Config::new(&a).unwrap(), tls::Config::new(&b).unwrap());
         let (x, y) = tokio::io::duplex(1 << 20);
         let (c, s) = tokio::join!(
-            handshake::client(ca.for_alpn(crate::bulk::ALPN).client, wrap(x.compat())),
-            handshake::server(cb.for_alpn(crate::bulk::ALPN).server, y.compat())
+            handshake::client(ca.for_alpn(crate::tunnel::bulk::ALPN).client, wrap(x.compat())),
+            handshake::server(cb.for_alpn(crate::tunnel::bulk::ALPN).server, y.compat())
         );
         (c.unwrap().1, s.unwrap().1)
     }

@@ -9,13 +9,13 @@ use libp2p::PeerId;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::Route;
-use crate::bulk::RETRY_AFTER;
+use crate::tunnel::bulk::RETRY_AFTER;
 
 /// Relayed bulk connections a node keeps open at once.
 pub const MAX_RELAYED_BULK: usize = 4;
 /// Relayed bulk connections on circuits of their own a node opens per [`RELAYED_WINDOW`] (probes
 /// included). libp2p's relay server lets a peer open 30 circuits per 2 minutes by default; this
-/// leaves most of that to relayed connections themselves. Leg pairs ([`crate::legs`]) are not
+/// leaves most of that to relayed connections themselves. Leg pairs ([`crate::tunnel::legs`]) are not
 /// circuits: only [`MAX_RELAYED_BULK`] bounds them.
 pub const RELAYED_PER_WINDOW: usize = 8;
 /// See [`RELAYED_PER_WINDOW`].

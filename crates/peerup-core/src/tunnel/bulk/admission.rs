@@ -18,7 +18,7 @@ use std::net::IpAddr;
 use futures::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 
-use super::{Inbound, SETUP_TIMEOUT, handshake};
+use super::{Admitted, SETUP_TIMEOUT, handshake};
 use crate::gate::{AccessList, GateError};
 use crate::metrics::Metrics;
 use crate::per_key::{PerKey, Place};
@@ -54,7 +54,7 @@ pub(crate) type IpTicket = Place<IpAddr>;
 #[derive(Clone)]
 pub(crate) struct Admission {
     tls: AlpnConfig,
-    queue: mpsc::Sender<Inbound>,
+    queue: mpsc::Sender<Admitted>,
     access: AccessList,
     metrics: Metrics,
     per_ip: PerIp,
@@ -65,7 +65,7 @@ impl Admission {
     /// at most `max_per_ip` at once from one IP on direct TCP; `tls` is the bulk path's.
     pub(crate) fn new(
         tls: AlpnConfig,
-        queue: mpsc::Sender<Inbound>,
+        queue: mpsc::Sender<Admitted>,
         access: AccessList,
         metrics: Metrics,
         max_per_ip: usize,
@@ -103,7 +103,7 @@ impl Admission {
             tracing::info!(target: "audit", %peer, ?ip, path, "auth_decision: bulk connection denied (not authorized)");
             return Err(GateError::NotAuthorized(peer).into());
         }
-        if self.queue.try_send(Inbound { peer, io: Box::new(io), path, held }).is_err() {
+        if self.queue.try_send(Admitted { peer, io: Box::new(io), path, held }).is_err() {
             tracing::debug!(%peer, "bulk queue full; connection dropped");
         }
         Ok(())
@@ -128,7 +128,7 @@ mod tests {
 
     struct Server {
         admission: Admission,
-        queue: mpsc::Receiver<Inbound>,
+        queue: mpsc::Receiver<Admitted>,
         metrics: Metrics,
     }
 

@@ -20,6 +20,15 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use super::ServiceIo;
 
+/// A place in a limit that a bulk connection holds while it lives (and gives back when dropped).
+#[expect(dead_code, reason = "held only to be dropped with the connection")]
+pub(crate) enum Held {
+    /// A bulk slot, the relayed budget or the acceptor's.
+    Slot(OwnedSemaphorePermit),
+    /// Its source address's place (`bulk/admission.rs`).
+    Ip(super::admission::IpTicket),
+}
+
 /// A peer with bulk connections open.
 struct Tracked {
     token: CancellationToken,
@@ -44,14 +53,9 @@ impl Revocations {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Wraps a bulk connection with `peer` so that [`Revocations::revoke`] ends it. `slots` are
-    /// held while it lives.
-    pub(crate) fn guard(
-        &self,
-        peer: PeerId,
-        io: ServiceIo,
-        slots: Vec<OwnedSemaphorePermit>,
-    ) -> ServiceIo {
+    /// Wraps a bulk connection with `peer` so that [`Revocations::revoke`] ends it. `held` is
+    /// kept while it lives.
+    pub(crate) fn guard(&self, peer: PeerId, io: ServiceIo, held: Vec<Held>) -> ServiceIo {
         let (token, generation) = {
             let mut table = self.lock();
             let Table { peers, next } = &mut *table;
@@ -66,7 +70,7 @@ impl Revocations {
             io,
             read_revoked: Box::pin(token.clone().cancelled_owned()),
             write_revoked: Box::pin(token.cancelled_owned()),
-            _slots: slots,
+            _held: held,
             _entry: Entry { table: self.clone(), peer, generation },
         })
     }
@@ -113,8 +117,8 @@ struct Revocable {
     io: ServiceIo,
     read_revoked: Pin<Box<WaitForCancellationFutureOwned>>,
     write_revoked: Pin<Box<WaitForCancellationFutureOwned>>,
-    /// The client's bulk slot (and circuit budget), held while the connection lives.
-    _slots: Vec<OwnedSemaphorePermit>,
+    /// Its places in limits, given back when it ends.
+    _held: Vec<Held>,
     _entry: Entry,
 }
 

@@ -14,7 +14,7 @@
 //! the socket is a plain byte pipe under TLS, one connection per proxied connection.
 //!
 //! A peer reached only through a relay gets the same over two TCP legs that a peerup relay joins
-//! ([`crate::legs`]), or else over a circuit of its own through that relay (`bulk/client.rs`):
+//! ([`crate::tunnel::legs`]), or else over a circuit of its own through that relay (`bulk/client.rs`):
 //! the relay forwards the TLS records, and the bytes skip the relayed connection's TLS and yamux
 //! layers.
 //!
@@ -37,7 +37,7 @@ pub(crate) use admission::Admission;
 pub use admission::MAX_PER_IP;
 pub(crate) use client::{CircuitBudget, Client, Probes, try_connect};
 pub use client::{MAX_RELAYED_BULK, RELAYED_PER_WINDOW, RELAYED_WINDOW, dial};
-pub(crate) use revocations::Revocations;
+pub(crate) use revocations::{Held, Revocations};
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -50,8 +50,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::gate::AccessList;
-use crate::metrics::{Metrics, Role};
-use crate::service::{ServiceSpec, may_use};
+use crate::metrics::Metrics;
+use crate::streams::PeerFilter;
 use crate::transport::{HandedOff, Via};
 
 /// The security protocol name that asks for the bulk path.
@@ -90,14 +90,14 @@ pub type ServiceIo = crate::transport::BoxedIo;
 pub(crate) const DIRECT: &str = "DIRECT/bulk";
 /// ... over a circuit of its own through a relay.
 pub(crate) const RELAYED: &str = "RELAYED/bulk";
-/// ... over two legs a relay joined ([`crate::legs`]).
+/// ... over two legs a relay joined ([`crate::tunnel::legs`]).
 pub(crate) const LEGS: &str = "RELAYED/legs";
-/// ... over a TCP connection of its own punched through both NATs ([`crate::punch`]).
+/// ... over a TCP connection of its own punched through both NATs ([`crate::tunnel::punch`]).
 pub(crate) const PUNCHED: &str = "DIRECT/punched";
 
 /// A secured inbound bulk connection of an authorized peer, from its admission
 /// (`bulk/admission.rs`) to the acceptor.
-pub(crate) struct Inbound {
+pub(crate) struct Admitted {
     peer: PeerId,
     io: ServiceIo,
     /// The way it came, for the logs: [`DIRECT`], [`RELAYED`] (a circuit of its own),
@@ -110,7 +110,7 @@ pub(crate) struct Inbound {
 /// Answers to a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
-enum Answer {
+pub(crate) enum Answer {
     Ok = 0,
     Refused = 1,
     Unavailable = 2,
@@ -186,25 +186,32 @@ async fn read_request<R: AsyncRead + Unpin>(r: &mut R) -> Result<String, BulkErr
     decode_request(&buf)
 }
 
-/// A service offered on the bulk path, with who may use it.
-type Offer = Arc<(ServiceSpec, AccessList)>;
+/// A service offered on the bulk path: who may use it, and where its connections go.
+pub(crate) struct Offered {
+    filter: PeerFilter,
+    queue: mpsc::Sender<super::Inbound>,
+}
 
-/// The services offered on the bulk path, by name. Filled by `service::expose`.
+/// An entry of the [`Registry`].
+pub(crate) type Offer = Arc<Offered>;
+
+/// The services offered on the bulk path, by name. Filled by `Tunnel::accept`.
 #[derive(Clone, Default)]
-pub struct Registry {
+pub(crate) struct Registry {
     services: Arc<Mutex<HashMap<String, Offer>>>,
 }
 
 impl Registry {
-    /// Offers `spec` to the peers `access` and its `allowed_peers` let in. Returns the entry, for
-    /// [`Registry::remove_if`].
+    /// Offers `name` to the peers `filter` approves; their connections go to `queue`. Returns
+    /// the entry, for [`Registry::remove_if`].
     pub(crate) fn insert(
         &self,
-        spec: ServiceSpec,
-        access: AccessList,
-    ) -> Arc<(ServiceSpec, AccessList)> {
-        let entry = Arc::new((spec, access));
-        self.lock().insert(entry.0.name.clone(), entry.clone());
+        name: &str,
+        filter: PeerFilter,
+        queue: mpsc::Sender<super::Inbound>,
+    ) -> Offer {
+        let entry = Arc::new(Offered { filter, queue });
+        self.lock().insert(name.to_string(), entry.clone());
         entry
     }
 
@@ -213,12 +220,9 @@ impl Registry {
         self.lock().remove(name);
     }
 
-    /// Withdraws `entry` if it is still the one offered (a later expose of the same name stays).
+    /// Withdraws `entry` if it is still the one offered (a later offer of the same name stays).
     pub(crate) fn remove_if(&self, entry: &Offer) {
-        let mut map = self.lock();
-        if map.get(&entry.0.name).is_some_and(|e| Arc::ptr_eq(e, entry)) {
-            map.remove(&entry.0.name);
-        }
+        self.lock().retain(|_, e| !Arc::ptr_eq(e, entry));
     }
 
     fn get(&self, name: &str) -> Option<Offer> {
@@ -249,95 +253,88 @@ pub(crate) fn spawn_admission(
     });
 }
 
-/// Serves admitted bulk connections until `cancel` fires. Their peers were
-/// authorized when admitted; one whose access was revoked since is dropped here.
-pub(crate) fn spawn_acceptor(
-    mut incoming: mpsc::Receiver<Inbound>,
-    registry: Registry,
-    revocations: Revocations,
-    access: AccessList,
-    metrics: Metrics,
-    cancel: CancellationToken,
-    tracker: &TaskTracker,
-) {
-    let tasks = tracker.clone();
-    tracker.spawn(async move {
-        let limit = Arc::new(Semaphore::new(MAX_ACTIVE));
-        loop {
-            let next = tokio::select! {
-                biased;
-                () = cancel.cancelled() => break,
-                next = incoming.recv() => next,
-            };
-            let Some(conn) = next else { break };
-            // Tracked before the check: a revocation (access list first, then
-            // `Revocations::revoke`) either fails the check or finds the connection.
-            let conn = Inbound { io: revocations.guard(conn.peer, conn.io, Vec::new()), ..conn };
-            if !access.is_authorized(&conn.peer) {
-                tracing::debug!(peer = %conn.peer, "access revoked since admission; bulk connection dropped");
-                continue;
-            }
-            let Ok(permit) = limit.clone().try_acquire_owned() else {
-                tracing::debug!(peer = %conn.peer, "too many bulk connections; closing one");
-                continue;
-            };
-            let (registry, metrics, cancel) = (registry.clone(), metrics.clone(), cancel.clone());
-            tasks.spawn(async move {
-                tokio::select! {
-                    () = cancel.cancelled() => {}
-                    () = serve(conn, &registry, &metrics) => {}
-                }
-                drop(permit);
-            });
-        }
-    });
+/// Takes admitted bulk connections, reads each one's request, and hands those for an offered
+/// service that their peer may use to the service ([`super::Inbound`]).
+pub(crate) struct Acceptor {
+    pub(crate) registry: Registry,
+    pub(crate) revocations: Revocations,
+    pub(crate) access: AccessList,
+    pub(crate) metrics: Metrics,
 }
 
-async fn serve(conn: Inbound, registry: &Registry, metrics: &Metrics) {
-    let Inbound { peer, mut io, path, held: _held } = conn;
-    let name = match tokio::time::timeout(SETUP_TIMEOUT, read_request(&mut io)).await {
-        Ok(Ok(name)) => name,
-        Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "bad bulk request"),
-        Err(_) => return tracing::debug!(%peer, "bulk request timed out"),
-    };
-    if name.is_empty() {
-        // A probe: the client (authorized, as admitted) is checking that this address takes
-        // bulk connections.
-        return last_answer(io, Answer::Ok).await;
+impl Acceptor {
+    /// Runs until `cancel` fires: at most [`MAX_ACTIVE`] bulk connections at once, from their
+    /// request to their end. Their peers were authorized when admitted; one whose access was
+    /// revoked since is dropped here.
+    pub(crate) fn spawn(
+        self,
+        admitted: mpsc::Receiver<Admitted>,
+        cancel: CancellationToken,
+        tracker: &TaskTracker,
+    ) {
+        let active = Arc::new(Semaphore::new(MAX_ACTIVE));
+        let me = Arc::new(self);
+        let limits = crate::serve::Limits::dropping(MAX_ACTIVE).within(SETUP_TIMEOUT);
+        crate::serve::each(
+            admitted,
+            limits,
+            "bulk request",
+            tracker,
+            cancel,
+            move |conn: Admitted| {
+                let Ok(place) = active.clone().try_acquire_owned() else {
+                    tracing::debug!(peer = %conn.peer, "too many bulk connections; closing one");
+                    return None;
+                };
+                // Tracked before the check: a revocation (access list first, then
+                // `Revocations::revoke`) either fails the check or finds the connection.
+                let Admitted { peer, io, path, held } = conn;
+                let held = std::iter::once(Held::Slot(place)).chain(held.map(Held::Ip)).collect();
+                let io = me.revocations.guard(peer, io, held);
+                if !me.access.is_authorized(&peer) {
+                    tracing::debug!(%peer, "access revoked since admission; bulk connection dropped");
+                    return None;
+                }
+                let me = me.clone();
+                Some(async move { me.serve(peer, io, path).await })
+            },
+        );
     }
-    // The name is the peer's choice: none that a config could not hold goes further (it would
-    // not be offered anyway), and what is logged of it is escaped (Debug), so that no name can
-    // forge a log line.
-    if crate::label::validate(&name).is_err() {
-        tracing::debug!(%peer, service = ?name, "bulk request for an invalid service name; refused");
-        return last_answer(io, Answer::Refused).await;
-    }
-    let entry = registry.get(&name);
-    let Some(entry) = entry.filter(|e| may_use(&e.1, &e.0, &peer)) else {
-        metrics.auth_denials.inc();
-        tracing::warn!(target: "audit", %peer, service = ?name, "auth_decision: bulk connection refused (peer not allowed or no such service)");
-        return last_answer(io, Answer::Refused).await;
-    };
-    let spec = &entry.0;
-    let tcp = match crate::service::dial_local(spec).await {
-        Ok(tcp) => tcp,
-        Err(e) => {
-            tracing::warn!(%peer, service = %spec.name, error = %e, "local service unreachable; bulk connection refused");
-            return last_answer(io, Answer::Unavailable).await;
+
+    /// Reads the request and hands the connection to its service, or answers it.
+    async fn serve(&self, peer: PeerId, mut io: ServiceIo, path: &'static str) {
+        let name = match read_request(&mut io).await {
+            Ok(name) => name,
+            Err(e) => return tracing::debug!(%peer, error = %e, "bad bulk request"),
+        };
+        if name.is_empty() {
+            // A probe: the client (authorized, as admitted) is checking that this address
+            // takes bulk connections.
+            return last_answer(io, Answer::Ok).await;
         }
-    };
-    // Counted before the answer, so that a client holding the answer sees it counted.
-    metrics.bulk_connections.inc();
-    if io.write_all(&[Answer::Ok as u8]).await.is_err() || io.flush().await.is_err() {
-        return;
+        // The name is the peer's choice: none that a config could not hold goes further (it
+        // would not be offered anyway), and what is logged of it is escaped (Debug), so that no
+        // name can forge a log line.
+        if crate::label::validate(&name).is_err() {
+            tracing::debug!(%peer, service = ?name, "bulk request for an invalid service name; refused");
+            return last_answer(io, Answer::Refused).await;
+        }
+        let entry = self.registry.get(&name);
+        let Some(entry) = entry.filter(|e| (e.filter)(&peer)) else {
+            self.metrics.auth_denials.inc();
+            tracing::warn!(target: "audit", %peer, service = ?name, "auth_decision: bulk connection refused (peer not allowed or no such service)");
+            return last_answer(io, Answer::Refused).await;
+        };
+        let inbound = super::Inbound::bulk(peer, path, io, self.metrics.clone());
+        if let Err(e) = entry.queue.try_send(inbound) {
+            tracing::debug!(%peer, service = %name, "service queue full; bulk connection refused");
+            e.into_inner().unavailable().await;
+        }
     }
-    let active = metrics.proxy(&spec.name, Role::Server);
-    tracing::info!(%peer, service = %spec.name, path, "serving stream");
-    crate::service::carry_local(io, tcp, &peer, &spec.name, &active).await;
 }
 
 /// Sends a last answer (a refusal, or a probe's `Ok`) and closes the connection.
-async fn last_answer(mut io: ServiceIo, answer: Answer) {
+pub(crate) async fn last_answer(mut io: ServiceIo, answer: Answer) {
     if io.write_all(&[answer as u8]).await.is_ok() {
         let _ = io.close().await;
     }
@@ -380,15 +377,15 @@ mod tests {
             .finish();
         let _logging = tracing::subscriber::set_default(subscriber);
         let (ours, theirs) = tokio::io::duplex(1024);
-        let conn = Inbound {
-            peer: PeerId::random(),
-            io: Box::new(theirs.compat()),
-            path: DIRECT,
-            held: None,
+        let acceptor = Acceptor {
+            registry: Registry::default(),
+            revocations: Revocations::default(),
+            access: AccessList::open(),
+            metrics: metrics.clone(),
         };
         let mut ours = ours.compat();
         ours.write_all(&encode_request(service).unwrap()).await.unwrap();
-        serve(conn, &Registry::default(), metrics).await;
+        acceptor.serve(PeerId::random(), Box::new(theirs.compat()), DIRECT).await;
         let mut answer = Vec::new();
         let _ = ours.read_to_end(&mut answer).await;
         let logs = String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();

@@ -20,7 +20,7 @@
 //!    total and per source address; a pair waiting for its legs counts against the dialer only,
 //!    and against the target too once joined.
 //! 4. Over the joined connection the two peers run the bulk path's handshake, exactly as on a
-//!    circuit or a direct TCP connection ([`crate::bulk`]): TLS 1.3 with libp2p certificates, so
+//!    circuit or a direct TCP connection ([`crate::tunnel::bulk`]): TLS 1.3 with libp2p certificates, so
 //!    they are authenticated to each other by peer ID, and the relay sees only ciphertext.
 //!
 //! A relay that does not offer legs (an older peerup, Go peer-up, any libp2p relay) refuses

@@ -25,12 +25,12 @@ use tokio_util::task::TaskTracker;
 
 use super::wire::{self, Status, TOKEN_LEN, Token};
 use super::{INCOMING, LegError, OPEN, PAIRING_TIMEOUT};
-use crate::bulk::ServiceIo;
 use crate::gate::AccessList;
 use crate::metrics::Metrics;
 use crate::node::Node;
 use crate::relay::RelayLimits;
 use crate::streams::IncomingStream;
+use crate::tunnel::bulk::ServiceIo;
 
 /// Each direction of a joined pair copies through a buffer this large.
 const BUFFER: usize = 64 * 1024;

@@ -1,6 +1,6 @@
 //! A hole punch per bulk connection, for peers whose direct connection was itself hole-punched.
 //!
-//! A bulk connection is a fresh TCP connection to the peer's address ([`crate::bulk`]). When the
+//! A bulk connection is a fresh TCP connection to the peer's address ([`crate::tunnel::bulk`]). When the
 //! peer sits behind a NAT that filters by address and port, that address takes packets only
 //! from where the peer itself sent to, so the fresh connection's SYN, from a new port, is
 //! dropped; the connections then rode yamux on the hole-punched libp2p connection. This module
@@ -166,7 +166,7 @@ pub(crate) async fn open(node: &Node, peer: PeerId, ip: IpAddr) -> Result<TcpStr
 /// the bulk path's server side on the connection, as for any inbound bulk connection.
 pub(crate) fn spawn_answerer(
     node: &Node,
-    admission: crate::bulk::Admission,
+    admission: crate::tunnel::bulk::Admission,
     access: AccessList,
     tracker: &TaskTracker,
     cancel: CancellationToken,
@@ -175,7 +175,7 @@ pub(crate) fn spawn_answerer(
         StreamProtocol::new(PROTOCOL),
         Arc::new(move |peer: &PeerId| access.is_authorized(peer)),
     );
-    let (what, timeout) = ("bulk hole punch", crate::bulk::SETUP_TIMEOUT);
+    let (what, timeout) = ("bulk hole punch", crate::tunnel::bulk::SETUP_TIMEOUT);
     crate::serve::each(
         requests,
         crate::serve::Limits::waiting(CONCURRENT).within(timeout),
@@ -190,7 +190,7 @@ pub(crate) fn spawn_answerer(
 }
 
 async fn answer(
-    admission: &crate::bulk::Admission,
+    admission: &crate::tunnel::bulk::Admission,
     request: IncomingStream,
 ) -> Result<(), PunchError> {
     let (source, mut stream) = (request.peer, request.stream);
@@ -214,11 +214,11 @@ async fn answer(
     let _ = stream.close().await;
     let _ = tcp.set_nodelay(true);
     tracing::debug!(peer = %source, %ip, theirs, "bulk hole punch met");
-    let (_, negotiated) = listener_select_proto(tcp.compat(), [crate::bulk::PROTOCOL])
+    let (_, negotiated) = listener_select_proto(tcp.compat(), [crate::tunnel::bulk::PROTOCOL])
         .await
         .map_err(|e| PunchError::Io(e.to_string()))?;
     admission
-        .admit(negotiated, crate::bulk::PUNCHED, None)
+        .admit(negotiated, crate::tunnel::bulk::PUNCHED, None)
         .await
         .map_err(|e| PunchError::Io(e.to_string()))
 }

@@ -13,10 +13,10 @@ use tokio_util::task::TaskTracker;
 
 use super::wire::{self, Status, Token};
 use super::{INCOMING, LegError, OPEN, PAIRING_TIMEOUT, SECURITY};
-use crate::bulk::ServiceIo;
 use crate::gate::AccessList;
 use crate::node::Node;
 use crate::streams::IncomingStream;
+use crate::tunnel::bulk::ServiceIo;
 
 /// Leg pairs a peer takes at once; further offers wait in the stream queue.
 const CONCURRENT: usize = 16;
@@ -79,7 +79,7 @@ async fn connect((host, port): (String, u16), token: Token) -> Result<ServiceIo,
 /// a refusal.
 pub(crate) fn spawn_answerer(
     node: &Node,
-    admission: crate::bulk::Admission,
+    admission: crate::tunnel::bulk::Admission,
     access: AccessList,
     tracker: &TaskTracker,
     cancel: CancellationToken,
@@ -106,7 +106,7 @@ pub(crate) fn spawn_answerer(
 
 async fn take(
     node: &Node,
-    admission: &crate::bulk::Admission,
+    admission: &crate::tunnel::bulk::Admission,
     access: &AccessList,
     offer: IncomingStream,
 ) -> Result<(), LegError> {
@@ -133,12 +133,12 @@ async fn take(
     let addr = addr.filter(|_| status == Status::Ok).ok_or(status.error())?;
     let leg = connect(addr, token).await?;
     // From here on the leg is the dialer's: the bulk handshake, with this side as the server.
-    let (_, negotiated) = listener_select_proto(leg, [crate::bulk::PROTOCOL])
+    let (_, negotiated) = listener_select_proto(leg, [crate::tunnel::bulk::PROTOCOL])
         .await
         .map_err(|e| LegError::Io(e.to_string()))?;
     tracing::debug!(%source, %relay, "relay leg taken");
     admission
-        .admit(negotiated, crate::bulk::LEGS, None)
+        .admit(negotiated, crate::tunnel::bulk::LEGS, None)
         .await
         .map_err(|e| LegError::Io(e.to_string()))
 }

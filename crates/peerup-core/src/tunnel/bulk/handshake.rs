@@ -189,8 +189,8 @@ mod tests {
         let (ca, cb, ida, idb) = configs();
         let (x, y) = tokio::io::duplex(1 << 20);
         let (c, s) = tokio::join!(
-            client(ca.for_alpn(crate::bulk::ALPN).client, x.compat()),
-            server(cb.for_alpn(crate::bulk::ALPN).server, y.compat())
+            client(ca.for_alpn(crate::tunnel::bulk::ALPN).client, x.compat()),
+            server(cb.for_alpn(crate::tunnel::bulk::ALPN).server, y.compat())
         );
         let ((saw_b, c), (saw_a, s)) = (c.unwrap(), s.unwrap());
         assert_eq!((saw_a, saw_b), (ida, idb), "both ends authenticated by peer ID");
@@ -252,9 +252,10 @@ mod tests {
     async fn the_records_are_tls_records_that_rustls_reads_and_writes() {
         let (ca, cb, _, _) = configs();
         let (x, y) = tokio::io::duplex(1 << 20);
-        let acceptor = futures_rustls::TlsAcceptor::from(cb.for_alpn(crate::bulk::ALPN).server);
+        let acceptor =
+            futures_rustls::TlsAcceptor::from(cb.for_alpn(crate::tunnel::bulk::ALPN).server);
         let (c, s) = tokio::join!(
-            client(ca.for_alpn(crate::bulk::ALPN).client, x.compat()),
+            client(ca.for_alpn(crate::tunnel::bulk::ALPN).client, x.compat()),
             acceptor.accept(y.compat())
         );
         let (mut ours, mut theirs) = (c.unwrap().1, s.unwrap());
@@ -333,8 +334,8 @@ mod tests {
         tokio::spawn(tamper(x2r, y2w, flip.clone()));
         tokio::spawn(tamper(y2r, x2w, Arc::new(AtomicBool::new(false))));
         let (c, s) = tokio::join!(
-            client(ca.for_alpn(crate::bulk::ALPN).client, x.compat()),
-            server(cb.for_alpn(crate::bulk::ALPN).server, y.compat())
+            client(ca.for_alpn(crate::tunnel::bulk::ALPN).client, x.compat()),
+            server(cb.for_alpn(crate::tunnel::bulk::ALPN).server, y.compat())
         );
         let (mut c, mut s) = (c.unwrap().1, s.unwrap().1);
         flip.store(true, Ordering::SeqCst);
@@ -379,8 +380,8 @@ mod tests {
     async fn the_handshake_commits_to_the_bulk_alpn() {
         let (ca, cb, _, _) = configs();
         let (bulk_client, bulk_server) = (
-            (*ca.for_alpn(crate::bulk::ALPN).client).clone(),
-            (*cb.for_alpn(crate::bulk::ALPN).server).clone(),
+            (*ca.for_alpn(crate::tunnel::bulk::ALPN).client).clone(),
+            (*cb.for_alpn(crate::tunnel::bulk::ALPN).server).clone(),
         );
         let (c, s) = alpn_handshake(bulk_client.clone(), bulk_server.clone()).await;
         assert!(c.is_ok() && s.is_ok(), "the bulk ALPN on both ends: {c:?} {s:?}");
@@ -404,7 +405,7 @@ mod tests {
         let (_, s) = alpn_handshake(silent_client, bulk_server).await;
         let err = s.expect_err("the server wants the bulk ALPN offered");
         assert!(matches!(err, TlsError::Rustls(rustls::Error::NoApplicationProtocol)), "{err}");
-        let mut silent_server = (*cb.for_alpn(crate::bulk::ALPN).server).clone();
+        let mut silent_server = (*cb.for_alpn(crate::tunnel::bulk::ALPN).server).clone();
         silent_server.alpn_protocols.clear();
         let (c, _) = alpn_handshake(bulk_client, silent_server).await;
         let err = c.expect_err("the client wants the bulk ALPN picked");
@@ -439,7 +440,7 @@ mod tests {
         let (x, y) = tokio::io::duplex(1 << 20);
         let client_side = async {
             let (_, mut c) =
-                client(ca.for_alpn(crate::bulk::ALPN).client, x.compat()).await.unwrap();
+                client(ca.for_alpn(crate::tunnel::bulk::ALPN).client, x.compat()).await.unwrap();
             c.write_all(b"first words").await.unwrap();
             c.write_all(&payload(100_000, 6)).await.unwrap();
             c.flush().await.unwrap();
@@ -448,7 +449,7 @@ mod tests {
         let server_side = async {
             // Let the client's bytes arrive before the server even starts.
             tokio::task::yield_now().await;
-            server(cb.for_alpn(crate::bulk::ALPN).server, y.compat()).await.unwrap().1
+            server(cb.for_alpn(crate::tunnel::bulk::ALPN).server, y.compat()).await.unwrap().1
         };
         let (_c, mut s) = tokio::join!(client_side, server_side);
         let mut got = vec![0u8; 11 + 100_000];
