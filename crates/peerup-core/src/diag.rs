@@ -35,7 +35,7 @@ pub struct Trace {
 /// exactly one exchange.
 pub async fn probe_rtt(node: &Node, peer: PeerId) -> Result<Duration, String> {
     let start = Instant::now();
-    match node.open_stream(peer, StreamProtocol::new("/peerup/rtt-probe/1.0.0")).await {
+    match node.open_stream(peer, StreamProtocol::new(crate::protocols::RTT_PROBE)).await {
         Ok(_) | Err(NodeError::OpenStream(OpenStreamError::Unsupported(_))) => Ok(start.elapsed()),
         Err(e) => Err(e.to_string()),
     }

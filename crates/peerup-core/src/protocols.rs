@@ -1,10 +1,17 @@
-//! Every protocol ID peerup speaks. They match the Go original so the two interoperate.
+//! Every protocol ID peerup speaks, and only here (`scripts/check-layers` fails on a protocol ID
+//! literal anywhere else). Those the Go original speaks match it, so the two interoperate; the
+//! others are peerup's own, each negotiated so that a peer without it falls back.
 
-/// The Kademlia DHT protocol: `/peerup/kad/1.0.0`, or `/peerup/<network>/kad/1.0.0` in a namespace.
+/// The Kademlia DHT protocol outside any namespace.
+pub const KAD: &str = "/peerup/kad/1.0.0";
+/// How every Kademlia protocol ID ends, namespaced or not (and libp2p's own).
+pub const KAD_SUFFIX: &str = "/kad/1.0.0";
+
+/// The Kademlia DHT protocol: [`KAD`], or `/peerup/<network>/kad/1.0.0` in a namespace.
 pub fn kad(network: Option<&str>) -> String {
     match network {
-        Some(ns) => format!("/peerup/{ns}/kad/1.0.0"),
-        None => "/peerup/kad/1.0.0".to_string(),
+        Some(ns) => format!("/peerup/{ns}{KAD_SUFFIX}"),
+        None => KAD.to_string(),
     }
 }
 
@@ -26,6 +33,34 @@ pub const PAIR_RENDEZVOUS: &str = "/peerup/pair-rendezvous/1.0.0";
 
 /// Group introductions, relay → member (peerup only).
 pub const GROUP_INTRO: &str = "/peerup/group-intro/1.0.0";
+
+/// libp2p's identify protocol.
+pub const IDENTIFY: &str = "/ipfs/id/1.0.0";
+
+/// libp2p's TLS 1.3 handshake (`crate::transport::tls`).
+pub const TLS: &str = "/tls/1.0.0";
+
+/// yamux (`crate::transport::mux`).
+pub const YAMUX: &str = "/yamux/1.0.0";
+
+/// The RTT probe of `traceroute` (`crate::diag`; peerup only).
+pub const RTT_PROBE: &str = "/peerup/rtt-probe/1.0.0";
+
+/// The bulk path (`crate::tunnel::bulk`): named in multistream-select in place of [`TLS`], and
+/// the ALPN of its handshake (peerup only).
+pub const BULK: &str = "/peerup-bulk/1.2.0";
+
+/// A hole punch for one bulk connection (`crate::tunnel::punch`; peerup only).
+pub const BULK_PUNCH: &str = "/peerup/bulk-punch/1.0.0";
+
+/// A peer asks its relay for a leg pair (`crate::tunnel::legs`; peerup only).
+pub const LEGS_OPEN: &str = "/peerup/relay-legs/open/1.0.0";
+
+/// A relay tells a peer that a leg pair awaits it (peerup only).
+pub const LEGS_INCOMING: &str = "/peerup/relay-legs/incoming/1.0.0";
+
+/// A leg on a relay's TCP listener, named in place of [`TLS`] (peerup only).
+pub const LEGS_SECURITY: &str = "/peerup-relay-leg/1.0.0";
 
 /// Identify agent prefix of peerup nodes.
 pub const AGENT_PREFIX: &str = "peerup/";

@@ -81,13 +81,12 @@ fn build(key: &libp2p::identity::Keypair) -> Result<Swarm<Probe>, DoctorError> {
         .with_behaviour(|key| Probe {
             relay_client,
             identify: identify::Behaviour::new(
-                identify::Config::new("/ipfs/id/1.0.0".into(), key.public()).with_agent_version(
-                    format!(
+                identify::Config::new(crate::protocols::IDENTIFY.into(), key.public())
+                    .with_agent_version(format!(
                         "{}{}-doctor",
                         crate::protocols::AGENT_PREFIX,
                         env!("CARGO_PKG_VERSION")
-                    ),
-                ),
+                    )),
             ),
         })
         .map_err(|e| err(&e))?

@@ -66,7 +66,7 @@ pub(crate) fn build_swarm(
                     relay::Behaviour::new(peer_id, limits.to_libp2p(&config.access))
                 })),
                 identify: identify::Behaviour::new(
-                    identify::Config::new("/ipfs/id/1.0.0".into(), key.public())
+                    identify::Config::new(protocols::IDENTIFY.into(), key.public())
                         .with_agent_version(config.agent.clone()),
                 ),
                 ping: ping::Behaviour::new(
@@ -97,7 +97,7 @@ pub(crate) fn build_swarm(
 fn new_kad(peer_id: PeerId, network: Option<&str>) -> kad::Behaviour<kad::store::MemoryStore> {
     // The protocol name is built from a validated DNS label, so it always starts with '/'.
     let protocol = StreamProtocol::try_from_owned(protocols::kad(network))
-        .unwrap_or(StreamProtocol::new("/peerup/kad/1.0.0"));
+        .unwrap_or(StreamProtocol::new(protocols::KAD));
     let config = kad::Config::new(protocol);
     kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), config)
 }

@@ -21,7 +21,7 @@ use budget::{Budget, Drain};
 pub use budget::{Stream, WRITE_BUDGET};
 
 /// The protocol name, as every yamux implementation announces it.
-pub const PROTOCOL: &str = "/yamux/1.0.0";
+pub const PROTOCOL: &str = crate::protocols::YAMUX;
 /// Largest data frame we send.
 pub const SPLIT_SEND_SIZE: usize = 256 * 1024;
 /// Most streams at once on one connection (every proxied TCP connection is one stream).

@@ -133,7 +133,7 @@ impl Config {
 }
 
 /// The protocol name of the handshake.
-pub const PROTOCOL: &str = "/tls/1.0.0";
+pub const PROTOCOL: &str = crate::protocols::TLS;
 
 impl UpgradeInfo for Config {
     type Info = &'static str;

@@ -55,7 +55,7 @@ use crate::streams::PeerFilter;
 use crate::transport::{HandedOff, Via};
 
 /// The security protocol name that asks for the bulk path.
-pub const PROTOCOL: &str = "/peerup-bulk/1.2.0";
+pub const PROTOCOL: &str = crate::protocols::BULK;
 /// The ALPN of the bulk path's TLS handshakes: the protocol name, where libp2p's handshakes name
 /// `libp2p`.
 pub(crate) const ALPN: &[u8] = PROTOCOL.as_bytes();

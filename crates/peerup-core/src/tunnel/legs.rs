@@ -36,11 +36,11 @@ pub(crate) use relay::{Legs, serve};
 use std::time::Duration;
 
 /// The stream protocol on which a peer asks a relay for a leg pair.
-pub const OPEN: &str = "/peerup/relay-legs/open/1.0.0";
+pub const OPEN: &str = crate::protocols::LEGS_OPEN;
 /// The stream protocol on which a relay tells a peer that a leg pair awaits it.
-pub const INCOMING: &str = "/peerup/relay-legs/incoming/1.0.0";
+pub const INCOMING: &str = crate::protocols::LEGS_INCOMING;
 /// The security protocol name of a leg on a relay's TCP listener.
-pub const SECURITY: &str = "/peerup-relay-leg/1.0.0";
+pub const SECURITY: &str = crate::protocols::LEGS_SECURITY;
 /// Legs handed off by the relay's TCP listener, waiting to be taken.
 pub(crate) const QUEUE: usize = 256;
 /// A token unclaimed by both legs for this long is forgotten (and a leg that waited, closed).

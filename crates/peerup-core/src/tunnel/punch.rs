@@ -48,7 +48,7 @@ use crate::node::Node;
 use crate::streams::IncomingStream;
 
 /// The stream protocol on which a peer asks another to meet it for a bulk connection.
-pub const PROTOCOL: &str = "/peerup/bulk-punch/1.0.0";
+pub const PROTOCOL: &str = crate::protocols::BULK_PUNCH;
 /// Punches a peer answers at once; further requests wait in the stream queue.
 const CONCURRENT: usize = 16;
 /// The version byte of a request.

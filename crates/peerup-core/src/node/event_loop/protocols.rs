@@ -54,7 +54,10 @@ impl EventLoop {
                     }
                 }
                 if let Some(k) = self.swarm.behaviour_mut().kad.as_mut()
-                    && info.protocols.iter().any(|p| p.as_ref().ends_with("/kad/1.0.0"))
+                    && info
+                        .protocols
+                        .iter()
+                        .any(|p| p.as_ref().ends_with(crate::protocols::KAD_SUFFIX))
                 {
                     for addr in info.listen_addrs.iter().filter(|a| !is_relayed(a)) {
                         k.add_address(&peer_id, addr.clone());
