@@ -4,27 +4,28 @@
 //! knows nothing of the command line. The `peerup` binary loads files and flags and hands typed
 //! values to the pieces here.
 //!
-//! # Layout
+//! # Layers
+//! Each layer uses only the ones below it (`scripts/check-layers` keeps it so):
+//! - [`service`]: what a user asks for: exposing a local TCP service, reaching a peer's.
+//! - [`tunnel`]: how one proxied connection travels: bulk connections (direct, punched, relay
+//!   legs, a circuit of its own) or a yamux stream; their probes, limits and revocations.
+//! - [`node`]: the libp2p node (one task owns the swarm; [`node::Node`] is the handle), with
+//!   [`streams`] (application streams on the best connection) and [`gate`] (who may connect).
+//! - [`transport`]: TCP, QUIC, circuits, TLS with AES-GCM preferred, yamux; and the hook through
+//!   which a listener hands a connection to another layer.
+//!
+//! Beside them:
 //! - [`identity`]: the node's Ed25519 key, stored in libp2p's protobuf encoding (Go peer-up compatible).
 //! - [`authorized_keys`]: the SSH-style allowlist of peer IDs, parsed and edited without losing comments.
 //! - [`relay_addr`]: turns what a user types for a relay (`ip:port` or a multiaddr) into a dialable address.
 //! - [`label`]: DNS-label names, used for services and network namespaces.
 //! - [`protocols`]: every protocol ID peerup speaks, in one place.
-//! - [`node`]: the libp2p node (one task owns the swarm; [`node::Node`] is the handle).
-//! - [`streams`]: application streams, opened on a direct connection whenever one exists.
-//! - [`gate`]: refuses inbound connections from peers not in authorized_keys.
-//! - [`bulk`]: proxied connections on their own TLS connection beside yamux, when direct.
-//! - [`punch`]: a hole punch per bulk connection, for peers whose direct connection was punched.
-//! - [`legs`]: relayed bulk connections as two TCP legs a relay joins.
-//! - [`service`]: exposing local TCP services and reaching a peer's; [`pingpong`]: ping.
+//! - [`serve`]: the one accept → limit → spawn loop.
+//! - [`pingpong`]: ping; [`pairing`]: invite/join with short codes over SPAKE2, and SAS verification.
 //! - [`metrics`]: Prometheus metrics of the node.
-//! - [`netinfo`]: local addresses, NAT mapping and the reachability grade.
-//! - [`netwatch`]: noticing that the machine's addresses changed.
-//! - [`tls`]: libp2p's TLS 1.3 handshake with AES-GCM preferred.
-//! - [`mux`]: yamux with 256 KiB frames.
-//! - [`pairing`]: invite/join with short codes over SPAKE2, and SAS verification.
-//! - [`diag`]: traceroute over the path actually taken.
-//! - [`doctor`]: `peerup doctor`'s probes: relays over TCP and QUIC, NAT mapping, hops, UPnP.
+//! - [`netinfo`]: local addresses, NAT mapping and the reachability grade; [`netwatch`]: noticing
+//!   that the machine's addresses changed.
+//! - [`diag`]: traceroute over the path actually taken; [`doctor`]: `peerup doctor`'s probes.
 //! - [`relay`]: circuit relay server limits.
 //! - [`fsutil`]: atomic, private (mode 0600) file writes and the permission check on secrets.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]

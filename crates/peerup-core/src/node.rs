@@ -1,7 +1,7 @@
 //! The libp2p node: one task owns the swarm; the cloneable [`Node`] handle talks to it through a
 //! bounded command channel with oneshot replies, and publishes [`NodeEvent`]s.
 //!
-//! - [`config`]: what a node is built from; [`event`]: what it reports.
+//! - `config`: what a node is built from ([`NodeConfig`]); `event`: what it reports ([`NodeEvent`]).
 //! - [`behaviour`]: the composed protocols and the transport stack.
 //! - [`event_loop`]: the actor that owns the swarm.
 //! - [`peers`]: what is known of each connected peer.

@@ -1,13 +1,13 @@
 //! The transports under the node: how bytes reach a peer, secured and multiplexed.
 //!
-//! - [`tcp`]: the swarm's TCP transport, with a hold on each socket (to reset a dead one).
+//! - `tcp`: the swarm's TCP transport, with a hold on each socket (to reset a dead one).
 //! - [`tls`]: libp2p's TLS 1.3 handshake with AES-GCM preferred: ciphers and certificates.
 //! - [`mux`]: yamux with 256 KiB frames.
-//! - [`circuits`]: the relay client's transport, shared so that others can dial circuits too.
-//! - [`upgrade`]: what every swarm transport runs on a new connection: multistream-select, TLS
-//!   or Noise, yamux; and the hook ([`Handoffs`]) through which a connection that names another
+//! - `circuits`: the relay client's transport, shared so that others can dial circuits too.
+//! - `upgrade`: what every swarm transport runs on a new connection: multistream-select, TLS
+//!   or Noise, yamux; and the hook (`Handoffs`) through which a connection that names another
 //!   protocol in place of a security protocol goes to whoever registered that protocol.
-//! - [`stack`]: all of them together (TCP, QUIC, circuits, DNS), as one swarm transport.
+//! - `stack`: all of them together (TCP, QUIC, circuits, DNS), as one swarm transport.
 //!
 //! Nothing here knows what a handed-off connection is for: the tunnel layer above the node
 //! registers its protocols (`crate::tunnel`) and takes the connections from there.
