@@ -18,26 +18,25 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use libp2p::{PeerId, StreamProtocol};
+use libp2p::PeerId;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+mod requests;
+
+pub(crate) use requests::serve;
+
+use super::PAIRING_TIMEOUT;
 use super::wire::{self, Status, TOKEN_LEN, Token};
-use super::{INCOMING, LegError, OPEN, PAIRING_TIMEOUT};
-use crate::gate::AccessList;
 use crate::metrics::Metrics;
-use crate::node::Node;
 use crate::relay::RelayLimits;
-use crate::streams::IncomingStream;
 use crate::tunnel::bulk::ServiceIo;
 
 /// Each direction of a joined pair copies through a buffer this large.
 const BUFFER: usize = 64 * 1024;
 /// Legs that may be reading their token at once, per pair the limits allow.
 const UNNAMED_PER_PAIR: usize = 2;
-/// Requests for leg pairs handled at once; more wait in the stream queue.
-const CONCURRENT_REQUESTS: usize = 64;
 
 /// The relay's leg pairs: those waiting for their legs, and how many each peer holds.
 #[derive(Clone)]
@@ -356,92 +355,6 @@ where
             return Err(std::io::Error::other("the data limit was reached"));
         }
         w.write_all(&buf[..n]).await?;
-    }
-}
-
-/// Serves [`OPEN`] requests from the peers `access` allows, on the relay `node`.
-pub(crate) fn serve(node: Node, legs: Legs, access: AccessList) {
-    let filter_access = access.clone();
-    let requests = node.accept_from(
-        StreamProtocol::new(OPEN),
-        Arc::new(move |peer: &PeerId| filter_access.is_allowed(peer)),
-    );
-    let (tracker, cancel) = (legs.0.tracker.clone(), legs.0.cancel.clone());
-    let what = "relay leg request";
-    crate::serve::each(
-        requests,
-        crate::serve::Limits::waiting(CONCURRENT_REQUESTS).within(PAIRING_TIMEOUT),
-        what,
-        &tracker,
-        cancel,
-        move |request| {
-            let (node, legs, access) = (node.clone(), legs.clone(), access.clone());
-            Some(async move { answer(&node, &legs, &access, request).await })
-        },
-    );
-}
-
-async fn answer(
-    node: &Node,
-    legs: &Legs,
-    access: &AccessList,
-    request: IncomingStream,
-) -> Result<(), LegError> {
-    let (source, mut stream) = (request.peer, request.stream);
-    let result = async {
-        let (target, _) = wire::read_hello(&mut stream, false).await?;
-        let outcome = pair(node, legs, access, source, target).await;
-        let (status, token) = match outcome {
-            Ok(token) => (Status::Ok, Some(token)),
-            Err(status) => (status, None),
-        };
-        tracing::debug!(%source, %target, ?status, "relay leg request");
-        wire::write_answer(&mut stream, status, token.as_ref()).await?;
-        Ok::<_, LegError>(())
-    }
-    .await;
-    let _ = stream.close().await;
-    result
-}
-
-/// Mints the tokens of a pair `source` → `target`, tells `target` its own and returns the
-/// dialer's.
-async fn pair(
-    node: &Node,
-    legs: &Legs,
-    access: &AccessList,
-    source: PeerId,
-    target: PeerId,
-) -> Result<Token, Status> {
-    if target == source || !access.is_allowed(&target) {
-        return Err(Status::Refused);
-    }
-    let paths = node.paths(target).await.unwrap_or_default();
-    if !paths.iter().any(|p| !p.relayed && !p.is_quic()) {
-        return Err(Status::Unreachable);
-    }
-    let (token, theirs) = legs.expect(source, target)?;
-    let told = async {
-        let (mut s, _) = node
-            .open_stream(target, StreamProtocol::new(INCOMING))
-            .await
-            .map_err(|e| LegError::Io(e.to_string()))?;
-        s.write_all(&wire::encode_hello(&source, Some(&theirs))).await?;
-        s.flush().await?;
-        let answer = wire::read_answer(&mut s, false).await;
-        let _ = s.close().await;
-        answer
-    };
-    match told.await {
-        Ok(_) => Ok(token),
-        Err(e) => {
-            tracing::debug!(%target, error = ?e, "the target took no relay leg");
-            legs.forget(&token);
-            Err(match e {
-                LegError::Refused(_) => Status::Refused,
-                _ => Status::Unreachable,
-            })
-        }
     }
 }
 
