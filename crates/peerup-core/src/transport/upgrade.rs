@@ -265,3 +265,90 @@ where
     }
     .boxed()
 }
+
+#[cfg(test)]
+mod tests {
+    use futures::{AsyncReadExt, AsyncWriteExt};
+    use libp2p::Multiaddr;
+    use tokio_util::compat::TokioAsyncReadCompatExt;
+
+    use super::*;
+
+    const MINE: &str = "/mine/1.0.0";
+
+    fn listener_at(addr: &str) -> ConnectedPoint {
+        let addr: Multiaddr = addr.parse().unwrap();
+        ConnectedPoint::Listener { local_addr: addr.clone(), send_back_addr: addr }
+    }
+
+    /// A dialer naming `protocol` against a listener over `via` whose hand-offs hold [`MINE`]
+    /// (TCP only). Returns the listener's outcome, the dialer's negotiation, and the queue.
+    async fn knock(
+        protocol: &'static str,
+        via: Via,
+    ) -> (Result<(PeerId, StreamMuxerBox), UpgradeError>, bool, mpsc::Receiver<HandedOff>) {
+        let key = Keypair::generate_ed25519();
+        let security = Security::new(&key, tls::Config::new(&key).unwrap()).unwrap();
+        let mut handoffs = Handoffs::default();
+        let queue = handoffs.register(MINE, false, 1);
+        let (a, b) = tokio::io::duplex(4096);
+        let endpoint = listener_at("/ip4/198.18.0.7/tcp/4001");
+        let listener = upgrade(b.compat(), endpoint, security, handoffs, via);
+        let dialer = async {
+            match dialer_select_proto(a.compat(), [protocol], Version::V1).await {
+                Ok((_, mut io)) => {
+                    io.write_all(b"hello").await.unwrap();
+                    io.flush().await.unwrap();
+                    true
+                }
+                Err(_) => false,
+            }
+        };
+        let (outcome, negotiated) = tokio::join!(listener, dialer);
+        (outcome, negotiated, queue)
+    }
+
+    #[tokio::test]
+    async fn a_registered_protocol_is_handed_off_raw_with_its_address() {
+        let (outcome, negotiated, mut queue) = knock(MINE, Via::Tcp).await;
+        assert!(negotiated);
+        assert!(matches!(outcome, Err(UpgradeError::HandedOff(MINE))), "{:?}", outcome.err());
+        let mut handed = queue.try_recv().expect("the connection is in the queue");
+        assert_eq!(handed.ip, Some("198.18.0.7".parse().unwrap()));
+        assert_eq!(handed.via, Via::Tcp);
+        let mut buf = [0u8; 5];
+        handed.socket.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"hello", "untouched after negotiation");
+    }
+
+    #[tokio::test]
+    async fn a_protocol_for_tcp_only_is_not_offered_on_circuits() {
+        let (outcome, negotiated, mut queue) = knock(MINE, Via::Circuit).await;
+        assert!(!negotiated, "not offered");
+        assert!(matches!(outcome, Err(UpgradeError::Negotiation(_))));
+        assert!(queue.try_recv().is_err());
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_closes_the_connection() {
+        let key = Keypair::generate_ed25519();
+        let security = Security::new(&key, tls::Config::new(&key).unwrap()).unwrap();
+        let mut handoffs = Handoffs::default();
+        let _queue = handoffs.register(MINE, true, 1);
+        // Someone else's connection fills the queue.
+        let (x, _y) = tokio::io::duplex(16);
+        let waiting = HandedOff { socket: Box::new(x.compat()), ip: None, via: Via::Tcp };
+        handoffs.0[0].queue.try_send(waiting).unwrap();
+        let (a, b) = tokio::io::duplex(4096);
+        let endpoint = listener_at("/ip4/198.18.0.7/tcp/4001");
+        let listener = upgrade(b.compat(), endpoint, security, handoffs, Via::Circuit);
+        let dialer = dialer_select_proto(a.compat(), [MINE], Version::V1);
+        let (outcome, dialed) = tokio::join!(listener, dialer);
+        assert!(matches!(outcome, Err(UpgradeError::HandedOff(MINE))));
+        let (_, mut io) = dialed.unwrap();
+        let mut rest = Vec::new();
+        let read =
+            tokio::time::timeout(std::time::Duration::from_secs(10), io.read_to_end(&mut rest));
+        assert!(read.await.expect("closed, not left hanging").is_ok() && rest.is_empty());
+    }
+}
