@@ -20,6 +20,7 @@ pub mod bulk;
 mod inbound;
 pub mod legs;
 pub mod punch;
+mod resume;
 
 pub use inbound::{Accepted, Inbound};
 
