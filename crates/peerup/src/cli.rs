@@ -178,9 +178,12 @@ fn parse_interval(s: &str) -> Result<std::time::Duration, String> {
 
 #[derive(Debug, Args)]
 pub struct InviteArgs {
-    /// The name to give the joiner in names: [default: the name it announces]
+    /// This machine's name, offered to the joiner (as in Go peer-up) [default: the host name]
     #[arg(long, value_name = "N")]
     pub name: Option<String>,
+    /// Your own name for the joiner in names: [default: the name it offers]
+    #[arg(long, value_name = "N")]
+    pub save_as: Option<String>,
     /// How long the code works (at most 1h)
     #[arg(long, default_value = "10m", value_parser = parse_interval)]
     pub ttl: std::time::Duration,
@@ -193,9 +196,12 @@ pub struct InviteArgs {
 pub struct JoinArgs {
     /// The code [default: $PEERUP_INVITE_CODE, else a line from stdin]
     pub code: Option<String>,
-    /// The name to give the inviter in names: [default: the name it announces]
+    /// This machine's name, offered to the inviter (as in Go peer-up) [default: the host name]
     #[arg(long, value_name = "N")]
     pub name: Option<String>,
+    /// Your own name for the inviter in names: [default: the name it offers]
+    #[arg(long, value_name = "N")]
+    pub save_as: Option<String>,
     /// Never prompt
     #[arg(long)]
     pub non_interactive: bool,

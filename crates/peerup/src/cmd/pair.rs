@@ -51,8 +51,13 @@ fn ipv4_tcp(addr: &Multiaddr) -> Option<SocketAddrV4> {
     Some(SocketAddrV4::new(ip?, port?))
 }
 
-/// This machine's name, announced to the other side.
-pub(super) fn host_name() -> String {
+/// The name this machine offers the other side: `--name`, else the host name.
+pub(super) fn offered_name(name: Option<&str>) -> String {
+    name.map(sanitize_name).unwrap_or_else(host_name)
+}
+
+/// This machine's host name, as a name to offer.
+fn host_name() -> String {
     let raw = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .or_else(|| std::env::var("HOSTNAME").ok())
@@ -60,16 +65,16 @@ pub(super) fn host_name() -> String {
     sanitize_name(raw.trim().split('.').next().unwrap_or_default())
 }
 
-/// Checks a `--name` given on the command line.
-pub(super) fn check_wanted_name(name: Option<&str>) -> Result<()> {
+/// Checks a name given on the command line as `flag` (`--name`, `--save-as`).
+pub(super) fn check_wanted_name(flag: &str, name: Option<&str>) -> Result<()> {
     match name {
         Some(n) if is_peer_id(n.trim()) => {
             bail!(
-                "--name {n:?} is a peer ID; a name must not look like one (it would hide that peer)"
+                "{flag} {n:?} is a peer ID; a name must not look like one (it would hide that peer)"
             )
         }
         Some(n) if sanitize_name(n).is_empty() => {
-            bail!("--name {n:?} has no usable characters (A-Z a-z 0-9 . _ -)")
+            bail!("{flag} {n:?} has no usable characters (A-Z a-z 0-9 . _ -)")
         }
         _ => Ok(()),
     }
@@ -80,7 +85,8 @@ pub(super) fn invite(args: &InviteArgs, ctx: &Ctx) -> Result<()> {
     if args.ttl > MAX_TTL {
         bail!("--ttl may be at most {}", humantime::format_duration(MAX_TTL));
     }
-    check_wanted_name(args.name.as_deref())?;
+    check_wanted_name("--name", args.name.as_deref())?;
+    check_wanted_name("--save-as", args.save_as.as_deref())?;
     let loaded = config::load_node(ctx.config_path())?;
     let c = &loaded.config;
     let Some(first) = c.relay.addresses.first() else {
@@ -91,7 +97,10 @@ pub(super) fn invite(args: &InviteArgs, ctx: &Ctx) -> Result<()> {
     let keypair = identity::load(&c.identity.key_file)?;
     let (slot, password) = new_secret().context("no randomness for the code")?;
     let code = InviteCode { relay: ipv4_tcp(&relay), slot, password }.encode();
-    let (ttl, name, quiet) = (args.ttl, args.name.clone(), args.non_interactive);
+    // As in Go peer-up: --name is what this machine offers; the joiner is saved under the name
+    // it offers, unless --save-as says otherwise.
+    let offered = offered_name(args.name.as_deref());
+    let (ttl, name, quiet) = (args.ttl, args.save_as.clone(), args.non_interactive);
     runtime::block_on(async move {
         let (cancel, tracker) = runtime::shutdown_on_signals()?;
         // A client-only node: no listening, no DHT, no gating to load (nothing dials in).
@@ -116,7 +125,7 @@ pub(super) fn invite(args: &InviteArgs, ctx: &Ctx) -> Result<()> {
             slot,
             password,
             keypair,
-            name: host_name(),
+            name: offered,
             expires: tokio::time::Instant::now() + ttl,
         };
         let mut saved = None;
@@ -207,10 +216,10 @@ mod tests {
     #[test]
     fn wanted_names_are_no_peer_ids() {
         let id = PeerId::random().to_string();
-        let err = check_wanted_name(Some(&id)).unwrap_err().to_string();
+        let err = check_wanted_name("--name", Some(&id)).unwrap_err().to_string();
         assert!(err.contains("is a peer ID"), "{err}");
-        assert!(check_wanted_name(Some("!!")).is_err());
-        check_wanted_name(Some("bob")).unwrap();
-        check_wanted_name(None).unwrap();
+        assert!(check_wanted_name("--save-as", Some("!!")).is_err());
+        check_wanted_name("--name", Some("bob")).unwrap();
+        check_wanted_name("--name", None).unwrap();
     }
 }

@@ -83,12 +83,14 @@ fn invite_join_authorizes_both_sides_and_a_running_daemon_lets_the_joiner_in() {
     let mut daemon = Proc::spawn(&s.alice, &["daemon"]);
     daemon.wait_out("the reservation", |l| l.starts_with("Reservation accepted by relay"));
 
-    let (inv, code) = invite(&s, &["--name", "bob"]);
+    // As in Go peer-up, each side offers its own name with --name and stores the other under the
+    // name the other offered; --save-as picks a local name of one's own instead.
+    let (inv, code) = invite(&s, &["--name", "alice-server"]);
     assert!(code.replace('-', "").len() <= 32, "{code}");
     assert!(InviteCode::decode(&code).is_ok(), "stdout carries only the code: {code:?}");
 
     let bob = Home::new();
-    let out = bob.run(&["join", &code, "--name", "alice"]).ok();
+    let out = bob.run(&["join", &code, "--name", "bob", "--save-as", "alice"]).ok();
     assert!(out.contains("Paired with \"alice\""), "{out}");
     let bob_id = bob.run(&["whoami"]).ok().trim().to_string();
     let (status, log) = inv.finish();
@@ -96,10 +98,15 @@ fn invite_join_authorizes_both_sides_and_a_running_daemon_lets_the_joiner_in() {
     assert!(log.contains("joined and is authorized"), "{log}");
 
     assert!(s.alice.read("authorized_keys").contains(&bob_id));
-    assert!(s.alice.read("config.yaml").contains(&format!("\"bob\": \"{bob_id}\"")));
+    let alice_cfg = s.alice.read("config.yaml");
+    assert!(
+        alice_cfg.contains(&format!("\"bob\": \"{bob_id}\"")),
+        "the name bob offered: {alice_cfg}"
+    );
     assert!(bob.read("authorized_keys").contains(&s.alice_id));
     let bob_cfg = bob.read("config.yaml");
-    assert!(bob_cfg.contains(&format!("\"alice\": \"{}\"", s.alice_id)), "{bob_cfg}");
+    assert!(bob_cfg.contains(&format!("\"alice\": \"{}\"", s.alice_id)), "--save-as: {bob_cfg}");
+    assert!(!bob_cfg.contains("alice-server"), "--save-as wins over the offered name: {bob_cfg}");
     assert!(bob_cfg.contains("/ip4/127.0.0.1/tcp/"), "bob got the relay: {bob_cfg}");
     assert_eq!(bob.mode("config.yaml"), 0o600);
 
@@ -288,4 +295,6 @@ fn a_relay_admission_follows_its_inviter() {
     assert!(err.contains("is a peer ID"), "{err}");
     let err = Home::new().run(&["join", "ABC", "--name", PEER_A]).fails();
     assert!(err.contains("is a peer ID"), "{err}");
+    let err = Home::new().run(&["join", "ABC", "--save-as", PEER_A]).fails();
+    assert!(err.contains("--save-as") && err.contains("is a peer ID"), "{err}");
 }

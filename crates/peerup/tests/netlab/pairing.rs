@@ -23,7 +23,10 @@ pub fn invite_join_then_proxy() {
     relay.start(&lab);
     let (_echo, mut daemon) = serve_echo(&lab, &alice, &relay);
 
-    let mut invite = alice.spawn(&lab, "invite", &["invite", "--non-interactive", "--name", "bob"]);
+    // Go peer-up's quick start, word for word: `peerup invite --name home` on the home server,
+    // `peerup join <code> --name laptop` on the laptop, then `peerup proxy home …` there.
+    let mut invite =
+        alice.spawn(&lab, "invite", &["invite", "--non-interactive", "--name", "home"]);
     let code =
         invite.expect_line("the invite code", Some(Stream::Out), READY, |l| !l.trim().is_empty());
     let code = code.trim().to_string();
@@ -31,16 +34,16 @@ pub fn invite_join_then_proxy() {
 
     let mut bob = Node::bare(&lab, "bob");
     let start = Instant::now();
-    let out = bob.peerup(&lab, "join", &["join", &code, "--name", "alice"]).ok();
+    let out = bob.peerup(&lab, "join", &["join", &code, "--name", "laptop"]).ok();
     let joined = start.elapsed();
-    assert!(out.contains("Paired with \"alice\""), "{out}");
+    assert!(out.contains("Paired with \"home\""), "{out}");
     let status = invite.finish(READY);
     assert!(status.success(), "invite failed: {}", invite.text(None));
     bob.id = bob.peerup(&lab, "whoami", &["whoami"]).ok().trim().to_string();
 
     // The first successful ping, retried until the window closes.
     let first_ping = loop {
-        let n = bob.peerup(&lab, "ping", &["ping", "-c", "1", "--json", "alice"]);
+        let n = bob.peerup(&lab, "ping", &["ping", "-c", "1", "--json", "home"]);
         if n.success && n.stdout.contains("\"rtt_ms\"") {
             break start.elapsed();
         }
@@ -53,7 +56,9 @@ pub fn invite_join_then_proxy() {
         first_ping.as_secs_f64()
     );
 
-    let mut proxy = bob.proxy(&lab, "alice", "echo");
+    let laptop = alice.peerup(&lab, "names", &["resolve", "laptop"]).ok();
+    assert!(laptop.contains(&bob.id), "home knows the joiner as the name it offered: {laptop}");
+    let mut proxy = bob.proxy(&lab, "home", "echo");
     let mark = proxy.proc.mark();
     let t = Client::local("bob", proxy.port, BYTES).run(
         &lab,

@@ -17,7 +17,7 @@ use peerup_core::{Multiaddr, identity, relay_addr};
 
 use super::super::Ctx;
 use super::super::init::{create_identity, new_node_paths, write_config};
-use super::{check_wanted_name, host_name, load, note, short};
+use super::{check_wanted_name, load, note, offered_name, short};
 use crate::cli::JoinArgs;
 use crate::config::edit::rewrite_node_file;
 use crate::config::load::find_node_config;
@@ -53,7 +53,8 @@ fn read_code(args: &JoinArgs) -> Result<String> {
 
 /// `peerup join`.
 pub(in crate::cmd) fn join(args: &JoinArgs, ctx: &Ctx) -> Result<()> {
-    check_wanted_name(args.name.as_deref())?;
+    check_wanted_name("--name", args.name.as_deref())?;
+    check_wanted_name("--save-as", args.save_as.as_deref())?;
     let code = InviteCode::decode(&read_code(args)?).context("invalid invite code")?;
     let existing: Option<PathBuf> = match ctx.config_path() {
         Some(p) => p.exists().then(|| p.to_path_buf()),
@@ -85,7 +86,10 @@ pub(in crate::cmd) fn join(args: &JoinArgs, ctx: &Ctx) -> Result<()> {
         }
     };
     let keypair = identity::load(&key_file)?;
-    let wanted = args.name.clone();
+    // As in Go peer-up: --name is what this machine offers; the inviter is saved under the name
+    // it offers, unless --save-as says otherwise.
+    let wanted = args.save_as.clone();
+    let offered = offered_name(args.name.as_deref());
     runtime::block_on(async move {
         let (cancel, tracker) = runtime::shutdown_on_signals()?;
         let mut core = CoreConfig::new(keypair.clone());
@@ -109,7 +113,7 @@ pub(in crate::cmd) fn join(args: &JoinArgs, ctx: &Ctx) -> Result<()> {
                 slot: code.slot,
                 password: code.password,
                 keypair,
-                name: host_name(),
+                name: offered.clone(),
             };
             // The relay closes the connection of a peer it does not let in right after the
             // handshake: the stream then finds it closing, or already gone (and no address to
