@@ -3,6 +3,7 @@
 //!
 //! - `wire`: the hello that opens or resumes a session, its reply, and the frames.
 //! - `engine`: carrying a local socket over the session, across underlying connections.
+//! - `table`: the answering side's sessions, by peer and identity.
 //!
 //! Not wired into the tunnel yet: the next step negotiates it (`/peerup/resume/1.0.0`), keeps
 //! the answering side's sessions by peer and identity, and redials through the tunnel.
@@ -10,4 +11,5 @@
 #![expect(dead_code, reason = "built and tested ahead of its wiring into the tunnel (issue 22)")]
 
 mod engine;
+mod table;
 mod wire;
