@@ -213,7 +213,8 @@ impl NetworkBehaviour for Gate {
             self.metrics.auth_denials.inc();
             return Err(ConnectionDenied::new(GateError::NotAuthorized(peer)));
         }
-        if let (Some(max), Some(ip)) = (self.max_per_ip, direct_ip(remote_addr)) {
+        let source = direct_ip(remote_addr).map(crate::per_key::source_key);
+        if let (Some(max), Some(ip)) = (self.max_per_ip, source) {
             let count = self.per_ip.entry(ip).or_default();
             if *count >= max {
                 tracing::info!(%peer, %ip, "inbound connection denied: per-IP limit");

@@ -4,7 +4,24 @@
 
 use std::collections::HashMap;
 use std::hash::Hash;
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::{Arc, Mutex};
+
+/// The key a source address is counted under in per-address caps: an IPv4 address (an IPv4
+/// address mapped into IPv6 included) as it is, an IPv6 address by its /64, the block one
+/// subscriber is usually given, from which a client picks any address it likes.
+pub(crate) fn source_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+    }
+}
 
 /// At most `max` places per key at once.
 pub(crate) struct PerKey<K> {
@@ -60,5 +77,20 @@ impl<K: Hash + Eq + Clone> Drop for Place<K> {
                 counts.remove(&self.key);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv6_sources_count_by_their_64() {
+        let key = |s: &str| source_key(s.parse().unwrap()).to_string();
+        assert_eq!(key("198.18.0.7"), "198.18.0.7");
+        assert_eq!(key("::ffff:198.18.0.7"), "198.18.0.7", "mapped IPv4 is IPv4");
+        assert_eq!(key("2001:db8:1:2:aaaa:bbbb:cccc:dddd"), "2001:db8:1:2::");
+        assert_eq!(key("2001:db8:1:2::1"), key("2001:db8:1:2:ffff::9"), "one /64, one key");
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"), "another /64");
     }
 }

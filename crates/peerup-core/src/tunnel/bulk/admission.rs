@@ -86,7 +86,7 @@ impl Admission {
         C: AsyncRead + AsyncWrite + Send + Unpin + 'static,
     {
         let held = match ip {
-            Some(ip) => match self.per_ip.take(ip) {
+            Some(ip) => match self.per_ip.take(crate::per_key::source_key(ip)) {
                 Some(ticket) => Some(ticket),
                 None => {
                     tracing::info!(%ip, path, "bulk connection denied: per-IP limit");
@@ -190,8 +190,16 @@ mod tests {
 
     /// The server side of a connection whose client never says a word.
     fn silent(server: &Server) -> (impl Future<Output = Result<(), Denied>>, Compat<DuplexStream>) {
+        silent_from(server, IP)
+    }
+
+    /// The same, from `ip`.
+    fn silent_from(
+        server: &Server,
+        ip: Option<IpAddr>,
+    ) -> (impl Future<Output = Result<(), Denied>>, Compat<DuplexStream>) {
         let (x, y) = tokio::io::duplex(1 << 16);
-        (server.admission.admit(y.compat(), "test", IP), x.compat())
+        (server.admission.admit(y.compat(), "test", ip), x.compat())
     }
 
     #[tokio::test(start_paused = true)]
@@ -222,6 +230,23 @@ mod tests {
         assert!(matches!((first, second), (Err(Denied::Timeout), Err(Denied::Timeout))));
         let (fourth, _d) = silent(&s);
         assert!(matches!(fourth.await, Err(Denied::Timeout)), "their places were given back");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_ipv6_64_counts_as_one_address() {
+        let s = server(PeerId::random(), PeerId::random(), 1);
+        let ip = |a: &str| Some(a.parse::<IpAddr>().unwrap());
+        let (first, _a) = silent_from(&s, ip("2001:db8:7:7::1"));
+        let (same_64, _b) = silent_from(&s, ip("2001:db8:7:7:dead:beef::2"));
+        let (other_64, _c) = silent_from(&s, ip("2001:db8:7:8::1"));
+        let later = async {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            tokio::join!(same_64, other_64)
+        };
+        let (first, (same_64, other_64)) = tokio::join!(first, later);
+        assert!(matches!(first, Err(Denied::Timeout)));
+        assert!(matches!(same_64, Err(Denied::Refused(GateError::TooManyFromIp(_)))), "one /64");
+        assert!(matches!(other_64, Err(Denied::Timeout)), "another /64 has its own place");
     }
 
     #[test]

@@ -269,7 +269,7 @@ impl Legs {
     where
         C: AsyncRead + AsyncWrite + Send + Unpin + 'static,
     {
-        let Some(place) = self.unnamed(from) else {
+        let Some(place) = self.unnamed(from.map(crate::per_key::source_key)) else {
             return tracing::debug!(?from, "too many relay legs without a token; one closed");
         };
         let legs = self.clone();
