@@ -60,9 +60,13 @@ pub(crate) enum Ended {
     /// The other side's local socket failed.
     #[error("the other end's connection was reset")]
     PeerReset,
-    /// No new underlying connection came in time, or the other side did not know the session.
+    /// No new underlying connection came in time.
     #[error("no way back to the peer: {0}")]
     Lost(String),
+    /// The other side answered a hello with this instead of going on (it does not know the
+    /// session, or does not offer the service).
+    #[error("the peer answered {0:?}")]
+    Refused(super::wire::Reply),
     /// The other side broke the protocol.
     #[error(transparent)]
     Malformed(#[from] Malformed),
