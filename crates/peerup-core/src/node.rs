@@ -17,7 +17,7 @@ mod reservations;
 
 use std::time::Duration;
 
-pub use config::NodeConfig;
+pub use config::{NodeConfig, RESOURCE_LIMITS, ResourceLimits};
 pub use event::{NodeEvent, RelayChange};
 pub use libp2p::identity::Keypair;
 use libp2p::{Multiaddr, PeerId, Stream, StreamProtocol};

@@ -4,7 +4,10 @@ use std::time::Duration;
 
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::swarm::behaviour::toggle::Toggle;
-use libp2p::{PeerId, StreamProtocol, Swarm, autonat, dcutr, identify, kad, ping, relay, upnp};
+use libp2p::{
+    PeerId, StreamProtocol, Swarm, autonat, connection_limits, dcutr, identify, kad, ping, relay,
+    upnp,
+};
 
 use super::{NodeConfig, NodeError};
 use crate::gate::Gate;
@@ -20,6 +23,7 @@ const PING_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(NetworkBehaviour)]
 pub(crate) struct Behaviour {
     pub(crate) gate: Gate,
+    pub(crate) limits: Toggle<connection_limits::Behaviour>,
     pub(crate) relay_client: relay::client::Behaviour,
     pub(crate) relay_server: Toggle<relay::Behaviour>,
     pub(crate) identify: identify::Behaviour,
@@ -61,6 +65,16 @@ pub(crate) fn build_swarm(
                     config.probation.clone(),
                     config.metrics.clone(),
                 ),
+                limits: Toggle::from(config.resource_limits.then(|| {
+                    let l = super::config::RESOURCE_LIMITS;
+                    connection_limits::Behaviour::new(
+                        connection_limits::ConnectionLimits::default()
+                            .with_max_pending_incoming(Some(l.max_pending_incoming))
+                            .with_max_established_incoming(Some(l.max_established_incoming))
+                            .with_max_established(Some(l.max_established_total))
+                            .with_max_established_per_peer(Some(l.max_established_per_peer)),
+                    )
+                })),
                 relay_client,
                 relay_server: Toggle::from(config.relay_server.as_ref().map(|limits| {
                     relay::Behaviour::new(peer_id, limits.to_libp2p(&config.access))

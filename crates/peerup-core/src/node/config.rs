@@ -49,6 +49,43 @@ pub struct NodeConfig {
     /// Watch the machine's addresses and reconnect when they change ([`crate::netwatch`]).
     /// Default on.
     pub watch_network: bool,
+    /// The longest wait between attempts to get a lost relay reservation back (Go's
+    /// `relay.reservation_interval`, its re-reserve period). Default 60 s.
+    pub reservation_interval: Duration,
+    /// Never confirm a direct address as ours, so that peers learn only relay addresses (Go's
+    /// `network.force_private_reachability`, for nodes behind CGNAT). Observed addresses are
+    /// still offered to hole punching. Default off.
+    pub force_private: bool,
+    /// DHT bootstrap peers besides the relays (`discovery.bootstrap_peers`): dialled at start and
+    /// after address changes; once identified they join the DHT's routing table.
+    pub bootstrap: Vec<Multiaddr>,
+    /// Cap connections as Go's resource manager does (`network.resource_limits_enabled`): see
+    /// [`RESOURCE_LIMITS`]. Default off.
+    pub resource_limits: bool,
+}
+
+/// The connection caps of [`NodeConfig::resource_limits`]: inbound connections being set up, and
+/// established ones in all and per peer. They bound what a flood of connections can take, far
+/// above what a node with a few dozen peers uses (each peer holds a TCP and a QUIC connection to
+/// it, and relays one more).
+pub const RESOURCE_LIMITS: ResourceLimits = ResourceLimits {
+    max_pending_incoming: 64,
+    max_established_incoming: 512,
+    max_established_total: 1024,
+    max_established_per_peer: 8,
+};
+
+/// Connection caps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResourceLimits {
+    /// Inbound connections still in their handshake.
+    pub max_pending_incoming: u32,
+    /// Established inbound connections.
+    pub max_established_incoming: u32,
+    /// Established connections, both ways.
+    pub max_established_total: u32,
+    /// Established connections to one peer.
+    pub max_established_per_peer: u32,
 }
 
 impl NodeConfig {
@@ -73,6 +110,10 @@ impl NodeConfig {
             metrics: crate::metrics::Metrics::default(),
             enable_bulk: true,
             watch_network: true,
+            reservation_interval: super::reservations::MAX_RETRY,
+            force_private: false,
+            bootstrap: Vec::new(),
+            resource_limits: false,
         }
     }
 }

@@ -43,6 +43,10 @@ pub(crate) struct EventLoop {
     relays: Vec<Multiaddr>,
     reservations: Option<Reservations>,
     listen_addrs_are_external: bool,
+    /// Confirm no direct address as ours (`NodeConfig::force_private`).
+    force_private: bool,
+    /// DHT bootstrap peers dialled with the relays.
+    bootstrap: Vec<Multiaddr>,
     relay_ids: HashSet<PeerId>,
     /// Relays connected and identified: circuits through them can carry hole punching.
     ready_relays: HashSet<PeerId>,
@@ -115,7 +119,7 @@ impl EventLoop {
                 .listen_on(addr.clone())
                 .map_err(|e| NodeError::Listen { addr: addr.clone(), reason: e.to_string() })?;
         }
-        for addr in &config.external_addrs {
+        for addr in config.external_addrs.iter().filter(|_| !config.force_private) {
             swarm.add_external_address(addr.clone());
         }
         if config.relay_server.is_some()
@@ -131,7 +135,15 @@ impl EventLoop {
                 }
             }
         }
-        let reservations = config.reserve.then(|| Reservations::new(&config.relays));
+        for addr in &config.bootstrap {
+            if let (Some(id), Some(k)) =
+                (relay_addr::peer_id_of(addr), swarm.behaviour_mut().kad.as_mut())
+            {
+                k.add_address(&id, strip_p2p(addr));
+            }
+        }
+        let reservations =
+            config.reserve.then(|| Reservations::new(&config.relays, config.reservation_interval));
         let relay_ids = config.relays.iter().filter_map(relay_addr::peer_id_of).collect();
         let mut this = Self {
             relay_ids,
@@ -154,6 +166,8 @@ impl EventLoop {
             relays: config.relays,
             reservations,
             listen_addrs_are_external: config.listen_addrs_are_external,
+            force_private: config.force_private,
+            bootstrap: config.bootstrap,
         };
         // Connect to relays right away (over TCP, then QUIC): reservations, DHT bootstrap and
         // learning our public address all start from here.
@@ -285,7 +299,7 @@ impl EventLoop {
         match event {
             SwarmEvent::NewListenAddr { address, .. } => {
                 tracing::info!(%address, "listening");
-                if self.listen_addrs_are_external && !is_relayed(&address) {
+                if self.listen_addrs_are_external && !self.force_private && !is_relayed(&address) {
                     self.swarm.add_external_address(address.clone());
                 }
                 self.emit(NodeEvent::Listening(address));
@@ -359,6 +373,13 @@ impl EventLoop {
             }
             SwarmEvent::NewExternalAddrCandidate { address } if self.announced.remove(&address) => {
                 self.swarm.add_external_address(address);
+            }
+            // What a protocol confirmed (AutoNAT, UPnP) is taken back on a forced-private node.
+            SwarmEvent::ExternalAddrConfirmed { address }
+                if self.force_private && !is_relayed(&address) =>
+            {
+                tracing::debug!(%address, "not announced: force_private_reachability");
+                self.swarm.remove_external_address(&address);
             }
             SwarmEvent::Behaviour(event) => self.on_behaviour_event(event),
             _ => {}

@@ -1,5 +1,7 @@
 //! Keeping a reservation on every configured relay: listen on its circuit address, and when the
-//! reservation or the connection is lost, try again with exponential backoff (1 s doubling to 60 s).
+//! reservation or the connection is lost, try again with exponential backoff (1 s doubling to the
+//! node's `reservation_interval`, 60 s by default: Go peer-up's re-reserve period, the longest a
+//! lost reservation goes unnoticed there).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -14,7 +16,8 @@ use crate::relay_addr;
 const FIRST_RETRY: Duration = Duration::from_secs(1);
 /// If the relay has not identified itself by then, ask for the reservation anyway.
 const FIRST_ATTEMPT_FALLBACK: Duration = Duration::from_secs(5);
-const MAX_RETRY: Duration = Duration::from_secs(60);
+/// The default longest wait between attempts.
+pub(crate) const MAX_RETRY: Duration = Duration::from_secs(60);
 
 struct Relay {
     addr: Multiaddr,
@@ -27,10 +30,13 @@ struct Relay {
 /// Reservation state of every relay.
 pub(crate) struct Reservations {
     relays: HashMap<PeerId, Relay>,
+    /// The longest wait between attempts.
+    max_retry: Duration,
 }
 
 impl Reservations {
-    pub(crate) fn new(addrs: &[Multiaddr]) -> Self {
+    /// Reservations on `addrs`, retried at most `max_retry` apart (at least 1 s).
+    pub(crate) fn new(addrs: &[Multiaddr], max_retry: Duration) -> Self {
         let first = Instant::now() + FIRST_ATTEMPT_FALLBACK;
         let relays = addrs
             .iter()
@@ -46,7 +52,7 @@ impl Reservations {
                 (id, r)
             })
             .collect();
-        Self { relays }
+        Self { relays, max_retry: max_retry.max(FIRST_RETRY) }
     }
 
     /// Starts keeping a reservation on a relay added at run time (first attempt as at start).
@@ -90,7 +96,7 @@ impl Reservations {
         if let Some(r) = self.relays.get_mut(&relay) {
             r.listener = None;
             r.reserved = false;
-            Self::schedule(r, now);
+            Self::schedule(r, now, self.max_retry);
         }
     }
 
@@ -115,7 +121,7 @@ impl Reservations {
         let (id, r) = self.relays.iter_mut().find(|(_, r)| r.listener == Some(listener))?;
         r.listener = None;
         r.reserved = false;
-        Self::schedule(r, now);
+        Self::schedule(r, now, self.max_retry);
         Some(*id)
     }
 
@@ -131,9 +137,9 @@ impl Reservations {
         }
     }
 
-    fn schedule(r: &mut Relay, now: Instant) {
-        r.retry_at = Some(now + r.backoff);
-        r.backoff = (r.backoff * 2).min(MAX_RETRY);
+    fn schedule(r: &mut Relay, now: Instant, max_retry: Duration) {
+        r.retry_at = Some(now + r.backoff.min(max_retry));
+        r.backoff = (r.backoff * 2).min(max_retry);
     }
 }
 
@@ -145,7 +151,7 @@ mod tests {
     fn retries_back_off_and_reset_on_success() {
         let id = PeerId::random();
         let addr: Multiaddr = format!("/ip4/127.0.0.1/tcp/1/p2p/{id}").parse().unwrap();
-        let mut res = Reservations::new(std::slice::from_ref(&addr));
+        let mut res = Reservations::new(std::slice::from_ref(&addr), MAX_RETRY);
         let now = Instant::now();
         assert!(res.due(now).is_empty(), "the first attempt waits for the relay");
         res.relay_ready(id, now);
@@ -176,7 +182,7 @@ mod tests {
         let (a, b) = (PeerId::random(), PeerId::random());
         let addr =
             |id: PeerId| -> Multiaddr { format!("/ip4/127.0.0.1/tcp/1/p2p/{id}").parse().unwrap() };
-        let mut res = Reservations::new(&[addr(a)]);
+        let mut res = Reservations::new(&[addr(a)], MAX_RETRY);
         let now = Instant::now();
         res.relay_ready(a, now);
         assert_eq!(res.due(now).len(), 1);
@@ -191,5 +197,28 @@ mod tests {
         assert_eq!(due.len(), 1);
         assert!(due[0].1.to_string().contains(&b.to_string()));
         assert_eq!(res.remove(a), None);
+    }
+
+    /// `relay.reservation_interval` bounds the wait between attempts, as Go's re-reserve loop does.
+    #[test]
+    fn the_reservation_interval_caps_the_backoff() {
+        let id = PeerId::random();
+        let addr: Multiaddr = format!("/ip4/127.0.0.1/tcp/1/p2p/{id}").parse().unwrap();
+        let now = Instant::now();
+        let wait_after = |max: Duration, failures: u32| {
+            let mut res = Reservations::new(std::slice::from_ref(&addr), max);
+            for _ in 0..failures {
+                res.failed(id, now);
+            }
+            // The first instant (in 100 ms steps) the next attempt is due.
+            (0..2000u64)
+                .map(|i| Duration::from_millis(i * 100))
+                .find(|&d| !res.due(now + d).is_empty())
+                .unwrap()
+        };
+        assert_eq!(wait_after(Duration::from_secs(3), 10), Duration::from_secs(3));
+        assert_eq!(wait_after(MAX_RETRY, 10), MAX_RETRY);
+        assert_eq!(wait_after(Duration::from_secs(90), 10), Duration::from_secs(90));
+        assert_eq!(wait_after(Duration::ZERO, 10), FIRST_RETRY, "at least a second apart");
     }
 }

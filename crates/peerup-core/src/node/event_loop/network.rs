@@ -87,6 +87,16 @@ impl EventLoop {
         for addr in self.relays.clone() {
             self.dial_relay(addr);
         }
+        for addr in self.bootstrap.clone() {
+            if let Some(id) = crate::relay_addr::peer_id_of(&addr)
+                && self.swarm.is_connected(&id)
+            {
+                continue;
+            }
+            if let Err(e) = self.swarm.dial(addr.clone()) {
+                tracing::debug!(%addr, error = %e, "bootstrap peer dial failed");
+            }
+        }
     }
 
     /// A peer that comes in through a relay while we hold a direct connection to it that has

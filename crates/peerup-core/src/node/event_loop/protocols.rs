@@ -44,7 +44,10 @@ impl EventLoop {
                     && !is_relayed(&observed)
                     && !self.swarm.external_addresses().any(|a| *a == observed)
                 {
-                    if self.offer_quic_until.is_some_and(|t| Instant::now() < t) {
+                    if self.force_private {
+                        // Offered to hole punching only, never confirmed as ours.
+                        self.swarm.behaviour_mut().streams.announce_candidate(observed.clone());
+                    } else if self.offer_quic_until.is_some_and(|t| Instant::now() < t) {
                         // A candidate first, so that hole punching offers it (the swarm hides
                         // confirmed addresses from DCUtR), then confirmed when it comes back.
                         self.announced.insert(observed.clone());
