@@ -169,10 +169,10 @@ pub enum DaemonCommand {
 }
 
 fn parse_interval(s: &str) -> Result<std::time::Duration, String> {
-    match humantime::parse_duration(s) {
+    match crate::config::units::parse_duration(s) {
         Ok(d) if !d.is_zero() => Ok(d),
         Ok(_) => Err("must be greater than zero".into()),
-        Err(e) => Err(e.to_string()),
+        Err(e) => Err(e),
     }
 }
 

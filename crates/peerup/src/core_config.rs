@@ -47,6 +47,10 @@ pub fn node_config(loaded: &Loaded<NodeConfig>, reserve: bool) -> Result<CoreCon
     core.reserve = reserve;
     core.network = c.discovery.network.clone();
     core.enable_upnp = c.network.enable_upnp;
+    core.force_private = c.network.force_private_reachability;
+    core.reservation_interval = parse_duration(&c.relay.reservation_interval)
+        .map_err(|e| anyhow::anyhow!("relay.reservation_interval: {e}"))?;
+    core.bootstrap = multiaddrs("discovery.bootstrap_peers", &c.discovery.bootstrap_peers)?;
     core.access =
         access_list(c.security.enable_connection_gating, &c.security.authorized_keys_file)?;
     // Troubleshooting switch: PEERUP_BULK=0 keeps every proxied connection on yamux streams.
@@ -85,7 +89,7 @@ pub fn relay_node_config(loaded: &Loaded<RelayConfig>) -> Result<CoreConfig> {
     core.network = c.discovery.network.clone();
     core.access =
         access_list(c.security.enable_connection_gating, &c.security.authorized_keys_file)?;
-    let r = &c.resources;
+    let r = &c.resources.effective();
     let per_ip = r.max_reservations_per_ip as usize;
     core.relay_server = Some(RelayLimits {
         max_reservations: r.max_reservations as usize,
@@ -104,17 +108,56 @@ pub fn relay_node_config(loaded: &Loaded<RelayConfig>) -> Result<CoreConfig> {
     Ok(core)
 }
 
-/// The peers in a service's allowed_peers.
-pub fn allowed_peers(name: &str, list: Option<&Vec<String>>) -> Result<Option<HashSet<PeerId>>> {
-    list.map(|l| {
-        l.iter()
-            .enumerate()
-            .map(|(i, p)| {
-                p.parse().with_context(|| {
-                    format!("services.{name}.allowed_peers[{i}]: invalid peer ID {p:?}")
-                })
-            })
-            .collect()
-    })
-    .transpose()
+/// The peers in a service's allowed_peers. An entry that is not a peer ID is skipped, as in Go
+/// peer-up (the start warned about it: `config::validate::node_warnings`); the list still
+/// restricts the service, so a list of bad entries only admits no one.
+pub fn allowed_peers(list: Option<&Vec<String>>) -> Option<HashSet<PeerId>> {
+    list.map(|l| l.iter().filter_map(|p| p.trim().parse().ok()).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::load::node_from_text;
+
+    const RELAY: &str =
+        "/ip4/198.18.0.1/tcp/7777/p2p/12D3KooWNq8c1fNjXwhRoWxSXT419bumWQFoTbowCwHEa96RJRg6";
+
+    /// The Go keys that reach the core: `force_private_reachability`, `reservation_interval`
+    /// (Go's duration syntax, fractions too) and `bootstrap_peers`.
+    #[test]
+    fn go_node_keys_reach_the_core() {
+        let dir = tempfile::tempdir().unwrap();
+        identity::generate(&dir.path().join("identity.key")).unwrap();
+        let text = format!(
+            "network:\n  force_private_reachability: true\nrelay:\n  addresses: [\"{RELAY}\"]\n  reservation_interval: \"1.5m\"\ndiscovery:\n  bootstrap_peers: [\"/ip4/198.18.0.2/tcp/4001\"]\nsecurity:\n  enable_connection_gating: false\n"
+        );
+        let loaded = node_from_text(&text, &dir.path().join("config.yaml")).unwrap();
+        let core = node_config(&loaded, true).unwrap();
+        assert!(core.force_private);
+        assert_eq!(core.reservation_interval, Duration::from_secs(90));
+        assert_eq!(core.bootstrap, ["/ip4/198.18.0.2/tcp/4001".parse::<Multiaddr>().unwrap()]);
+        let defaults = node_from_text(
+            &format!(
+                "relay:\n  addresses: [\"{RELAY}\"]\nsecurity:\n  enable_connection_gating: false\n"
+            ),
+            &dir.path().join("config.yaml"),
+        )
+        .unwrap();
+        let core = node_config(&defaults, true).unwrap();
+        assert!(!core.force_private && core.bootstrap.is_empty());
+        assert_eq!(core.reservation_interval, Duration::from_secs(120), "Go's default 2m");
+    }
+
+    /// A bad `allowed_peers` entry is skipped, and the list still restricts the service.
+    #[test]
+    fn bad_allowed_peers_are_skipped_not_opened() {
+        let good = "12D3KooWNq8c1fNjXwhRoWxSXT419bumWQFoTbowCwHEa96RJRg6";
+        let set = allowed_peers(Some(&vec![good.to_string(), "zz".into()])).unwrap();
+        assert_eq!(set.len(), 1);
+        assert_eq!(allowed_peers(Some(&vec!["zz".into()])), Some(HashSet::new()));
+        assert_eq!(allowed_peers(None), None);
+    }
 }

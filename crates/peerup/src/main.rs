@@ -7,6 +7,7 @@ mod cmd;
 mod core_config;
 mod daemon;
 mod diag;
+mod logging;
 mod output;
 mod peers;
 mod proxy;
@@ -65,7 +66,7 @@ where
         // The fmt builder's own default stops at INFO; `filter` decides.
         .with_max_level(LevelFilter::TRACE)
         .finish()
-        .with(filter)
+        .with(logging::LogFilter(filter))
 }
 
 /// The filter `RUST_LOG` asks for; warnings when it is unset, empty or unreadable.
@@ -90,19 +91,20 @@ mod tests {
 
     use super::*;
 
+    #[derive(Clone, Default)]
+    struct Buf(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
     #[test]
     fn debug_lines_are_written_when_rust_log_asks_for_them() {
-        #[derive(Clone, Default)]
-        struct Buf(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-        impl std::io::Write for Buf {
-            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-                self.0.lock().unwrap().extend_from_slice(b);
-                Ok(b.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
         for (spec, shown) in [("debug", true), ("info,peerup=debug", true), ("info", false)] {
             let buf = Buf::default();
             let writer = buf.clone();
@@ -111,6 +113,25 @@ mod tests {
             let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
             assert_eq!(text.contains("a debug line"), shown, "RUST_LOG={spec}: {text:?}");
         }
+    }
+
+    /// Audit events are written once `telemetry.audit.enabled` asks for them, at the default
+    /// level too; other info lines are not.
+    #[test]
+    fn audit_events_are_written_once_enabled() {
+        let buf = Buf::default();
+        let writer = buf.clone();
+        let sub = subscriber(log_filter(None), move || writer.clone(), false);
+        tracing::subscriber::with_default(sub, || {
+            tracing::info!(target: "audit", "auth_change: before");
+            logging::enable_audit();
+            tracing::info!(target: "audit", "auth_change: after");
+            tracing::info!("an info line");
+            tracing::debug!(target: "audit", "an audit debug line");
+        });
+        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        assert!(!text.contains("before") && text.contains("auth_change: after"), "{text:?}");
+        assert!(!text.contains("an info line") && !text.contains("debug line"), "{text:?}");
     }
 
     #[test]

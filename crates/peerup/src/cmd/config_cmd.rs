@@ -12,7 +12,10 @@ use peerup_core::identity;
 use super::Ctx;
 use crate::cli::{ConfigCommand, RelayConfigCommand};
 use crate::config::load::{RELAY_CONFIG_FILE, find_node_config, load_relay_file};
-use crate::config::validate::{Problem, validate_node, validate_relay};
+use crate::config::validate::{
+    Problem, node_unsupported, node_warnings, relay_unsupported, validate_node, validate_relay,
+    with_lines,
+};
 use crate::config::{self};
 use crate::outln;
 use crate::output::{ok, warn};
@@ -40,13 +43,15 @@ pub(super) fn run(cmd: ConfigCommand, ctx: &Ctx) -> Result<()> {
             {
                 problems.push(format!("identity.key_file: {e}"));
             }
+            for w in warnings(&loaded).iter().chain(&node_unsupported(&loaded.config)) {
+                outln!("{}", warn(format!("warning: {w}")))?;
+            }
             report(&loaded.path, &loaded.unknown_keys, &problems)
         }
         ConfigCommand::Show => {
-            if let Err(ps) = validate_node(&loaded.config) {
-                for p in ps {
-                    outln!("# WARNING: {p}")?;
-                }
+            let problems = validate_node(&loaded.config).err().unwrap_or_default();
+            for p in problems.iter().chain(&warnings(&loaded)) {
+                outln!("# WARNING: {p}")?;
             }
             outln!("# Resolved config from {path}")?;
             let mut options = serde_saphyr::SerializerOptions::default();
@@ -80,7 +85,16 @@ pub(super) fn validate_relay_config(ctx: &Ctx) -> Result<()> {
         bail!("relay config not found: {} (create one with 'peerup relay setup')", path.display());
     }
     let loaded = load_relay_file(path)?;
+    for w in relay_unsupported(&loaded.config) {
+        outln!("{}", warn(format!("warning: {w}")))?;
+    }
     report(&loaded.path, &loaded.unknown_keys, &strings(validate_relay(&loaded.config)))
+}
+
+/// What a start of the daemon would warn about in the loaded node config, with line numbers.
+pub(crate) fn warnings(loaded: &config::load::Loaded<config::schema::NodeConfig>) -> Vec<Problem> {
+    let text = std::fs::read_to_string(&loaded.path).unwrap_or_default();
+    with_lines(node_warnings(&loaded.config), &text)
 }
 
 fn strings(r: Result<(), Vec<Problem>>) -> Vec<String> {

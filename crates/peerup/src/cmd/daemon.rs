@@ -167,6 +167,13 @@ fn prepare(path: &std::path::Path) -> Result<Loaded<NodeConfig>> {
         let list: Vec<String> = problems.iter().map(ToString::to_string).collect();
         bail!("invalid config {}: {}", loaded.path.display(), list.join("; "));
     }
+    // What Go peer-up logs and skips is skipped here too, and said once at the default log level.
+    for w in super::config_cmd::warnings(&loaded) {
+        tracing::warn!(config = %loaded.path.display(), "{w} (entry ignored)");
+    }
+    for p in crate::config::validate::node_unsupported(&loaded.config) {
+        tracing::warn!(config = %loaded.path.display(), "{p}");
+    }
     Ok(loaded)
 }
 
@@ -191,7 +198,12 @@ async fn serve(
     listener: tokio::net::UnixListener,
 ) -> Result<()> {
     let (cancel, tracker) = runtime::shutdown_on_signals()?;
-    let core = core_config::node_config(loaded, true)?;
+    let mut core = core_config::node_config(loaded, true)?;
+    // As in Go peer-up, the resource limits are the daemon's (the one-shot tools need none).
+    core.resource_limits = loaded.config.network.resource_limits_enabled;
+    if loaded.config.telemetry.audit.enabled {
+        crate::logging::enable_audit();
+    }
     let access = core.access.clone();
     let (tunnel, mut events) = Tunnel::spawn(core, cancel.clone(), &tracker)?;
     let node = tunnel.node().clone();

@@ -12,7 +12,7 @@ use anyhow::{Context, Result, bail};
 
 use super::load::parse_yaml;
 use super::schema::NodeConfig;
-use super::validate::validate_node;
+use super::validate::{node_warnings, validate_node};
 
 /// Edits the node config file at `path`: applies `edit` to its text, re-parses the result, checks
 /// the intended change with `verify` and that the result passes validation as a start would check
@@ -64,17 +64,15 @@ fn rewrite(
 /// before: the next start would refuse it. Problems it had already are not the edit's doing, and
 /// must not block an edit (one that fixes another problem, say).
 fn refuse_new_problems(path: &Path, before: &str, after: &NodeConfig) -> Result<()> {
-    let old = parse_yaml::<NodeConfig>(before)
-        .ok()
-        .and_then(|(c, _)| validate_node(&c).err())
-        .unwrap_or_default();
-    let new: Vec<String> = validate_node(after)
-        .err()
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|p| !old.contains(p))
-        .map(|p| p.to_string())
-        .collect();
+    // Warnings count too: a start survives them, but an edit has no business adding one.
+    let all = |c: &NodeConfig| {
+        let mut v = validate_node(c).err().unwrap_or_default();
+        v.extend(node_warnings(c));
+        v
+    };
+    let old = parse_yaml::<NodeConfig>(before).ok().map(|(c, _)| all(&c)).unwrap_or_default();
+    let new: Vec<String> =
+        all(after).into_iter().filter(|p| !old.contains(p)).map(|p| p.to_string()).collect();
     if new.is_empty() {
         return Ok(());
     }

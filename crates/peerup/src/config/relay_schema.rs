@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use super::schema::{CONFIG_VERSION, TelemetrySection, null_as_default};
+use super::units::{parse_data_size, parse_duration};
 
 /// The default TCP and UDP listen addresses of a relay (port 7777).
 pub fn default_relay_listen_addresses() -> Vec<String> {
@@ -126,7 +127,8 @@ impl Default for RelaySecuritySection {
     }
 }
 
-/// `resources:`: circuit relay v2 limits.
+/// `resources:`: circuit relay v2 limits. A value of 0 (or a zero duration or size, or an empty
+/// string) means the default, as in Go peer-up: see [`RelayResources::effective`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct RelayResources {
@@ -134,12 +136,16 @@ pub struct RelayResources {
     pub max_reservations: u32,
     /// Relayed circuits at once, per peer. Default 16.
     pub max_circuits: u32,
-    /// Bytes buffered per circuit direction. Default 2048.
-    pub buffer_size: u32,
+    /// Go peer-up's bytes buffered per circuit direction. Not applied: rust-libp2p's relay has no
+    /// such setting (see `validate::relay_unsupported`). Default: absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub buffer_size: Option<u32>,
     /// Reservations per source IP. Default 8.
     pub max_reservations_per_ip: u32,
-    /// Reservations per autonomous system. Default 32.
-    pub max_reservations_per_asn: u32,
+    /// Go peer-up's reservations per autonomous system. Not enforced: peerup has no IP-to-AS
+    /// table (see `validate::relay_unsupported`). Default: absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_reservations_per_asn: Option<u32>,
     /// How long a reservation lasts before it must be renewed. Default `1h`.
     pub reservation_ttl: String,
     /// Longest life of one relayed circuit. Default `12h`.
@@ -155,14 +161,45 @@ impl Default for RelayResources {
         Self {
             max_reservations: 128,
             max_circuits: 16,
-            buffer_size: 2048,
+            buffer_size: None,
             max_reservations_per_ip: 8,
-            max_reservations_per_asn: 32,
+            max_reservations_per_asn: None,
             reservation_ttl: "1h".into(),
             session_duration: "12h".into(),
             session_data_limit: "1GB".into(),
         }
     }
+}
+
+impl RelayResources {
+    /// These limits with every 0, zero duration or size, and empty string replaced by its default.
+    pub fn effective(&self) -> RelayResources {
+        let d = RelayResources::default();
+        let num = |v: u32, def: u32| if v == 0 { def } else { v };
+        let dur = |v: &str, def: &str| {
+            let zero = v.trim().is_empty() || parse_duration(v).is_ok_and(|d| d.is_zero());
+            if zero { def.to_string() } else { v.to_string() }
+        };
+        let zero_size = is_zero_size(&self.session_data_limit);
+        RelayResources {
+            max_reservations: num(self.max_reservations, d.max_reservations),
+            max_circuits: num(self.max_circuits, d.max_circuits),
+            buffer_size: self.buffer_size,
+            max_reservations_per_ip: num(self.max_reservations_per_ip, d.max_reservations_per_ip),
+            max_reservations_per_asn: self.max_reservations_per_asn,
+            reservation_ttl: dur(&self.reservation_ttl, &d.reservation_ttl),
+            session_duration: dur(&self.session_duration, &d.session_duration),
+            session_data_limit: if zero_size {
+                d.session_data_limit
+            } else {
+                self.session_data_limit.clone()
+            },
+        }
+    }
+}
+
+fn is_zero_size(v: &str) -> bool {
+    v.trim().is_empty() || parse_data_size(v) == Ok(0)
 }
 
 /// `health:`

@@ -28,9 +28,9 @@ security:
 resources:
   max_reservations: 128
   max_circuits: 16
-  buffer_size: 2048
   max_reservations_per_ip: 8
-  max_reservations_per_asn: 32
+  # Go peer-up's buffer_size and max_reservations_per_asn are not applied by peerup (a relay
+  # started with them says why).
   reservation_ttl: "1h"
   session_duration: "12h"
   session_data_limit: "1GB"

@@ -1,5 +1,7 @@
 //! Checks that go beyond YAML types: addresses parse, durations are positive, names are DNS labels.
-//! Every problem names its key and shows the bad value.
+//! Every problem names its key and shows the bad value. [`validate_node`]/[`validate_relay`] find
+//! what refuses a start; [`node_warnings`] what Go peer-up only logs and skips (a bad `names:` or
+//! `allowed_peers` entry), which a start reports but survives.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -20,12 +22,27 @@ pub struct Problem {
     pub value: String,
     /// What is wrong.
     pub reason: String,
+    /// The file's line that holds the value, when known ([`with_lines`]).
+    pub line: Option<usize>,
 }
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(n) = self.line {
+            write!(f, "line {n}: ")?;
+        }
         write!(f, "{}: {:?}: {}", self.key, self.value, self.reason)
     }
+}
+
+/// Fills in each problem's line: the first line of `text` (the config file) that holds its value.
+pub fn with_lines(mut problems: Vec<Problem>, text: &str) -> Vec<Problem> {
+    for p in &mut problems {
+        if !p.value.trim().is_empty() {
+            p.line = text.lines().position(|l| l.contains(p.value.as_str())).map(|i| i + 1);
+        }
+    }
+    problems
 }
 
 /// Problems collected while walking a config.
@@ -39,7 +56,12 @@ impl Checker {
         value: impl fmt::Display,
         reason: impl Into<String>,
     ) {
-        self.0.push(Problem { key: key.into(), value: value.to_string(), reason: reason.into() });
+        self.0.push(Problem {
+            key: key.into(),
+            value: value.to_string(),
+            reason: reason.into(),
+            line: None,
+        });
     }
 
     fn check<T, E: fmt::Display>(&mut self, key: impl Into<String>, value: &str, r: Result<T, E>) {
@@ -95,6 +117,26 @@ pub fn check_local_address(addr: &str) -> Result<(), String> {
     }
 }
 
+/// Checks a `host:port` to listen on: an IP address or a host name (`localhost:9091`, as Go
+/// accepts), and a port (0 picks a free one).
+pub fn check_listen_address(addr: &str) -> Result<(), String> {
+    if addr.parse::<SocketAddr>().is_ok() {
+        return Ok(());
+    }
+    let (host, port) = addr.rsplit_once(':').ok_or("expected host:port")?;
+    let name_ok = !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        });
+    if !name_ok {
+        return Err("expected host:port with an IP address or a host name".into());
+    }
+    port.parse::<u16>().map(|_| ()).map_err(|_| "port must be a number from 0 to 65535".into())
+}
+
 /// Checks a node config.
 pub fn validate_node(c: &NodeConfig) -> Result<(), Vec<Problem>> {
     let mut k = Checker::default();
@@ -123,8 +165,22 @@ pub fn validate_node(c: &NodeConfig) -> Result<(), Vec<Problem>> {
         k.check(format!("services.{name}"), name, label::validate(name));
         let key = format!("services.{name}.local_address");
         k.check(key, &svc.local_address, check_local_address(&svc.local_address));
+    }
+    let metrics = &c.telemetry.metrics.listen_address;
+    if !metrics.is_empty() {
+        k.check("telemetry.metrics.listen_address", metrics, check_listen_address(metrics));
+    }
+    k.finish()
+}
+
+/// What a node start reports and skips, as Go peer-up does: an `allowed_peers` entry that is not a
+/// peer ID (the rest of the list still applies), and a `names:` entry that cannot be used (the
+/// other names still resolve).
+pub fn node_warnings(c: &NodeConfig) -> Vec<Problem> {
+    let mut k = Checker::default();
+    for (name, svc) in &c.services {
         for (i, p) in svc.allowed_peers.iter().flatten().enumerate() {
-            k.check(format!("services.{name}.allowed_peers[{i}]"), p, p.parse::<PeerId>());
+            k.check(format!("services.{name}.allowed_peers[{i}]"), p, p.trim().parse::<PeerId>());
         }
     }
     for (name, id) in &c.names {
@@ -137,11 +193,44 @@ pub fn validate_node(c: &NodeConfig) -> Result<(), Vec<Problem>> {
         }
         k.check(format!("names.{name}"), id, id.parse::<PeerId>());
     }
-    let metrics = &c.telemetry.metrics.listen_address;
-    if !metrics.is_empty() {
-        k.check("telemetry.metrics.listen_address", metrics, metrics.parse::<SocketAddr>());
+    k.0
+}
+
+/// Keys of a node config that Go peer-up uses and peerup cannot, with the reason: said by
+/// `config validate` and at the daemon's start. `discovery.rendezvous` is named only when it was
+/// changed from the default (the default is in every file).
+pub fn node_unsupported(c: &NodeConfig) -> Vec<Problem> {
+    let mut k = Checker::default();
+    let default = super::schema::DiscoverySection::default().rendezvous;
+    if c.discovery.rendezvous != default {
+        k.fail(
+            "discovery.rendezvous",
+            &c.discovery.rendezvous,
+            "not used: Go peer-up only advertises it as a DHT provider record that nothing looks up; peers are found by their peer ID",
+        );
     }
-    k.finish()
+    k.0
+}
+
+/// Keys of a relay config that Go peer-up uses and peerup cannot, with the reason: said by
+/// `relay config validate` and at the relay's start.
+pub fn relay_unsupported(c: &RelayConfig) -> Vec<Problem> {
+    let mut k = Checker::default();
+    if let Some(v) = c.resources.buffer_size {
+        k.fail(
+            "resources.buffer_size",
+            v,
+            "not applied: rust-libp2p's circuit relay has no buffer setting (each circuit runs on its connections' flow control)",
+        );
+    }
+    if let Some(v) = c.resources.max_reservations_per_asn {
+        k.fail(
+            "resources.max_reservations_per_asn",
+            v,
+            "not enforced: peerup has no IP-to-AS table; resources.max_reservations_per_ip still caps each address",
+        );
+    }
+    k.0
 }
 
 /// Checks a relay config.
@@ -156,18 +245,8 @@ pub fn validate_relay(c: &RelayConfig) -> Result<(), Vec<Problem>> {
             &c.security.authorized_keys_file.to_string_lossy(),
         );
     }
-    let r = &c.resources;
-    for (key, v) in [
-        ("resources.max_reservations", r.max_reservations),
-        ("resources.max_circuits", r.max_circuits),
-        ("resources.buffer_size", r.buffer_size),
-        ("resources.max_reservations_per_ip", r.max_reservations_per_ip),
-        ("resources.max_reservations_per_asn", r.max_reservations_per_asn),
-    ] {
-        if v == 0 {
-            k.fail(key, v, "must be greater than zero");
-        }
-    }
+    // 0 means the default (as in Go peer-up), so only what is left after that is checked.
+    let r = &c.resources.effective();
     k.positive_duration("resources.reservation_ttl", &r.reservation_ttl);
     k.positive_duration("resources.session_duration", &r.session_duration);
     match parse_data_size(&r.session_data_limit) {
@@ -184,7 +263,7 @@ pub fn validate_relay(c: &RelayConfig) -> Result<(), Vec<Problem>> {
         ("telemetry.metrics.listen_address", &c.telemetry.metrics.listen_address),
     ] {
         if !addr.is_empty() {
-            k.check(key, addr, addr.parse::<SocketAddr>());
+            k.check(key, addr, check_listen_address(addr));
         }
     }
     k.finish()
@@ -225,17 +304,6 @@ mod tests {
             ("discovery:\n  network: Bad_NS\n", "discovery.network", "Bad_NS"),
             ("services:\n  ssh:\n    local_address: nope\n", "services.ssh.local_address", "nope"),
             ("services:\n  Bad:\n    local_address: a:1\n", "services.Bad", "Bad"),
-            (
-                "services:\n  ssh:\n    local_address: a:1\n    allowed_peers: [zz]\n",
-                "services.ssh.allowed_peers[0]",
-                "zz",
-            ),
-            ("names:\n  home: not-an-id\n", "names.home", "not-an-id"),
-            (
-                "names:\n  12D3KooWPrmh163sTHW3mYQm7YsLsSR2wr71fPp4g6yjuGv3sGQt: 12D3KooWNq8c1fNjXwhRoWxSXT419bumWQFoTbowCwHEa96RJRg6\n",
-                "names.12D3KooWPrmh163sTHW3mYQm7YsLsSR2wr71fPp4g6yjuGv3sGQt",
-                "12D3KooWPrmh163sTHW3mYQm7YsLsSR2wr71fPp4g6yjuGv3sGQt",
-            ),
             ("network:\n  listen_addresses: [\"tcp/0\"]\n", "network.listen_addresses[0]", "tcp/0"),
         ];
         for (yaml, key, value) in cases {
@@ -251,6 +319,35 @@ mod tests {
         }
     }
 
+    /// A bad `names:` or `allowed_peers` entry is a warning with its line (Go logs and skips it),
+    /// not a reason to refuse the config.
+    #[test]
+    fn bad_names_and_allowed_peers_are_warnings_with_their_line() {
+        let text = format!(
+            "relay:\n  addresses: [\"{RELAY}\"]\nservices:\n  ssh:\n    local_address: a:1\n    allowed_peers: [zz]\nnames:\n  home: not-an-id\n  12D3KooWPrmh163sTHW3mYQm7YsLsSR2wr71fPp4g6yjuGv3sGQt: {}\n",
+            &RELAY[RELAY.len() - 52..]
+        );
+        let (c, _) = parse_yaml::<NodeConfig>(&text).unwrap();
+        validate_node(&c).unwrap();
+        let warnings = with_lines(node_warnings(&c), &text);
+        let found: Vec<_> =
+            warnings.iter().map(|p| (p.key.as_str(), p.value.as_str(), p.line)).collect();
+        assert_eq!(
+            found,
+            [
+                ("services.ssh.allowed_peers[0]", "zz", Some(6)),
+                (
+                    "names.12D3KooWPrmh163sTHW3mYQm7YsLsSR2wr71fPp4g6yjuGv3sGQt",
+                    "12D3KooWPrmh163sTHW3mYQm7YsLsSR2wr71fPp4g6yjuGv3sGQt",
+                    Some(9)
+                ),
+                ("names.home", "not-an-id", Some(8)),
+            ]
+        );
+        assert!(warnings[2].to_string().starts_with("line 8: names.home: \"not-an-id\""));
+        assert!(node_warnings(&node("")).is_empty());
+    }
+
     #[test]
     fn relay_limits_are_checked() {
         let (c, _) = parse_yaml::<RelayConfig>(
@@ -258,14 +355,59 @@ mod tests {
         )
         .unwrap();
         let keys: Vec<_> = validate_relay(&c).unwrap_err().into_iter().map(|p| p.key).collect();
-        assert_eq!(
-            keys,
-            [
-                "resources.max_circuits",
-                "resources.session_duration",
-                "resources.session_data_limit"
-            ]
-        );
+        assert_eq!(keys, ["resources.session_duration", "resources.session_data_limit"]);
+    }
+
+    /// Go peer-up reads 0 as "the default"; such a file loads, and runs with the defaults.
+    #[test]
+    fn zero_relay_limits_mean_the_defaults() {
+        let (c, _) = parse_yaml::<RelayConfig>(
+            "resources:\n  max_reservations: 0\n  max_circuits: 0\n  buffer_size: 0\n  max_reservations_per_ip: 0\n  max_reservations_per_asn: 0\n  reservation_ttl: \"0s\"\n  session_duration: \"0\"\n  session_data_limit: \"0MB\"\n",
+        )
+        .unwrap();
+        validate_relay(&c).unwrap();
+        let mut want = RelayConfig::default().resources;
+        (want.buffer_size, want.max_reservations_per_asn) = (Some(0), Some(0));
+        assert_eq!(c.resources.effective(), want);
+        let (c, _) = parse_yaml::<RelayConfig>("resources:\n  max_circuits: 3\n").unwrap();
+        assert_eq!(c.resources.effective().max_circuits, 3);
+    }
+
+    #[test]
+    fn listen_addresses_may_name_a_host() {
+        for ok in ["127.0.0.1:9091", "[::1]:0", "localhost:9091", "metrics.lan:80", "0.0.0.0:0"] {
+            check_listen_address(ok).unwrap();
+        }
+        for bad in ["9091", "localhost", ":9091", "local host:1", "a..b:1", "host:99999", "h_st:1"]
+        {
+            assert!(check_listen_address(bad).is_err(), "{bad}");
+        }
+        let mut c = node("telemetry:\n  metrics:\n    listen_address: \"localhost:9091\"\n");
+        validate_node(&c).unwrap();
+        c.telemetry.metrics.listen_address = "localhost".into();
+        assert!(validate_node(&c).is_err());
+        let (r, _) = parse_yaml::<RelayConfig>(
+            "health:\n  listen_address: localhost:9090\ntelemetry:\n  metrics:\n    listen_address: localhost:9091\n",
+        )
+        .unwrap();
+        validate_relay(&r).unwrap();
+    }
+
+    /// The Go keys peerup cannot apply are named, with the reason, only when the file sets them.
+    #[test]
+    fn unsupported_keys_are_named() {
+        assert!(relay_unsupported(&RelayConfig::default()).is_empty());
+        let (r, _) = parse_yaml::<RelayConfig>(
+            "resources:\n  buffer_size: 2048\n  max_reservations_per_asn: 32\n",
+        )
+        .unwrap();
+        let keys: Vec<_> = relay_unsupported(&r).into_iter().map(|p| p.key).collect();
+        assert_eq!(keys, ["resources.buffer_size", "resources.max_reservations_per_asn"]);
+        assert!(node_unsupported(&node("")).is_empty());
+        let c = node("discovery:\n  rendezvous: my-net\n");
+        let found = node_unsupported(&c);
+        assert_eq!(found[0].key, "discovery.rendezvous");
+        assert!(found[0].reason.contains("peer ID"), "{found:?}");
     }
 
     #[test]

@@ -27,7 +27,7 @@ use super::reload::{Ticks, stamp};
 use crate::config::load::load_node_file;
 use crate::config::pending;
 use crate::config::schema::{NodeConfig, ServiceEntry};
-use crate::config::validate::validate_node;
+use crate::config::validate::{node_warnings, validate_node, with_lines};
 use crate::core_config;
 
 /// What the API shows of the config; swapped on every reload.
@@ -91,7 +91,7 @@ fn spec(name: &str, entry: &ServiceEntry) -> Result<ServiceSpec> {
     Ok(ServiceSpec {
         name: name.to_string(),
         local_address: entry.local_address.clone(),
-        allowed_peers: core_config::allowed_peers(name, entry.allowed_peers.as_ref())?,
+        allowed_peers: core_config::allowed_peers(entry.allowed_peers.as_ref()),
     })
 }
 
@@ -205,6 +205,10 @@ impl Live {
         if let Err(ps) = validate_node(&new) {
             let list: Vec<String> = ps.iter().map(ToString::to_string).collect();
             bail!("invalid config {}: {}", self.path.display(), list.join("; "));
+        }
+        let text = std::fs::read_to_string(&self.path).unwrap_or_default();
+        for w in with_lines(node_warnings(&new), &text) {
+            tracing::warn!(config = %self.path.display(), "{w} (entry ignored)");
         }
         let new_relays = relays(&new)?;
         if new_relays.is_empty() {

@@ -85,3 +85,96 @@ fn relay_config_validate() {
     std::fs::write(&path, "version: 1\n").unwrap();
     assert!(home.run(&["relay", "config", "validate"]).ok().contains("is valid"));
 }
+
+/// A config that Go peer-up accepts starts the daemon: a fractional duration, a metrics address
+/// with a host name, and bad `names:`/`allowed_peers` entries, which are warnings naming their
+/// line (as Go logs and skips them) in `config validate` and at the daemon's start.
+#[test]
+fn go_valid_config_starts_the_daemon_and_warns_about_bad_entries() {
+    let home = Home::initialized();
+    let path = home.file("config.yaml");
+    let text = home
+        .read("config.yaml")
+        .replace("reservation_interval: \"2m\"", "reservation_interval: \"1.5m\"")
+        .replace(
+            "services: {}",
+            "services:\n  ssh:\n    local_address: \"localhost:22\"\n    allowed_peers: [\"not-a-peer\"]",
+        )
+        .replace("names: {}", "names:\n  home: \"not-an-id\"")
+        + "telemetry:\n  metrics:\n    enabled: true\n    listen_address: \"localhost:0\"\n";
+    std::fs::write(&path, &text).unwrap();
+    let line_of = |v: &str| text.lines().position(|l| l.contains(v)).unwrap() + 1;
+    let names_warning = format!("line {}: names.home: \"not-an-id\"", line_of("not-an-id"));
+    let acl_warning =
+        format!("line {}: services.ssh.allowed_peers[0]: \"not-a-peer\"", line_of("not-a-peer"));
+
+    let out = home.run(&["config", "validate"]).ok();
+    assert!(out.contains("is valid"), "{out}");
+    assert!(out.contains(&format!("warning: {names_warning}")), "{out}");
+    assert!(out.contains(&format!("warning: {acl_warning}")), "{out}");
+
+    let mut daemon = crate::daemon_api::Daemon::spawn(&home, &["daemon"], &[], "Metrics: http://");
+    daemon.wait_line("API: ");
+    home.run(&["daemon", "stop"]).ok();
+    let (code, _, stderr) = daemon.finish_split();
+    assert_eq!(code, 0, "{stderr:?}");
+    for w in [&names_warning, &acl_warning] {
+        assert!(stderr.iter().any(|l| l.contains(w.as_str())), "{w} not in {stderr:#?}");
+    }
+}
+
+/// A Go relay config with `resources.*` at 0 (Go's "the default") is valid and serves; the two
+/// Go keys peerup cannot apply are named with the reason, by `relay config validate` and at start.
+#[test]
+fn relay_resources_at_zero_mean_the_defaults() {
+    let home = Home::new();
+    let cfg = crate::util::loopback_relay_config(&home, true);
+    let mut text = std::fs::read_to_string(&cfg).unwrap();
+    for (from, to) in [
+        ("max_reservations: 128", "max_reservations: 0"),
+        ("max_circuits: 16", "max_circuits: 0\n  buffer_size: 0\n  max_reservations_per_asn: 0"),
+        ("max_reservations_per_ip: 8", "max_reservations_per_ip: 0"),
+        ("reservation_ttl: \"1h\"", "reservation_ttl: \"0s\""),
+    ] {
+        assert!(text.contains(from), "{from}");
+        text = text.replace(from, to);
+    }
+    std::fs::write(&cfg, text).unwrap();
+    let cfg = cfg.to_str().unwrap();
+    let out = home.run(&["relay", "config", "validate", "--config", cfg]).ok();
+    assert!(out.contains("is valid"), "{out}");
+    for key in ["resources.buffer_size", "resources.max_reservations_per_asn"] {
+        assert!(out.contains(&format!("warning: {key}: \"0\": not ")), "{out}");
+    }
+    let mut relay = crate::daemon_api::Daemon::spawn(
+        &home,
+        &["relay", "serve", "--config", cfg],
+        &[],
+        "Relay ready:",
+    );
+    let line = relay.wait_err("the buffer_size warning", |l| l.contains("resources.buffer_size"));
+    assert!(line.contains("WARN") && line.contains("not applied"), "{line}");
+}
+
+/// `telemetry.audit.enabled` writes the audit events (here: an authorization added through the
+/// API) at the default log level; without it they stay hidden, as in Go.
+#[test]
+fn audit_enabled_writes_audit_events() {
+    let peer = "12D3KooWPrmh163sTHW3mYQm7YsLsSR2wr71fPp4g6yjuGv3sGQt";
+    for enabled in [false, true] {
+        let home = Home::initialized();
+        let path = home.file("config.yaml");
+        let text =
+            home.read("config.yaml") + &format!("telemetry:\n  audit:\n    enabled: {enabled}\n");
+        std::fs::write(&path, text).unwrap();
+        let daemon = crate::daemon_api::Daemon::start(&home);
+        let cookie = home.read(".daemon-cookie");
+        let add = format!(r#"{{"peer_id":"{peer}"}}"#);
+        let (code, _) = crate::daemon_api::call(&home, Some(&cookie), "POST", "/v1/auth", &add);
+        assert_eq!(code, 200);
+        home.run(&["daemon", "stop"]).ok();
+        let (_, _, stderr) = daemon.finish_split();
+        let logged = stderr.iter().any(|l| l.contains("auth_change: added") && l.contains(peer));
+        assert_eq!(logged, enabled, "audit.enabled={enabled}: {stderr:#?}");
+    }
+}

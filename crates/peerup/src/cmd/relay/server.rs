@@ -109,6 +109,9 @@ pub(super) fn serve(ctx: &Ctx) -> Result<()> {
         Err(e) if changes::revert_failed_start(&path, &e)? => load(ctx)?,
         Err(e) => return Err(e),
     };
+    for p in crate::config::validate::relay_unsupported(&loaded.config) {
+        tracing::warn!(config = %loaded.path.display(), "{p}");
+    }
     let started_with = std::fs::read(&loaded.path)?;
     runtime::block_on(async move {
         let (cancel, tracker) = runtime::shutdown_on_signals()?;

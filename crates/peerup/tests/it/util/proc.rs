@@ -67,6 +67,23 @@ impl Proc {
         }
     }
 
+    /// The first stderr line, printed already or still to come, matching `pred`.
+    #[track_caller]
+    pub fn wait_err(&mut self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        if let Some((_, l)) = self.seen.iter().find(|(out, l)| !out && pred(l)) {
+            return l.clone();
+        }
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok((false, l)) if pred(&l) => return l,
+                Ok(line) => self.seen.push(line),
+                Err(e) => panic!("never logged {what}: {e}; output so far: {:#?}", self.texts()),
+            }
+        }
+    }
+
     /// The next stdout line starting with `prefix`.
     #[track_caller]
     pub fn wait_line(&mut self, prefix: &str) -> String {
