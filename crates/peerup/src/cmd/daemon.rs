@@ -84,12 +84,15 @@ pub(super) fn dispatch(cmd: Option<DaemonCommand>, ctx: &Ctx) -> Result<()> {
             }
             for p in v.as_array().into_iter().flatten() {
                 let rtt = p["last_rtt_ms"].as_f64().map_or("-".into(), |ms| format!("{ms:.1}ms"));
+                // Go's columns, then the address and since when the connection is open.
                 outln!(
-                    "{}\t{}\t{}\trtt={rtt}\t{}",
+                    "{}\t{}\t{}\t{}\trtt={rtt}\t{}\t{}",
                     output::short_id(p["peer_id"].as_str().unwrap_or_default()),
                     p["path_type"].as_str().unwrap_or_default(),
                     p["transport"].as_str().unwrap_or_default(),
-                    p["address"].as_str().unwrap_or_default()
+                    p["ip_version"].as_str().unwrap_or_default(),
+                    p["address"].as_str().unwrap_or_default(),
+                    p["connected_at"].as_str().unwrap_or_default()
                 )?;
             }
             Ok(())

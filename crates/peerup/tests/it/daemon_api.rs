@@ -429,6 +429,15 @@ fn connect_carries_bytes_and_disconnect_closes_the_listener() {
     let path = with_rtt.expect("a path to alice with an RTT");
     let at = path["connected_at"].as_str().unwrap();
     assert!(at.parse::<jiff::Timestamp>().is_ok(), "{path}");
+    // `daemon paths` shows what the API says: Go's columns, then the address and connected_at.
+    let text = b.run(&["daemon", "paths"]).ok();
+    let ip = path["ip_version"].as_str().unwrap();
+    let shown = text.lines().any(|l| {
+        l.starts_with(&a_id[..16])
+            && l.contains(&format!("\t{ip}\trtt="))
+            && l.ends_with(&format!("\t{at}"))
+    });
+    assert!(shown, "{text}");
     let out = b.run(&["daemon", "ping", &a_id, "-c", "1", "--json"]).ok();
     let first: Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
     assert!(first["rtt_ms"].as_f64().is_some(), "{out}");
