@@ -495,4 +495,13 @@ mod tests {
         let e = Cli::try_parse_from(["peerup", "config", "apply", "x", "--confirm-timeout", "0s"]);
         assert!(e.is_err(), "a zero timeout is refused");
     }
+
+    /// Duration flags take Go's syntax, as Go peer-up's flags do (`.5s` and `+2m` included).
+    #[test]
+    fn duration_flags_take_go_durations() {
+        assert_eq!(parse_interval("1.5m"), Ok(std::time::Duration::from_secs(90)));
+        assert_eq!(parse_interval(".5s"), Ok(std::time::Duration::from_millis(500)));
+        assert_eq!(parse_interval("+2m"), Ok(std::time::Duration::from_secs(120)));
+        assert!(parse_interval("0").is_err());
+    }
 }

@@ -75,7 +75,7 @@ fn parse_expiry(s: &str, now: Timestamp) -> Result<Timestamp> {
     if let Ok(t) = s.parse::<Timestamp>() {
         return Ok(t);
     }
-    let d = humantime::parse_duration(s).map_err(|_| {
+    let d = crate::config::units::parse_duration(s).map_err(|_| {
         anyhow::anyhow!("invalid --expires {s:?}: use an RFC 3339 time (2026-12-31T00:00:00Z) or a duration (30d)")
     })?;
     let d = SignedDuration::try_from(d).context("--expires is too far away")?;
@@ -181,6 +181,7 @@ mod tests {
     fn expiry_forms() {
         let now: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
         assert_eq!(parse_expiry("30d", now).unwrap().to_string(), "2026-01-31T00:00:00Z");
+        assert_eq!(parse_expiry("1.5h", now).unwrap().to_string(), "2026-01-01T01:30:00Z");
         assert_eq!(
             parse_expiry("2027-02-03T04:05:06+01:00", now).unwrap().to_string(),
             "2027-02-03T03:05:06Z"
