@@ -124,6 +124,10 @@ pub(crate) enum Command {
         relay: PeerId,
         reply: oneshot::Sender<bool>,
     },
+    Providers {
+        key: libp2p::kad::RecordKey,
+        reply: oneshot::Sender<Vec<PeerId>>,
+    },
 }
 
 /// A handle to a running node.
@@ -362,6 +366,15 @@ impl Node {
     pub(crate) async fn holds_reservation(&self, relay: PeerId) -> Result<bool, NodeError> {
         let (reply, rx) = oneshot::channel();
         self.send(Command::HoldsReservation { relay, reply }).await?;
+        rx.await.map_err(|_| NodeError::Closed)
+    }
+
+    /// The peers that announce the rendezvous string `rendezvous` in the DHT (see
+    /// [`NodeConfig::rendezvous`]); none without a DHT.
+    pub async fn providers(&self, rendezvous: &str) -> Result<Vec<PeerId>, NodeError> {
+        let (reply, rx) = oneshot::channel();
+        let key = event_loop::rendezvous_key(rendezvous);
+        self.send(Command::Providers { key, reply }).await?;
         rx.await.map_err(|_| NodeError::Closed)
     }
 

@@ -105,3 +105,32 @@ async fn resource_limits_cap_connections_per_peer() {
         assert_eq!(held, want, "resource_limits={limited}");
     }
 }
+
+/// A node with a rendezvous string announces it in the DHT, as Go peer-up's daemon does: a DHT
+/// peer then finds it as a provider of that string.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rendezvous_is_announced_in_the_dht() {
+    let nodes = Nodes::new();
+    // A DHT server (it announces its listen address, so it serves the DHT on loopback).
+    let (b, _, b_addr) = nodes.spawn(|c| c.listen_addrs_are_external = true).await;
+    let (a, _, _) = nodes
+        .spawn(|c| {
+            c.bootstrap = vec![b_addr.clone()];
+            c.rendezvous = Some("peerup-default-network".into());
+        })
+        .await;
+    let a_id = a.node().peer_id();
+    let found = tokio::time::timeout(events::WAIT, async {
+        loop {
+            let p = b.node().providers("peerup-default-network").await.unwrap();
+            if p.contains(&a_id) {
+                return p;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("the rendezvous record never reached the DHT peer");
+    assert!(found.contains(&a_id));
+    assert!(b.node().providers("another-network").await.unwrap().is_empty());
+}

@@ -59,6 +59,10 @@ pub struct NodeConfig {
     /// DHT bootstrap peers besides the relays (`discovery.bootstrap_peers`): dialled at start and
     /// after address changes; once identified they join the DHT's routing table.
     pub bootstrap: Vec<Multiaddr>,
+    /// Announce this rendezvous string in the DHT every minute, as Go peer-up's daemon does
+    /// (`discovery.rendezvous`): a provider record under the SHA-256 multihash of the string,
+    /// which [`super::Node::providers`] finds. Default none.
+    pub rendezvous: Option<String>,
     /// Cap connections as Go's resource manager does (`network.resource_limits_enabled`): see
     /// [`RESOURCE_LIMITS`]. Default off.
     pub resource_limits: bool,
@@ -113,6 +117,7 @@ impl NodeConfig {
             reservation_interval: super::reservations::MAX_RETRY,
             force_private: false,
             bootstrap: Vec::new(),
+            rendezvous: None,
             resource_limits: false,
         }
     }

@@ -10,6 +10,9 @@ mod dialing;
 mod network;
 mod protocols;
 mod relays;
+mod rendezvous;
+
+pub(super) use rendezvous::rendezvous_key;
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -47,6 +50,10 @@ pub(crate) struct EventLoop {
     force_private: bool,
     /// DHT bootstrap peers dialled with the relays.
     bootstrap: Vec<Multiaddr>,
+    /// The rendezvous record's key, announced every minute, and when next.
+    rendezvous: Option<kad::RecordKey>,
+    next_advertise: Instant,
+    provider_queries: HashMap<kad::QueryId, rendezvous::ProviderQuery>,
     relay_ids: HashSet<PeerId>,
     /// Relays connected and identified: circuits through them can carry hole punching.
     ready_relays: HashSet<PeerId>,
@@ -168,6 +175,9 @@ impl EventLoop {
             listen_addrs_are_external: config.listen_addrs_are_external,
             force_private: config.force_private,
             bootstrap: config.bootstrap,
+            rendezvous: config.rendezvous.as_deref().map(rendezvous_key),
+            next_advertise: Instant::now(),
+            provider_queries: HashMap::new(),
         };
         // Connect to relays right away (over TCP, then QUIC): reservations, DHT bootstrap and
         // learning our public address all start from here.
@@ -253,6 +263,7 @@ impl EventLoop {
             Command::HoldsReservation { relay, reply } => {
                 let _ = reply.send(self.reservations.as_ref().is_some_and(|r| r.holds(&relay)));
             }
+            Command::Providers { key, reply } => self.find_providers(key, reply),
         }
     }
 
@@ -261,6 +272,7 @@ impl EventLoop {
         self.dial_deferred(false);
         self.punch_again();
         self.retry_reservations();
+        self.advertise_rendezvous();
     }
 
     fn retry_reservations(&mut self) {

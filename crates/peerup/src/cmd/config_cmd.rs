@@ -13,8 +13,7 @@ use super::Ctx;
 use crate::cli::{ConfigCommand, RelayConfigCommand};
 use crate::config::load::{RELAY_CONFIG_FILE, find_node_config, load_relay_file};
 use crate::config::validate::{
-    Problem, node_unsupported, node_warnings, relay_unsupported, validate_node, validate_relay,
-    with_lines,
+    Problem, node_warnings, relay_unsupported, validate_node, validate_relay, with_lines,
 };
 use crate::config::{self};
 use crate::outln;
@@ -43,7 +42,7 @@ pub(super) fn run(cmd: ConfigCommand, ctx: &Ctx) -> Result<()> {
             {
                 problems.push(format!("identity.key_file: {e}"));
             }
-            for w in warnings(&loaded).iter().chain(&node_unsupported(&loaded.config)) {
+            for w in warnings(&loaded) {
                 outln!("{}", warn(format!("warning: {w}")))?;
             }
             report(&loaded.path, &loaded.unknown_keys, &problems)

@@ -174,9 +174,6 @@ fn prepare(path: &std::path::Path) -> Result<Loaded<NodeConfig>> {
     for w in super::config_cmd::warnings(&loaded) {
         tracing::warn!(config = %loaded.path.display(), "{w} (entry ignored)");
     }
-    for p in crate::config::validate::node_unsupported(&loaded.config) {
-        tracing::warn!(config = %loaded.path.display(), "{p}");
-    }
     Ok(loaded)
 }
 
@@ -202,8 +199,11 @@ async fn serve(
 ) -> Result<()> {
     let (cancel, tracker) = runtime::shutdown_on_signals()?;
     let mut core = core_config::node_config(loaded, true)?;
-    // As in Go peer-up, the resource limits are the daemon's (the one-shot tools need none).
+    // As in Go peer-up, the resource limits and the rendezvous record are the daemon's (the
+    // one-shot tools need neither).
     core.resource_limits = loaded.config.network.resource_limits_enabled;
+    let rendezvous = loaded.config.discovery.rendezvous.trim();
+    core.rendezvous = (!rendezvous.is_empty()).then(|| rendezvous.to_string());
     if loaded.config.telemetry.audit.enabled {
         crate::logging::enable_audit();
     }

@@ -196,22 +196,6 @@ pub fn node_warnings(c: &NodeConfig) -> Vec<Problem> {
     k.0
 }
 
-/// Keys of a node config that Go peer-up uses and peerup cannot, with the reason: said by
-/// `config validate` and at the daemon's start. `discovery.rendezvous` is named only when it was
-/// changed from the default (the default is in every file).
-pub fn node_unsupported(c: &NodeConfig) -> Vec<Problem> {
-    let mut k = Checker::default();
-    let default = super::schema::DiscoverySection::default().rendezvous;
-    if c.discovery.rendezvous != default {
-        k.fail(
-            "discovery.rendezvous",
-            &c.discovery.rendezvous,
-            "not used: Go peer-up only advertises it as a DHT provider record that nothing looks up; peers are found by their peer ID",
-        );
-    }
-    k.0
-}
-
 /// Keys of a relay config that Go peer-up uses and peerup cannot, with the reason: said by
 /// `relay config validate` and at the relay's start.
 pub fn relay_unsupported(c: &RelayConfig) -> Vec<Problem> {
@@ -403,11 +387,6 @@ mod tests {
         .unwrap();
         let keys: Vec<_> = relay_unsupported(&r).into_iter().map(|p| p.key).collect();
         assert_eq!(keys, ["resources.buffer_size", "resources.max_reservations_per_asn"]);
-        assert!(node_unsupported(&node("")).is_empty());
-        let c = node("discovery:\n  rendezvous: my-net\n");
-        let found = node_unsupported(&c);
-        assert_eq!(found[0].key, "discovery.rendezvous");
-        assert!(found[0].reason.contains("peer ID"), "{found:?}");
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! What the protocols report: reservations accepted (relay client), identify (our public address,
 //! relays becoming ready, DHT addresses), hole punching (DCUtR) and ping round trips.
 
-use libp2p::{dcutr, identify, ping, relay};
+use libp2p::{dcutr, identify, kad, ping, relay};
 use tokio::time::Instant;
 
 use super::EventLoop;
@@ -110,6 +110,12 @@ impl EventLoop {
                 tracing::debug!(%peer, error = %e, "ping failed");
             }
             BehaviourEvent::RelayServer(e) => tracing::debug!(event = ?e, "relay"),
+            BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
+                id,
+                result: kad::QueryResult::GetProviders(result),
+                step,
+                ..
+            }) => self.on_providers(id, result, step.last),
             other => tracing::trace!(event = ?other, "behaviour event"),
         }
     }
