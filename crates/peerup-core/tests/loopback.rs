@@ -217,6 +217,15 @@ async fn refusals_are_errors_not_hangs() {
         .expect("an error");
     assert!(err.to_string().contains("does not offer /peerup/echo/1.0.0"), "{err}");
 
+    // A name that is no service name is its own error, found before anything is sent (it was
+    // "cannot build the network stack: …" once).
+    let err = service::connect(&p.client, p.server.node().peer_id(), "no such/name")
+        .await
+        .err()
+        .expect("an error");
+    assert!(matches!(err, service::ConnectError::BadName(_)), "{err}");
+    assert!(!err.to_string().contains("network stack"), "{err}");
+
     // An unexposed service is refused at negotiation.
     let err = service::connect(&p.client, p.server.node().peer_id(), "nope")
         .await
