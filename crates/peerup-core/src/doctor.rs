@@ -95,6 +95,12 @@ pub enum Reservation {
     },
     /// Refused, with the reason.
     Refused(String),
+    /// The relay hung up right after the handshake, before identifying itself: its gate refuses
+    /// this node (`node`), which it does not authorize.
+    NotAuthorized {
+        /// This node's peer ID, the one to authorize on the relay.
+        node: PeerId,
+    },
     /// The relay could not be reached.
     Unreachable,
     /// No answer before the deadline.

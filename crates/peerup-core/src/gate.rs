@@ -144,6 +144,9 @@ const PROBATION_TICK: Duration = Duration::from_secs(1);
 /// The gate behaviour.
 pub struct Gate {
     list: AccessList,
+    /// Refuse outbound connections to peers the list does not allow too (see
+    /// [`Gate::gate_outbound`]).
+    outbound: bool,
     metrics: crate::metrics::Metrics,
     max_per_ip: Option<usize>,
     per_ip: HashMap<IpAddr, usize>,
@@ -165,6 +168,7 @@ impl Gate {
     ) -> Self {
         Self {
             list,
+            outbound: false,
             metrics,
             max_per_ip,
             per_ip: HashMap::new(),
@@ -174,6 +178,15 @@ impl Gate {
             tick: None,
             to_close: VecDeque::new(),
         }
+    }
+
+    /// Refuses outbound connections to peers the list does not allow as well. A relay server has
+    /// no business with other peers, and a peer whose access was revoked must not get back in over
+    /// a connection the relay dialled itself (an AutoNAT dial-back, the DHT): it would hold a
+    /// connection its reservations are refused on, and never hear that it is not authorized.
+    pub fn gate_outbound(mut self) -> Self {
+        self.outbound = true;
+        self
     }
 
     /// Whether an unknown peer may come in on probation now.
@@ -229,11 +242,15 @@ impl NetworkBehaviour for Gate {
     fn handle_established_outbound_connection(
         &mut self,
         _: ConnectionId,
-        _: PeerId,
-        _: &Multiaddr,
+        peer: PeerId,
+        addr: &Multiaddr,
         _: Endpoint,
         _: PortUse,
     ) -> Result<THandler<Self>, ConnectionDenied> {
+        if self.outbound && !self.list.is_allowed(&peer) {
+            tracing::debug!(%peer, %addr, "outbound connection closed: peer not authorized");
+            return Err(ConnectionDenied::new(GateError::NotAuthorized(peer)));
+        }
         Ok(dummy::ConnectionHandler)
     }
 

@@ -7,9 +7,17 @@
 
 use std::time::Duration;
 
-use libp2p::{Multiaddr, relay};
+use libp2p::{Multiaddr, PeerId, relay};
 
 use crate::gate::AccessList;
+
+/// What a node says when relay `relay` refuses it: in plain words, with the command that fixes it
+/// (run on the relay's machine).
+pub fn refusal_message(relay: &PeerId, node: &PeerId) -> String {
+    format!(
+        "the relay {relay} does not authorize this node: run `peerup relay authorize {node}` there"
+    )
+}
 
 /// Circuit relay server limits.
 #[derive(Debug, Clone, PartialEq, Eq)]

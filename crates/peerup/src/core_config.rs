@@ -89,6 +89,9 @@ pub fn relay_node_config(loaded: &Loaded<RelayConfig>) -> Result<CoreConfig> {
     core.network = c.discovery.network.clone();
     core.access =
         access_list(c.security.enable_connection_gating, &c.security.authorized_keys_file)?;
+    // Only authorized peers, either way: a deauthorized peer must not come back over a
+    // connection the relay dialled (see `Gate::gate_outbound`).
+    core.gate_outbound = true;
     let r = &c.resources.effective();
     let per_ip = r.max_reservations_per_ip as usize;
     core.relay_server = Some(RelayLimits {

@@ -207,7 +207,11 @@ impl Run {
                 if let Some(d) = self.dials.remove(&connection_id) {
                     let reason = cause.map_or("closed by the relay".into(), |c| c.to_string());
                     self.set_reach(d.relay, d.kind, Reach::Failed { addr: d.addr, reason });
-                    self.no_reservation_if_unreachable(d.relay);
+                    let node = *self.swarm.local_peer_id();
+                    let r = &mut self.reports[d.relay];
+                    if matches!(r.reservation, Reservation::Pending | Reservation::Unreachable) {
+                        r.reservation = Reservation::NotAuthorized { node };
+                    }
                 }
             }
             SwarmEvent::Behaviour(ProbeEvent::Identify(identify::Event::Received {

@@ -59,12 +59,15 @@ pub(crate) fn build_swarm(
         .with_behaviour(|key| {
             let peer_id = key.public().to_peer_id();
             Behaviour {
-                gate: Gate::new(
-                    config.access.clone(),
-                    config.max_inbound_per_ip,
-                    config.probation.clone(),
-                    config.metrics.clone(),
-                ),
+                gate: {
+                    let gate = Gate::new(
+                        config.access.clone(),
+                        config.max_inbound_per_ip,
+                        config.probation.clone(),
+                        config.metrics.clone(),
+                    );
+                    if config.gate_outbound { gate.gate_outbound() } else { gate }
+                },
                 limits: Toggle::from(config.resource_limits.then(|| {
                     let l = super::config::RESOURCE_LIMITS;
                     connection_limits::Behaviour::new(

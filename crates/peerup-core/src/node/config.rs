@@ -34,6 +34,9 @@ pub struct NodeConfig {
     pub relay_server: Option<RelayLimits>,
     /// Admit unknown peers on probation while pairing slots are open (relays).
     pub probation: Option<crate::gate::Probation>,
+    /// Refuse outbound connections to peers `access` does not allow, like inbound ones (a relay
+    /// server). Default off: a node dials DHT neighbours and relays it does not authorize.
+    pub gate_outbound: bool,
     /// Cap inbound connections per source IP.
     pub max_inbound_per_ip: Option<usize>,
     /// Close connections without streams after this long.
@@ -108,6 +111,7 @@ impl NodeConfig {
             relay_server: None,
             max_inbound_per_ip: None,
             probation: None,
+            gate_outbound: false,
             idle_timeout: Duration::from_secs(300),
             external_addrs: Vec::new(),
             listen_addrs_are_external: false,

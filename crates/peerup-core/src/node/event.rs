@@ -24,6 +24,12 @@ pub enum NodeEvent {
         /// Why.
         reason: String,
     },
+    /// A relay closed our connection before identifying itself: it refuses this node (it does
+    /// not authorize it, or it takes no more connections from our IP address).
+    RelayRefused {
+        /// The relay.
+        relay: PeerId,
+    },
     /// A connection was established.
     Connected {
         /// The peer.

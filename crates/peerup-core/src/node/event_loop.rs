@@ -57,6 +57,9 @@ pub(crate) struct EventLoop {
     relay_ids: HashSet<PeerId>,
     /// Relays connected and identified: circuits through them can carry hole punching.
     ready_relays: HashSet<PeerId>,
+    /// Direct connections to relays not identified yet, with when they opened: one the relay
+    /// closes before identifying itself was refused (see `relays::on_relay_closed`).
+    unidentified_relay_conns: HashMap<ConnectionId, Instant>,
     /// Dials waiting for a ready relay, with the time they go ahead regardless.
     deferred: Vec<(PeerId, Instant)>,
     /// Peers we tried to add a direct TCP connection to, beside a direct QUIC one.
@@ -155,6 +158,7 @@ impl EventLoop {
         let mut this = Self {
             relay_ids,
             ready_relays: HashSet::new(),
+            unidentified_relay_conns: HashMap::new(),
             deferred: Vec::new(),
             tcp_tried: HashSet::new(),
             book: PeerBook::default(),
@@ -336,7 +340,7 @@ impl EventLoop {
                 if path.relayed && endpoint.is_listener() {
                     self.on_relayed_inbound(peer_id);
                 }
-                self.on_relay_connected(peer_id, &endpoint);
+                self.on_relay_connected(peer_id, connection_id, &endpoint);
                 self.book.connected(peer_id, connection_id, path.clone());
                 self.on_connected(peer_id, &endpoint, path.relayed);
                 tracing::info!(peer = %peer_id, path = path.kind(), addr = %path.remote_addr, "connected");
@@ -352,6 +356,7 @@ impl EventLoop {
                 ..
             } => {
                 self.book.closed(peer_id, connection_id);
+                self.on_relay_closed(peer_id, connection_id);
                 let path = path_of(&endpoint);
                 let failed =
                     matches!(&cause, Some(ConnectionError::IO(e)) if !network::closed_by_peer(e));

@@ -291,6 +291,10 @@ async fn serve(
             Ok(NodeEvent::ReservationLost { relay, reason }) => {
                 outln!("Reservation lost on relay {relay} ({reason}); reconnecting")?;
             }
+            Ok(NodeEvent::RelayRefused { relay }) => {
+                let msg = peerup_core::relay::refusal_message(&relay, &node.peer_id());
+                outln!("Refused: {msg}")?;
+            }
             Ok(NodeEvent::HolePunched { peer }) => outln!("Direct connection with {peer}")?,
             Ok(NodeEvent::NetworkChanged(change)) => outln!("Network change: {change}")?,
             Ok(_) | Err(RecvError::Lagged(_)) => {}

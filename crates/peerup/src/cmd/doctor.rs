@@ -198,6 +198,11 @@ fn reservation_view(r: &RelayReport, held: Option<bool>) -> ReservationView {
         circuit_bytes: None,
         error: None,
     };
+    if let Reservation::NotAuthorized { node } = &r.reservation {
+        v.status = "not_authorized";
+        v.error = Some(peerup_core::relay::refusal_message(&r.peer, node));
+        return v;
+    }
     if let Some(held) = held {
         v.source = "daemon";
         v.status = if held { "accepted" } else { "none" };
@@ -215,7 +220,7 @@ fn reservation_view(r: &RelayReport, held: Option<bool>) -> ReservationView {
         }
         Reservation::Unreachable => v.status = "unreachable",
         Reservation::TimedOut => v.status = "timed_out",
-        Reservation::Pending | Reservation::NotTried => {}
+        Reservation::Pending | Reservation::NotTried | Reservation::NotAuthorized { .. } => {}
     }
     v
 }

@@ -10,5 +10,6 @@ mod file_safety;
 mod init;
 mod network;
 mod pairing;
+mod relay_server;
 mod service;
 mod util;

@@ -66,6 +66,7 @@ impl EventLoop {
                         k.add_address(&peer_id, addr.clone());
                     }
                 }
+                self.unidentified_relay_conns.remove(&connection_id);
                 if self.relay_ids.contains(&peer_id) && self.ready_relays.insert(peer_id) {
                     if let Some(res) = self.reservations.as_mut() {
                         res.relay_ready(peer_id, Instant::now());

@@ -11,14 +11,20 @@
 //! the TCP connection is up, or when the TCP dial failed.
 
 use libp2p::core::ConnectedPoint;
-use libp2p::swarm::DialError;
+use libp2p::swarm::{ConnectionId, DialError};
 use libp2p::{Multiaddr, PeerId};
+use std::time::Duration;
+
 use tokio::time::Instant;
 
 use super::{EventLoop, quic_twin, strip_p2p};
-use crate::node::RelayChange;
+use crate::node::{NodeEvent, RelayChange};
 use crate::relay_addr;
 use crate::streams::is_quic;
+
+/// How soon after the handshake a relay that closes the connection unidentified counts as
+/// refusing us (its gate closes at once; later closes have other reasons).
+const REFUSAL_WINDOW: Duration = Duration::from_secs(10);
 
 impl EventLoop {
     pub(super) fn set_relays(&mut self, relays: Vec<Multiaddr>) -> RelayChange {
@@ -77,17 +83,41 @@ impl EventLoop {
 
     /// A connection to `peer` is up: when it is a relay reached over TCP and no QUIC connection
     /// to it exists yet, dial the QUIC twins of its configured addresses.
-    pub(super) fn on_relay_connected(&mut self, peer: PeerId, endpoint: &ConnectedPoint) {
-        if !self.relay_ids.contains(&peer)
-            || endpoint.is_relayed()
-            || is_quic(endpoint.get_remote_address())
-        {
+    pub(super) fn on_relay_connected(
+        &mut self,
+        peer: PeerId,
+        connection: ConnectionId,
+        endpoint: &ConnectedPoint,
+    ) {
+        if !self.relay_ids.contains(&peer) || endpoint.is_relayed() {
+            return;
+        }
+        self.unidentified_relay_conns.insert(connection, Instant::now());
+        if is_quic(endpoint.get_remote_address()) {
             return;
         }
         let has_quic = self.swarm.behaviour().streams.paths(&peer).iter().any(|p| p.is_quic());
         if !has_quic {
             self.dial_quic_twins(peer);
         }
+    }
+
+    /// A connection closed: when it was one to a relay that the relay closed soon after the
+    /// handshake, before it identified itself, the relay refused us. A relay's gate does exactly
+    /// that to a peer it does not authorize (the connection is dropped right after the security
+    /// handshake, so no reservation is ever refused in words); say so with the fix.
+    pub(super) fn on_relay_closed(&mut self, peer: PeerId, connection: ConnectionId) {
+        let Some(opened) = self.unidentified_relay_conns.remove(&connection) else { return };
+        if opened.elapsed() > REFUSAL_WINDOW {
+            return;
+        }
+        let me = *self.swarm.local_peer_id();
+        tracing::warn!(
+            relay = %peer,
+            "{}",
+            crate::relay::refusal_message(&peer, &me)
+        );
+        self.emit(NodeEvent::RelayRefused { relay: peer });
     }
 
     /// A dial failed: when it was a relay's TCP address, try its QUIC twin (TCP may be blocked

@@ -132,6 +132,10 @@ fn reach(id: &'static str, transport: &str, r: &RelayReport, reach: &Reach) -> O
 fn reservation(r: &RelayReport, from_daemon: Option<bool>) -> Finding {
     let relay = short(r);
     let id = "relay_reservation";
+    // Whether or not a daemon runs, the probe's connection shows a relay that refuses us.
+    if let Reservation::NotAuthorized { node } = &r.reservation {
+        return not_authorized(r, node);
+    }
     if let Some(held) = from_daemon {
         return match held {
             true => f(id, Status::Ok, format!("the running daemon holds a reservation on relay {relay}"), None),
@@ -164,10 +168,22 @@ fn reservation(r: &RelayReport, from_daemon: Option<bool>) -> Finding {
             Some("try again; if it persists, check the relay's log".into()),
         ),
         Reservation::Unreachable => f(id, Status::Fail, format!("no reservation: relay {relay} is unreachable"), None),
+        Reservation::NotAuthorized { node } => not_authorized(r, node),
         Reservation::Pending | Reservation::NotTried => {
             f(id, Status::Info, format!("reservation on relay {relay} not tested"), None)
         }
     }
+}
+
+/// A relay whose gate hung up on us: in plain words, with the command that fixes it.
+fn not_authorized(r: &RelayReport, node: &peerup_core::PeerId) -> Finding {
+    let msg = peerup_core::relay::refusal_message(&r.peer, node);
+    f(
+        "relay_reservation",
+        Status::Fail,
+        msg,
+        Some(format!("on the relay: peerup relay authorize {node}")),
+    )
 }
 
 /// Bytes in the largest binary unit that keeps a whole number in front.

@@ -131,6 +131,17 @@ pub(super) fn serve(ctx: &Ctx) -> Result<()> {
         let (tunnel, mut events) = Tunnel::spawn(core, cancel.clone(), &tracker)?;
         let node = tunnel.node().clone();
         let security = &loaded.config.security;
+        // `relay authorize|deauthorize` (and hand edits) apply at once; a peer that loses access
+        // has its connections closed, and so its reservation and circuits end.
+        if security.enable_connection_gating {
+            crate::daemon::reload::spawn(
+                &security.authorized_keys_file,
+                access.clone(),
+                tunnel.clone(),
+                cancel.clone(),
+                &tracker,
+            );
+        }
         let rendezvous = RendezvousConfig {
             keypair,
             access: access.clone(),
@@ -306,7 +317,7 @@ pub(super) fn authorize(peer: &str, comment: Option<&str>, ctx: &Ctx) -> Result<
     keys.add(Entry::new(peer, comment))?;
     keys.save(&path)?;
     outln!("{}", ok(format!("Authorized on this relay: {}", short_id(peer))))?;
-    outln!("Restart the relay to apply.")?;
+    outln!("A running relay applies this at once.")?;
     Ok(())
 }
 
@@ -318,6 +329,7 @@ pub(super) fn deauthorize(peer: &str, ctx: &Ctx) -> Result<()> {
     keys.remove(&peer)?;
     keys.save(&path)?;
     outln!("{}", ok(format!("Removed from this relay: {}", short_id(peer))))?;
+    outln!("A running relay closes its connections, reservation and circuits at once.")?;
     Ok(())
 }
 
