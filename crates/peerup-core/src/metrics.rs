@@ -85,6 +85,13 @@ pub struct ResultLabel {
     pub result: String,
 }
 
+/// `kind`: `reservation` or `circuit`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    /// What was refused.
+    pub kind: String,
+}
+
 /// The node's metrics. Cloning shares them.
 #[derive(Clone, Default)]
 pub struct Metrics {
@@ -104,6 +111,16 @@ pub struct Metrics {
     pub bulk_connections: Counter,
     /// Leg pairs a relay joined ([`crate::tunnel::legs`]).
     pub relay_legs: Counter,
+    /// Reservations a relay server holds now.
+    pub relay_reservations: Gauge,
+    /// Reservations a relay server accepted (renewals not counted).
+    pub relay_reservations_accepted: Counter,
+    /// Circuits a relay server carries now.
+    pub relay_circuits: Gauge,
+    /// Circuits a relay server accepted.
+    pub relay_circuits_accepted: Counter,
+    /// Reservation and circuit requests a relay server refused, by `kind`.
+    pub relay_denials: Family<KindLabel, Counter>,
     /// rust-libp2p's own metrics (connections, bandwidth per protocol, identify, kad, ping, relay,
     /// DCUtR), set once the metrics are registered.
     libp2p: std::sync::Arc<std::sync::OnceLock<libp2p::metrics::Metrics>>,
@@ -144,6 +161,31 @@ impl Metrics {
             self.relay_legs.clone(),
         );
         registry.register(
+            "peerup_relay_reservations",
+            "Reservations this relay server holds now",
+            self.relay_reservations.clone(),
+        );
+        registry.register(
+            "peerup_relay_reservations_accepted",
+            "Reservations this relay server accepted (renewals not counted)",
+            self.relay_reservations_accepted.clone(),
+        );
+        registry.register(
+            "peerup_relay_circuits",
+            "Circuits this relay server carries now",
+            self.relay_circuits.clone(),
+        );
+        registry.register(
+            "peerup_relay_circuits_accepted",
+            "Circuits this relay server accepted",
+            self.relay_circuits_accepted.clone(),
+        );
+        registry.register(
+            "peerup_relay_denials",
+            "Reservation and circuit requests this relay server refused, by kind",
+            self.relay_denials.clone(),
+        );
+        registry.register(
             "peerup_auth_denials",
             "Connections and streams refused (not authorized)",
             self.auth_denials.clone(),
@@ -175,6 +217,33 @@ impl Metrics {
             gauge.inc();
         } else {
             gauge.dec();
+        }
+    }
+
+    /// Counts what the relay server did.
+    pub(crate) fn relay_event(&self, event: &libp2p::relay::Event) {
+        use libp2p::relay::Event;
+        let denied = |kind: &str| {
+            self.relay_denials.get_or_create(&KindLabel { kind: kind.into() }).inc();
+        };
+        match event {
+            Event::ReservationReqAccepted { renewed: false, .. } => {
+                self.relay_reservations.inc();
+                self.relay_reservations_accepted.inc();
+            }
+            Event::ReservationClosed { .. } | Event::ReservationTimedOut { .. } => {
+                self.relay_reservations.dec();
+            }
+            Event::ReservationReqDenied { .. } => denied("reservation"),
+            Event::CircuitReqAccepted { .. } => {
+                self.relay_circuits.inc();
+                self.relay_circuits_accepted.inc();
+            }
+            Event::CircuitClosed { .. } => {
+                self.relay_circuits.dec();
+            }
+            Event::CircuitReqDenied { .. } => denied("circuit"),
+            _ => {}
         }
     }
 

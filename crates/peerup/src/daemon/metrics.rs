@@ -54,18 +54,25 @@ async fn metrics(State(registry): State<Arc<Registry>>) -> Response {
     }
 }
 
-/// Binds `listen` and serves `/metrics` until `cancel` fires. Returns the bound address.
-pub async fn serve(
+/// `GET /metrics` of `registry`, to serve alone or beside other routes (the relay's `/healthz`).
+pub fn router(registry: Registry) -> Router {
+    Router::new().route("/metrics", get(metrics)).with_state(Arc::new(registry))
+}
+
+/// Binds `listen` (named `key` in the config, for the error) and serves `app` until `cancel`
+/// fires, with each request's source address available (`ConnectInfo`). Returns the bound address.
+pub async fn serve_router(
+    key: &str,
     listen: &str,
-    registry: Registry,
+    app: Router,
     cancel: CancellationToken,
     tracker: &TaskTracker,
 ) -> Result<std::net::SocketAddr> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
-        .with_context(|| format!("telemetry.metrics.listen_address: cannot listen on {listen}"))?;
+        .with_context(|| format!("{key}: cannot listen on {listen}"))?;
     let addr = listener.local_addr()?;
-    let app = Router::new().route("/metrics", get(metrics)).with_state(Arc::new(registry));
+    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     let server = axum::serve(listener, app).with_graceful_shutdown(cancel.cancelled_owned());
     tracker.spawn(async move {
         if let Err(e) = server.await {
@@ -73,4 +80,15 @@ pub async fn serve(
         }
     });
     Ok(addr)
+}
+
+/// Binds `listen` and serves `/metrics` until `cancel` fires. Returns the bound address.
+pub async fn serve(
+    listen: &str,
+    registry: Registry,
+    cancel: CancellationToken,
+    tracker: &TaskTracker,
+) -> Result<std::net::SocketAddr> {
+    serve_router("telemetry.metrics.listen_address", listen, router(registry), cancel, tracker)
+        .await
 }

@@ -1,6 +1,7 @@
 //! systemd integration (`Type=notify`): `READY=1` once the node and the API are up, `WATCHDOG=1`
 //! from a health loop while the node answers and listens, and `STOPPING=1` at shutdown. Without
-//! `NOTIFY_SOCKET` every call is a no-op.
+//! `NOTIFY_SOCKET` every call is a no-op. `relay serve` uses it too (ready once listening; its
+//! health is the same: the swarm answers and listens).
 
 use std::time::Duration;
 

@@ -526,7 +526,7 @@ fn enable_metrics(home: &Home) {
 }
 
 /// Scrapes `/metrics` at `addr`; the parse fails unless it is valid exposition format.
-fn scrape(addr: &str) -> (prometheus_parse::Scrape, String) {
+pub(crate) fn scrape(addr: &str) -> (prometheus_parse::Scrape, String) {
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(WAIT)).unwrap();
     write!(s, "GET /metrics HTTP/1.1\r\nHost: m\r\nConnection: close\r\n\r\n").unwrap();
@@ -539,7 +539,11 @@ fn scrape(addr: &str) -> (prometheus_parse::Scrape, String) {
 }
 
 /// The value of the sample `metric` with `labels`, if any.
-fn sample(scrape: &prometheus_parse::Scrape, metric: &str, labels: &[(&str, &str)]) -> Option<f64> {
+pub(crate) fn sample(
+    scrape: &prometheus_parse::Scrape,
+    metric: &str,
+    labels: &[(&str, &str)],
+) -> Option<f64> {
     scrape
         .samples
         .iter()

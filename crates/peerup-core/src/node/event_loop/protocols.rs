@@ -110,7 +110,10 @@ impl EventLoop {
                 }
                 tracing::debug!(%peer, error = %e, "ping failed");
             }
-            BehaviourEvent::RelayServer(e) => tracing::debug!(event = ?e, "relay"),
+            BehaviourEvent::RelayServer(e) => {
+                self.metrics.relay_event(&e);
+                tracing::debug!(event = ?e, "relay");
+            }
             BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
                 id,
                 result: kad::QueryResult::GetProviders(result),

@@ -24,6 +24,7 @@ use crate::cmd::Ctx;
 
 mod admit;
 mod changes;
+mod health;
 use crate::config::load::{Loaded, RELAY_CONFIG_FILE, load_relay_file};
 use crate::config::relay_schema::RelayConfig;
 use crate::config::relay_template::{RELAY_AUTHORIZED_KEYS, RELAY_CONFIG};
@@ -113,6 +114,7 @@ pub(super) fn serve(ctx: &Ctx) -> Result<()> {
         tracing::warn!(config = %loaded.path.display(), "{p}");
     }
     let started_with = std::fs::read(&loaded.path)?;
+    let started = std::time::Instant::now();
     runtime::block_on(async move {
         let (cancel, tracker) = runtime::shutdown_on_signals()?;
         let mut core = core_config::relay_node_config(&loaded)?;
@@ -161,6 +163,15 @@ pub(super) fn serve(ctx: &Ctx) -> Result<()> {
             &tracker,
         )
         .await?;
+        let c = &loaded.config;
+        if let Some(addr) = health::serve(c, &node, started, cancel.clone(), &tracker).await? {
+            if c.health.enabled {
+                outln!("Health: http://{addr}/healthz")?;
+            }
+            if c.telemetry.metrics.enabled {
+                outln!("Metrics: http://{addr}/metrics")?;
+            }
+        }
         let mut announced = false;
         loop {
             let event = tokio::select! {
@@ -172,6 +183,7 @@ pub(super) fn serve(ctx: &Ctx) -> Result<()> {
                     if !announced {
                         outln!("Relay ready: {}", node.peer_id())?;
                         changes::archive_started(&loaded.path, &started_with);
+                        crate::daemon::systemd::ready(node.clone(), cancel.clone(), &tracker);
                         announced = true;
                     }
                     outln!("  {}", addr.with(Protocol::P2p(node.peer_id())))?;
@@ -182,6 +194,7 @@ pub(super) fn serve(ctx: &Ctx) -> Result<()> {
                 Err(RecvError::Closed) => break,
             }
         }
+        crate::daemon::systemd::stopping();
         runtime::shutdown(&cancel, &tracker).await;
         if restart.get() {
             bail!(

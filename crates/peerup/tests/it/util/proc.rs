@@ -90,6 +90,15 @@ impl Proc {
         self.wait_out(&format!("{prefix:?}"), |l| l.starts_with(prefix))
     }
 
+    /// Sends SIGTERM (as systemd does to stop a service).
+    pub fn terminate(&mut self) {
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+    }
+
     /// Whether the process still runs.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
