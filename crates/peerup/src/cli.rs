@@ -381,6 +381,10 @@ pub enum RelayCommand {
         /// Folder for the relay's files [default: the --config file's folder, else .]
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
+        /// Replace the existing files with fresh ones (a new identity, no authorized peers),
+        /// after a snapshot of them in <DIR>/backups/<UTC date_time>/
+        #[arg(long)]
+        fresh: bool,
         /// Never prompt (setup never prompts; accepted for scripts)
         #[arg(long)]
         non_interactive: bool,
@@ -404,6 +408,8 @@ pub enum RelayCommand {
     },
     /// Relay server: list the peers allowed to use it
     ListPeers(JsonFlag),
+    /// Print version information (as `peerup version`)
+    Version(JsonFlag),
     /// Remove a relay address
     Remove {
         /// The exact multiaddr to remove

@@ -60,7 +60,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Verify { target, yes, json } => verify::run(&target, yes, json.json, &ctx),
         Command::Doctor(args) => doctor::run(&args, &ctx),
         Command::Demo => demo::run(),
-        Command::Version(json) => version(json.json),
+        Command::Version(json) => version("peerup", json.json),
     }
 }
 
@@ -71,7 +71,8 @@ struct VersionInfo {
     arch: &'static str,
 }
 
-fn version(json: bool) -> Result<()> {
+/// `peerup version` and `peerup relay version` (`name` starts the line, as in Go).
+fn version(name: &str, json: bool) -> Result<()> {
     let v = VersionInfo {
         version: env!("CARGO_PKG_VERSION"),
         os: std::env::consts::OS,
@@ -80,6 +81,6 @@ fn version(json: bool) -> Result<()> {
     if json {
         return crate::output::json(&v);
     }
-    outln!("peerup {} ({}/{})", v.version, v.os, v.arch)?;
+    outln!("{name} {} ({}/{})", v.version, v.os, v.arch)?;
     Ok(())
 }

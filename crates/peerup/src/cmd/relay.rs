@@ -2,7 +2,8 @@
 //!
 //! - [`node_relays`]: `relay add|list|remove`, the relays this node keeps reservations on.
 //! - [`server`]: the relay server, with its own config: `relay setup|serve|info|authorize|
-//!   deauthorize|list-peers`.
+//!   deauthorize|list-peers`, and `setup --fresh` with its snapshot.
+//! - `relay version`: as `peerup version`.
 //! - [`pair`]: `relay pair`, group codes from the running relay over its admin socket.
 //! - `relay config validate|apply|confirm|rollback` (the relay server's config changes) are in
 //!   `config_cmd`.
@@ -24,7 +25,9 @@ pub(super) fn run(cmd: RelayCommand, ctx: &Ctx) -> Result<()> {
         RelayCommand::List(json) => node_relays::list(json.json, ctx),
         RelayCommand::Remove { address, force } => node_relays::remove(&address, force, ctx),
         RelayCommand::Config(cmd) => super::config_cmd::relay_changes(cmd, ctx),
-        RelayCommand::Setup { dir, non_interactive: _ } => server::setup(dir.as_deref(), ctx),
+        RelayCommand::Setup { dir, fresh, non_interactive: _ } => {
+            server::setup(dir.as_deref(), fresh, ctx)
+        }
         RelayCommand::Serve => server::serve(ctx),
         RelayCommand::Pair { count, ttl, expires, list, revoke, json } => {
             let args = pair::PairArgs {
@@ -43,5 +46,6 @@ pub(super) fn run(cmd: RelayCommand, ctx: &Ctx) -> Result<()> {
         }
         RelayCommand::Deauthorize { peer_id } => server::deauthorize(&peer_id, ctx),
         RelayCommand::ListPeers(json) => server::list_peers(json.json, ctx),
+        RelayCommand::Version(json) => super::version("peerup relay", json.json),
     }
 }

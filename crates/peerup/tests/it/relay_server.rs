@@ -157,3 +157,52 @@ fn relay_serves_healthz_metrics_and_systemd_notifications() {
     assert!(stopping, "STOPPING=1 is sent at shutdown");
     assert!(relay.wait_exit());
 }
+
+/// `relay setup --fresh` keeps a snapshot of the old files in backups/<UTC time>/ and starts over
+/// with a new identity and no authorized peers; `relay version` prints the version as Go does.
+#[test]
+fn relay_setup_fresh_snapshots_then_replaces() {
+    use std::os::unix::fs::PermissionsExt;
+    let home = Home::new();
+    let dir = home.path().join("relay");
+    let d = dir.to_str().unwrap();
+    let cfg = dir.join("relay-server.yaml");
+    let c = cfg.to_str().unwrap();
+    home.run(&["relay", "setup", "--dir", d]).ok();
+    let peer_id = |h: &Home| -> String {
+        let v: serde_json::Value =
+            serde_json::from_str(&h.run(&["relay", "info", "--json", "--config", c]).ok()).unwrap();
+        v["peer_id"].as_str().unwrap().to_string()
+    };
+    let old_id = peer_id(&home);
+    let node = Home::initialized();
+    let node_id = node.run(&["whoami"]).ok().trim().to_string();
+    home.run(&["relay", "authorize", &node_id, "--config", c]).ok();
+    let old_keys = std::fs::read(dir.join("relay_authorized_keys")).unwrap();
+    let old_key = std::fs::read(dir.join("relay_node.key")).unwrap();
+
+    let out = home.run(&["relay", "setup", "--dir", d, "--fresh"]).ok();
+    let snap = out
+        .lines()
+        .find_map(|l| l.strip_prefix("Snapshot of the previous files: "))
+        .unwrap_or_else(|| panic!("{out}"));
+    let snap = std::path::Path::new(snap);
+    assert_eq!(snap.parent().unwrap(), dir.join("backups"));
+    let name = snap.file_name().unwrap().to_str().unwrap();
+    assert!(jiff::civil::DateTime::strptime("%Y-%m-%d_%H%M%S", name).is_ok(), "{name}");
+    assert_eq!(std::fs::read(snap.join("relay_authorized_keys")).unwrap(), old_keys);
+    assert_eq!(std::fs::read(snap.join("relay_node.key")).unwrap(), old_key);
+    for f in ["relay-server.yaml", "relay_authorized_keys", "relay_node.key"] {
+        let mode = std::fs::metadata(snap.join(f)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{f}");
+    }
+    assert_ne!(peer_id(&home), old_id, "a new identity");
+    let listed = home.run(&["relay", "list-peers", "--config", c]).ok();
+    assert!(listed.contains("Total: 0 peer(s)"), "{listed}");
+
+    let v = home.run(&["relay", "version"]).ok();
+    assert!(v.starts_with(&format!("peerup relay {} (", env!("CARGO_PKG_VERSION"))), "{v}");
+    let j: serde_json::Value =
+        serde_json::from_str(&home.run(&["relay", "version", "--json"]).ok()).unwrap();
+    assert_eq!(j["version"], env!("CARGO_PKG_VERSION"));
+}

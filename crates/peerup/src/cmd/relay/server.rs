@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use jiff::Timestamp;
 use peerup_core::authorized_keys::{ATTR_EXPIRES, AuthorizedKeys, Entry};
 use peerup_core::gate::{AccessList, Probation};
@@ -23,6 +23,7 @@ use tokio::sync::broadcast::error::RecvError;
 use crate::cmd::Ctx;
 
 mod admit;
+mod backups;
 mod changes;
 mod health;
 use crate::config::load::{Loaded, RELAY_CONFIG_FILE, load_relay_file};
@@ -56,8 +57,9 @@ fn load(ctx: &Ctx) -> Result<Loaded<RelayConfig>> {
 }
 
 /// `relay setup`: write the config, authorized_keys and identity key into `dir`, keeping any
-/// that already exist (an identity is never replaced).
-pub(super) fn setup(dir: Option<&Path>, ctx: &Ctx) -> Result<()> {
+/// that already exist (an identity is never replaced), unless `fresh`: then the existing ones go
+/// to a snapshot in `dir/backups/` first and are replaced.
+pub(super) fn setup(dir: Option<&Path>, fresh: bool, ctx: &Ctx) -> Result<()> {
     let dir = match (dir, ctx.config_path()) {
         (Some(d), _) => d.to_path_buf(),
         (None, Some(c)) => c.parent().map(Path::to_path_buf).unwrap_or_default(),
@@ -66,6 +68,9 @@ pub(super) fn setup(dir: Option<&Path>, ctx: &Ctx) -> Result<()> {
     let dir = if dir.as_os_str().is_empty() { PathBuf::from(".") } else { dir };
     fsutil::create_private_dir(&dir)?;
     let config = dir.join(RELAY_CONFIG_FILE);
+    if fresh {
+        start_fresh(&dir, &config)?;
+    }
     let mut wrote = Vec::new();
     if !config.exists() {
         fsutil::create_private_new(&config, RELAY_CONFIG.as_bytes())?;
@@ -90,6 +95,26 @@ pub(super) fn setup(dir: Option<&Path>, ctx: &Ctx) -> Result<()> {
     outln!("{}", ok(format!("Relay peer ID: {}", identity::peer_id(&key))))?;
     outln!("Authorize each node:  peerup relay authorize <peer-id> --config {}", config.display())?;
     outln!("Start the relay:      peerup relay serve --config {}", config.display())?;
+    Ok(())
+}
+
+/// `setup --fresh`: snapshots the relay's config, authorized_keys and key (those named by the
+/// config when it loads, else the default names), then removes them.
+fn start_fresh(dir: &Path, config: &Path) -> Result<()> {
+    let (keys, key) = match load_relay_file(config) {
+        Ok(l) => (l.config.security.authorized_keys_file, l.config.identity.key_file),
+        Err(_) => {
+            let d = RelayConfig::default();
+            (dir.join(d.security.authorized_keys_file), dir.join(d.identity.key_file))
+        }
+    };
+    let files = [config.to_path_buf(), keys, key];
+    if let Some(snap) = backups::snapshot(dir, &files, Timestamp::now())? {
+        outln!("Snapshot of the previous files: {}", snap.display())?;
+    }
+    for f in files.iter().filter(|f| f.exists()) {
+        std::fs::remove_file(f).with_context(|| format!("cannot remove {}", f.display()))?;
+    }
     Ok(())
 }
 
