@@ -35,9 +35,16 @@ resources:
   session_duration: "12h"
   session_data_limit: "1GB"
 
+# GET /healthz for loopback clients (monitoring on this machine).
 health:
   enabled: false
   listen_address: "127.0.0.1:9090"
+
+# Prometheus /metrics; served on health.listen_address when health is enabled too.
+telemetry:
+  metrics:
+    enabled: false
+    listen_address: "127.0.0.1:9091"
 "#;
 
 /// The header of a new relay authorized_keys file.

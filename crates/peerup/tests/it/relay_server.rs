@@ -82,10 +82,14 @@ fn relay_serves_healthz_metrics_and_systemd_notifications() {
     use std::os::unix::net::UnixDatagram;
     let relay_home = Home::new();
     let cfg = loopback_relay_config(&relay_home, true);
-    let text = std::fs::read_to_string(&cfg).unwrap().replace(
-        "health:\n  enabled: false\n  listen_address: \"127.0.0.1:9090\"",
-        "health:\n  enabled: true\n  listen_address: \"0.0.0.0:0\"\ntelemetry:\n  metrics:\n    enabled: true\n",
-    );
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace(
+            "health:\n  enabled: false\n  listen_address: \"127.0.0.1:9090\"",
+            "health:\n  enabled: true\n  listen_address: \"0.0.0.0:0\"",
+        )
+        .replace("metrics:\n    enabled: false", "metrics:\n    enabled: true");
+    assert_eq!(text.matches("enabled: true").count(), 2, "health and metrics: {text}");
     std::fs::write(&cfg, text).unwrap();
     let cfg = cfg.to_str().unwrap();
 
