@@ -60,6 +60,9 @@ pub(crate) struct EventLoop {
     /// Direct connections to relays not identified yet, with when they opened: one the relay
     /// closes before identifying itself was refused (see `relays::on_relay_closed`).
     unidentified_relay_conns: HashMap<ConnectionId, Instant>,
+    /// Relays that refused us: said once (TCP and its QUIC twin, every retry), until one lets
+    /// us in again.
+    refused_by: HashSet<PeerId>,
     /// Dials waiting for a ready relay, with the time they go ahead regardless.
     deferred: Vec<(PeerId, Instant)>,
     /// Peers we tried to add a direct TCP connection to, beside a direct QUIC one.
@@ -159,6 +162,7 @@ impl EventLoop {
             relay_ids,
             ready_relays: HashSet::new(),
             unidentified_relay_conns: HashMap::new(),
+            refused_by: HashSet::new(),
             deferred: Vec::new(),
             tcp_tried: HashSet::new(),
             book: PeerBook::default(),

@@ -67,6 +67,7 @@ impl EventLoop {
                     }
                 }
                 self.unidentified_relay_conns.remove(&connection_id);
+                self.refused_by.remove(&peer_id);
                 if self.relay_ids.contains(&peer_id) && self.ready_relays.insert(peer_id) {
                     if let Some(res) = self.reservations.as_mut() {
                         res.relay_ready(peer_id, Instant::now());

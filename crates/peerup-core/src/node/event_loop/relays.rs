@@ -111,6 +111,10 @@ impl EventLoop {
         if opened.elapsed() > REFUSAL_WINDOW {
             return;
         }
+        if !self.refused_by.insert(peer) {
+            tracing::debug!(relay = %peer, "refused by the relay again");
+            return;
+        }
         let me = *self.swarm.local_peer_id();
         tracing::warn!(
             relay = %peer,
