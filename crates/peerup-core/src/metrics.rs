@@ -92,6 +92,13 @@ pub struct KindLabel {
     pub kind: String,
 }
 
+/// `direction`: `rx` or `tx`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DirectionLabel {
+    /// `rx` (received) or `tx` (sent).
+    pub direction: String,
+}
+
 /// The node's metrics. Cloning shares them.
 #[derive(Clone, Default)]
 pub struct Metrics {
@@ -121,6 +128,8 @@ pub struct Metrics {
     pub relay_circuits_accepted: Counter,
     /// Reservation and circuit requests a relay server refused, by `kind`.
     pub relay_denials: Family<KindLabel, Counter>,
+    /// Bytes a relay server's libp2p connections received (`rx`) and sent (`tx`).
+    pub relay_bytes: Family<DirectionLabel, Counter>,
     /// rust-libp2p's own metrics (connections, bandwidth per protocol, identify, kad, ping, relay,
     /// DCUtR), set once the metrics are registered.
     libp2p: std::sync::Arc<std::sync::OnceLock<libp2p::metrics::Metrics>>,
@@ -186,6 +195,12 @@ impl Metrics {
             self.relay_denials.clone(),
         );
         registry.register(
+            "peerup_relay_bytes",
+            "Bytes a relay server's libp2p connections received (rx) and sent (tx): its circuits \
+             and its own protocols (relay legs not included)",
+            self.relay_bytes.clone(),
+        );
+        registry.register(
             "peerup_auth_denials",
             "Connections and streams refused (not authorized)",
             self.auth_denials.clone(),
@@ -218,6 +233,14 @@ impl Metrics {
         } else {
             gauge.dec();
         }
+    }
+
+    /// The counters of a relay server's bytes.
+    pub(crate) fn relay_bytes(&self) -> crate::transport::counted::Bytes {
+        let get = |d: &str| {
+            self.relay_bytes.get_or_create(&DirectionLabel { direction: d.into() }).clone()
+        };
+        crate::transport::counted::Bytes { rx: get("rx"), tx: get("tx") }
     }
 
     /// Counts what the relay server did.

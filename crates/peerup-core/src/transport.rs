@@ -13,6 +13,7 @@
 //! registers its protocols (`crate::tunnel`) and takes the connections from there.
 
 pub(crate) mod circuits;
+pub(crate) mod counted;
 pub mod mux;
 mod stack;
 pub(crate) mod tcp;

@@ -52,6 +52,11 @@ pub(crate) fn build_swarm(
     let Parts { control, transport, relay_client } = parts;
     let transport = crate::transport::stack(&config.keypair, transport)
         .map_err(|e| NodeError::Transport(e.to_string()))?;
+    // A relay server counts what its connections carry (`peerup_relay_bytes_total`).
+    let transport = match &config.relay_server {
+        Some(_) => crate::transport::counted::counted(transport, config.metrics.relay_bytes()),
+        None => transport,
+    };
     let swarm = libp2p::SwarmBuilder::with_existing_identity(config.keypair.clone())
         .with_tokio()
         .with_other_transport(|_| transport)

@@ -137,6 +137,11 @@ fn relay_serves_healthz_metrics_and_systemd_notifications() {
     let value = |m: &str| crate::daemon_api::sample(&scrape, m, &[]);
     assert_eq!(value("peerup_relay_reservations"), Some(1.0), "{body}");
     assert_eq!(value("peerup_relay_reservations_accepted_total"), Some(1.0), "{body}");
+    for direction in ["rx", "tx"] {
+        let labels = [("direction", direction)];
+        let n = crate::daemon_api::sample(&scrape, "peerup_relay_bytes_total", &labels);
+        assert!(n.is_some_and(|n| n > 0.0), "bytes {direction}: {body}");
+    }
     for m in ["peerup_relay_circuits", "peerup_relay_legs_total", "peerup_auth_denials_total"] {
         assert!(value(m).is_some(), "{m} in {body}");
     }
