@@ -136,14 +136,6 @@ impl State {
     }
 }
 
-/// How one epoch ended.
-enum Epoch {
-    /// The session is complete.
-    Done,
-    /// The underlying connection broke: find another.
-    Broken,
-}
-
 /// Carries `local` over the connections `link` gives until both directions have ended and
 /// each end knows it.
 pub(crate) async fn carry<L, K>(local: L, link: &mut K, limits: Limits) -> Result<Totals, Ended>
@@ -183,6 +175,7 @@ where
         let down = down(&mut wr, &mut lw, &state, &wake, &finished, limits);
         let epoch = futures::future::try_join(up, down).await;
         match epoch {
+            // Both halves done: the session is complete.
             Ok(_) => {
                 let _ = ww.close().await;
                 return Ok(lock(&state).totals);
@@ -262,7 +255,7 @@ async fn up<W, R>(
     wake: &Notify,
     finished: &Notify,
     limits: Limits,
-) -> Result<Epoch, Broken>
+) -> Result<(), Broken>
 where
     W: futures::AsyncWrite + Unpin,
     R: AsyncRead + Unpin,
@@ -319,7 +312,7 @@ where
             Next::Done => {
                 ww.flush().await.map_err(wire)?;
                 finished.notify_one();
-                return Ok(Epoch::Done);
+                return Ok(());
             }
             Next::Wait { read, ack_by } => {
                 ww.flush().await.map_err(wire)?;
@@ -358,7 +351,7 @@ async fn down<R, W>(
     wake: &Notify,
     finished: &Notify,
     limits: Limits,
-) -> Result<Epoch, Broken>
+) -> Result<(), Broken>
 where
     R: futures::AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -368,16 +361,16 @@ where
         {
             let s = lock(state);
             if s.done() {
-                return Ok(Epoch::Done);
+                return Ok(());
             }
         }
         let frame = tokio::select! {
             // Done on both sides (`up` sent the last acknowledgement): nothing more will come
             // that matters, and the peer closes the wire when it is done too.
-            () = finished.notified() => return Ok(Epoch::Done),
+            () = finished.notified() => return Ok(()),
             f = Frame::read(wr, &mut buf) => match f {
                 Ok(f) => f,
-                Err(_) if lock(state).done() => return Ok(Epoch::Done),
+                Err(_) if lock(state).done() => return Ok(()),
                 // A clean end of the wire before the session is done is a break too.
                 Err(e) => return Err(e.into()),
             },
