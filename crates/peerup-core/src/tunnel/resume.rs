@@ -12,6 +12,8 @@
 
 #![expect(dead_code, reason = "built and tested ahead of its wiring into the tunnel (issue 22)")]
 
+#[cfg(test)]
+mod cut;
 mod engine;
 mod link;
 mod table;

@@ -439,69 +439,14 @@ where
 #[cfg(test)]
 mod tests {
     use std::collections::VecDeque;
-    use std::pin::Pin;
-    use std::task::{Context, Poll};
 
     use tokio::io::DuplexStream;
     use tokio::sync::mpsc;
     use tokio_util::compat::{Compat, TokioAsyncReadCompatExt};
 
+    use super::super::cut::Cut;
     use super::super::wire::{Hello, Id, Reply};
     use super::*;
-
-    /// An underlying connection that breaks after so many bytes, either way.
-    struct Cut {
-        inner: Compat<DuplexStream>,
-        left: usize,
-    }
-
-    fn broken() -> std::io::Error {
-        std::io::ErrorKind::ConnectionReset.into()
-    }
-
-    impl futures::AsyncRead for Cut {
-        fn poll_read(
-            mut self: Pin<&mut Self>,
-            cx: &mut Context<'_>,
-            buf: &mut [u8],
-        ) -> Poll<std::io::Result<usize>> {
-            if self.left == 0 {
-                return Poll::Ready(Err(broken()));
-            }
-            let max = buf.len().min(self.left);
-            let r = Pin::new(&mut self.inner).poll_read(cx, &mut buf[..max]);
-            if let Poll::Ready(Ok(n)) = r {
-                self.left -= n;
-            }
-            r
-        }
-    }
-
-    impl futures::AsyncWrite for Cut {
-        fn poll_write(
-            mut self: Pin<&mut Self>,
-            cx: &mut Context<'_>,
-            buf: &[u8],
-        ) -> Poll<std::io::Result<usize>> {
-            if self.left == 0 {
-                return Poll::Ready(Err(broken()));
-            }
-            let max = buf.len().min(self.left);
-            let r = Pin::new(&mut self.inner).poll_write(cx, &buf[..max]);
-            if let Poll::Ready(Ok(n)) = r {
-                self.left -= n;
-            }
-            r
-        }
-
-        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-            Pin::new(&mut self.inner).poll_flush(cx)
-        }
-
-        fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-            Pin::new(&mut self.inner).poll_close(cx)
-        }
-    }
 
     /// The dialling side: each connection is a fresh pipe to the answering side, cut after the
     /// next budget in `cuts` (none: never); a handshake that breaks is tried again.
@@ -526,7 +471,7 @@ mod tests {
                     return Err(Ended::Lost("the answering side is gone".into()));
                 }
                 let left = self.cuts.pop_front().unwrap_or(usize::MAX);
-                let mut io = Cut { inner: a.compat(), left };
+                let mut io = Cut::new(a.compat(), left);
                 let hello = match self.first {
                     true => Hello::New { id: self.id, service: "test".into() },
                     false => Hello::Resume { id: self.id, received },
